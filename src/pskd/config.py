@@ -1,0 +1,177 @@
+"""The typed configuration tree, loaded from YAML and overridden from the command line with dotted keys.
+
+Every section forbids unknown keys, so a misspelt option is an error rather than a silently ignored default.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from pskd.errors import ConfigError
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class SyntheticConfig(Section):
+    """Parameters of the embedded synthetic dataset (see pskd.data.synthetic)."""
+
+    subjects: int = Field(8, ge=2)
+    trials: int = Field(4, ge=1)
+    classes: int = Field(10, ge=2, le=10)
+    seed: int = 0
+
+
+class DataConfig(Section):
+    dataset: str = "utd_mhad"
+    data_dir: str | None = None  # falls back to $PSKD_DATA_DIR/<dataset>, then the dataset's own folder name
+    protocol: str = "cross_subject"
+    # Validation subjects are taken from the training subjects only. "auto": the last training subject.
+    val_subjects: list[int] | Literal["auto"] = "auto"
+    cache: bool = True
+    cache_dir: str | None = None  # default: $PSKD_CACHE_DIR, else ~/.cache/pskd
+    synthetic: SyntheticConfig = SyntheticConfig()
+
+
+class PreprocessConfig(Section):
+    accelerometer_length: int = Field(128, ge=8)
+    skeleton_length: int = Field(64, ge=4)
+    resample: Literal["linear", "cubic"] = "linear"
+    antialias: bool = True  # low-pass before down-sampling a stream
+    skeleton_center: Literal["hip", "spine", "none"] = "hip"
+    skeleton_scale: bool = True  # divide by the mean torso length of the clip
+
+
+class AugmentConfig(Section):
+    enabled: bool = True
+    scale: float = Field(0.1, ge=0, lt=1)  # amplitude factor drawn from [1 - scale, 1 + scale]
+    jitter: float = Field(0.02, ge=0)  # additive Gaussian noise, in the stream's units (g)
+    rotation_deg: float = Field(15.0, ge=0, le=180)  # random rotation of the sensor frame
+    time_crop: float = Field(0.1, ge=0, lt=1)  # keep a random window of at least 1 - time_crop of the clip
+
+
+class ModelConfig(Section):
+    name: str = "compact_cnn"
+    streams: list[str] = ["accelerometer"]
+    options: dict[str, Any] = {}  # passed to the model's constructor; checked against its signature
+
+
+class TrainConfig(Section):
+    epochs: int = Field(80, ge=1)
+    batch_size: int = Field(32, ge=1)
+    optimizer: Literal["adamw", "adam", "sgd"] = "adamw"
+    lr: float = Field(3e-3, gt=0)
+    weight_decay: float = Field(1e-2, ge=0)
+    schedule: Literal["cosine", "constant"] = "cosine"
+    warmup_epochs: int = Field(3, ge=0)
+    label_smoothing: float = Field(0.1, ge=0, lt=1)
+    grad_clip: float | None = Field(5.0, gt=0)
+    patience: int | None = Field(None, ge=1)  # early stopping on the selection metric; None trains all epochs
+    select: Literal["val_accuracy", "val_loss"] = "val_accuracy"
+    refit: bool = False  # after selection, retrain on training + validation subjects for the selected epochs
+
+
+class RunConfig(Section):
+    name: str = "run"
+    method: Literal["ce"] = "ce"
+    seed: int = 0
+    deterministic: bool = True
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    threads: int | None = Field(None, ge=1)  # torch intra-op threads; None: torch's default
+    progress: bool = True
+    data: DataConfig = DataConfig()
+    preprocess: PreprocessConfig = PreprocessConfig()
+    augment: AugmentConfig = AugmentConfig()
+    student: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+
+    @model_validator(mode="after")
+    def _check(self) -> "RunConfig":
+        if isinstance(self.data.val_subjects, list) and not self.data.val_subjects:
+            raise ValueError("data.val_subjects must name at least one subject, or be 'auto'")
+        return self
+
+
+def _format_validation(err: ValidationError, source: str) -> str:
+    problems = []
+    for item in err.errors():
+        where = ".".join(str(p) for p in item["loc"]) or "(top level)"
+        if item["type"] == "extra_forbidden":
+            problems.append(f"{where}: unknown key")
+        else:
+            got = item.get("input")
+            shown = "" if isinstance(got, (dict, list)) else f" (got {got!r})"
+            problems.append(f"{where}: {item['msg']}{shown}")
+    return f"{source}: " + "; ".join(problems)
+
+
+def parse_value(text: str) -> Any:
+    """Turn the right-hand side of `--set key=value` into a Python value (YAML scalars, lists, mappings)."""
+    try:
+        value = yaml.safe_load(text) if text.strip() else ""
+    except yaml.YAMLError:
+        return text
+    if isinstance(value, str):
+        # YAML 1.1 reads "1e-3" as a string; accept the float a user means.
+        try:
+            return float(value) if any(c in value for c in "eE.") and value.strip() not in ("", ".") else value
+        except ValueError:
+            return value
+    return value
+
+
+def apply_override(tree: dict, dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    if not all(keys):
+        raise ConfigError(f"--set {dotted}: empty key in dotted path")
+    node = tree
+    for key in keys[:-1]:
+        child = node.get(key)
+        if child is None:
+            child = node[key] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {dotted}: '{key}' is a value, not a section")
+        node = child
+    node[keys[-1]] = value
+
+
+def build_config(tree: dict, overrides: list[str] | tuple[str, ...] = (), source: str = "config") -> RunConfig:
+    tree = dict(tree)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set {item}: expected key=value")
+        key, _, text = item.partition("=")
+        apply_override(tree, key.strip(), parse_value(text))
+    try:
+        return RunConfig.model_validate(tree)
+    except ValidationError as err:
+        label = source if not overrides else f"{source} (with --set overrides)"
+        raise ConfigError(_format_validation(err, label)) from None
+
+
+def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        tree = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}: not valid YAML{where}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a UTF-8 text file") from None
+    if tree is None:
+        tree = {}
+    if not isinstance(tree, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections, got {type(tree).__name__}")
+    return build_config(tree, overrides, source=str(path))
+
+
+def dump_config(config: RunConfig) -> str:
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)

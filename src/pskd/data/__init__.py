@@ -1,0 +1,1 @@
+"""Datasets, protocols and preprocessing: everything that happens to a clip before a model sees it."""

@@ -1,0 +1,47 @@
+"""The unit of data: one recording with every stream that was captured of it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+SKELETON = "skeleton"
+ACCELEROMETER = "accelerometer"
+GYROSCOPE = "gyroscope"
+
+
+@dataclass
+class Clip:
+    """Both modalities of one recording.
+
+    streams maps a stream name to its samples: the skeleton as [T, joints, 3] (metres), the accelerometer as
+    [T, 3] (g), the gyroscope as [T, 3] (deg/s). Streams of the same clip need not share a length or a rate:
+    they were sampled by different devices and cropped separately, so each is resampled on its own.
+    """
+
+    clip_id: str
+    label: int
+    subject: int
+    trial: int
+    streams: dict[str, np.ndarray]
+    rates: dict[str, float]  # samples per second of each stream
+
+    def duration(self, stream: str) -> float:
+        return len(self.streams[stream]) / self.rates[stream]
+
+
+@dataclass
+class DatasetInfo:
+    """What a loader knows about its source, independent of any split."""
+
+    name: str
+    class_names: list[str]
+    streams: list[str]  # the stream names every clip carries
+    rates: dict[str, float]  # nominal sampling rate of each stream
+    layout: str | None = None  # skeleton graph layout name, when there is a skeleton
+    notes: list[str] = field(default_factory=list)  # what the loader skipped or noticed, to be shown to a user
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
