@@ -1,0 +1,3 @@
+from pskd.cli import main
+
+main()

@@ -1,0 +1,47 @@
+"""Paired batches: every batch carries every stream of the same clips, so a teacher's target and the
+student's input always belong to one recording."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+LABEL = "label"
+INDEX = "index"
+
+
+class PairedClips(Dataset):
+    """Fixed-length streams of a set of clips, kept as tensors (time-major: [N, T, ...])."""
+
+    def __init__(self, streams: dict[str, np.ndarray], labels: np.ndarray, indices: np.ndarray):
+        self.indices = np.asarray(indices, dtype=np.int64)
+        self.streams = {name: torch.from_numpy(np.ascontiguousarray(v[self.indices])) for name, v in streams.items()}
+        self.labels = torch.from_numpy(np.asarray(labels, dtype=np.int64)[self.indices])
+        self.clip_index = torch.from_numpy(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, item: int) -> dict[str, torch.Tensor]:
+        sample = {name: value[item] for name, value in self.streams.items()}
+        sample[LABEL] = self.labels[item]
+        sample[INDEX] = self.clip_index[item]
+        return sample
+
+    def batches(
+        self, batch_size: int, shuffle: bool = False, generator: torch.Generator | None = None
+    ) -> Iterator[dict[str, torch.Tensor]]:
+        """The same batches a DataLoader with default collation would give, without per-item overhead."""
+        order = torch.randperm(len(self), generator=generator) if shuffle else torch.arange(len(self))
+        for start in range(0, len(self), batch_size):
+            rows = order[start : start + batch_size]
+            batch = {name: value[rows] for name, value in self.streams.items()}
+            batch[LABEL] = self.labels[rows]
+            batch[INDEX] = self.clip_index[rows]
+            yield batch
+
+    def num_batches(self, batch_size: int) -> int:
+        return (len(self) + batch_size - 1) // batch_size

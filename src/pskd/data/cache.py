@@ -1,0 +1,140 @@
+"""Prepared tensors: every clip resampled to fixed lengths, kept on disk keyed by what produced them.
+
+The key hashes the source's fingerprint (file names, sizes and times, or generator settings) and the
+preprocessing config, so a second run with the same settings reads one .npz instead of re-reading the dataset,
+and any change of data or preprocessing gives a new entry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import tempfile
+import zipfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pskd.config import DataConfig, PreprocessConfig
+from pskd.data.clip import SKELETON, Clip, DatasetInfo
+from pskd.data.layouts import get_layout
+from pskd.data.sources import get_source, resolve_data_dir
+from pskd.data.transforms import center_skeleton, resample, scale_skeleton
+
+CACHE_VERSION = 1
+CACHE_VARIABLE = "PSKD_CACHE_DIR"
+
+
+@dataclass
+class Prepared:
+    """A whole dataset as fixed-length arrays in physical units (time-major), plus per-clip metadata."""
+
+    info: DatasetInfo
+    streams: dict[str, np.ndarray]  # name -> [N, length, ...]
+    labels: np.ndarray
+    subjects: np.ndarray
+    trials: np.ndarray
+    clip_ids: list[str]
+    source_lengths: dict[str, np.ndarray]  # name -> [N], samples before resampling
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def stream_length(stream: str, preprocess: PreprocessConfig) -> int:
+    return preprocess.skeleton_length if stream == SKELETON else preprocess.accelerometer_length
+
+
+def prepare_clips(info: DatasetInfo, clips: list[Clip], preprocess: PreprocessConfig) -> Prepared:
+    layout = get_layout(info.layout) if info.layout else None
+    streams = {}
+    for name in info.streams:
+        rows = []
+        for clip in clips:
+            x = resample(clip.streams[name], stream_length(name, preprocess), preprocess.resample, preprocess.antialias)
+            if name == SKELETON and layout is not None:
+                x = center_skeleton(x, layout, preprocess.skeleton_center)
+                if preprocess.skeleton_scale:
+                    x = scale_skeleton(x, layout)
+            rows.append(x)
+        streams[name] = np.stack(rows).astype(np.float32)
+    return Prepared(
+        info=info,
+        streams=streams,
+        labels=np.array([c.label for c in clips], dtype=np.int64),
+        subjects=np.array([c.subject for c in clips], dtype=np.int64),
+        trials=np.array([c.trial for c in clips], dtype=np.int64),
+        clip_ids=[c.clip_id for c in clips],
+        source_lengths={n: np.array([len(c.streams[n]) for c in clips], dtype=np.int64) for n in info.streams},
+    )
+
+
+def cache_dir(config: DataConfig) -> Path:
+    if config.cache_dir:
+        return Path(config.cache_dir).expanduser()
+    if os.environ.get(CACHE_VARIABLE):
+        return Path(os.environ[CACHE_VARIABLE]).expanduser()
+    return Path.home() / ".cache" / "pskd"
+
+
+def cache_key(fingerprint: str, preprocess: PreprocessConfig) -> str:
+    text = json.dumps({"v": CACHE_VERSION, "source": fingerprint, "preprocess": preprocess.model_dump()}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+def _save(path: Path, prepared: Prepared) -> None:
+    arrays = {f"stream/{n}": v for n, v in prepared.streams.items()}
+    arrays.update({f"length/{n}": v for n, v in prepared.source_lengths.items()})
+    arrays.update(labels=prepared.labels, subjects=prepared.subjects, trials=prepared.trials)
+    meta = {"info": asdict(prepared.info), "clip_ids": prepared.clip_ids}
+    arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.stem, suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as out:
+            np.savez(out, **arrays)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _load(path: Path) -> Prepared:
+    with np.load(path, allow_pickle=False) as data:
+        meta = json.loads(bytes(data["meta"]).decode())
+        streams = {k.split("/", 1)[1]: data[k] for k in data.files if k.startswith("stream/")}
+        lengths = {k.split("/", 1)[1]: data[k] for k in data.files if k.startswith("length/")}
+        return Prepared(
+            info=DatasetInfo(**meta["info"]),
+            streams=streams,
+            labels=data["labels"],
+            subjects=data["subjects"],
+            trials=data["trials"],
+            clip_ids=meta["clip_ids"],
+            source_lengths=lengths,
+        )
+
+
+def prepare(config: DataConfig, preprocess: PreprocessConfig, log=print) -> Prepared:
+    """Load and resample a dataset, through the on-disk cache when config.cache is on."""
+    source = get_source(config.dataset)
+    root = resolve_data_dir(source.name, config.data_dir) if source.needs_data_dir else None
+    path = None
+    if config.cache:
+        path = cache_dir(config) / f"{source.name}-{cache_key(source.fingerprint(config, root), preprocess)}.npz"
+        if path.is_file():
+            try:
+                return _load(path)
+            except (OSError, ValueError, KeyError, zipfile.BadZipFile, json.JSONDecodeError) as err:
+                log(f"cache {path} is unreadable ({type(err).__name__}); rebuilding it", file=sys.stderr)
+    info, clips = source.load(config, root)
+    prepared = prepare_clips(info, clips, preprocess)
+    if path is not None:
+        try:
+            _save(path, prepared)
+        except OSError as err:
+            log(f"could not write the cache {path} ({err.strerror}); continuing without it", file=sys.stderr)
+    return prepared

@@ -1,0 +1,92 @@
+"""Named train/test protocols, and the validation split drawn from the training subjects only."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from pskd.errors import ConfigError
+
+
+@dataclass
+class Split:
+    """Indices of the clips each part uses. The test part is read once, at the end of a run."""
+
+    protocol: str
+    train: np.ndarray
+    val: np.ndarray
+    test: np.ndarray
+    train_subjects: list[int]
+    val_subjects: list[int]
+    test_subjects: list[int]
+
+    def describe(self) -> str:
+        return (
+            f"{self.protocol}: train {len(self.train)} clips (subjects {self.train_subjects}), "
+            f"val {len(self.val)} (subjects {self.val_subjects}), test {len(self.test)} (subjects {self.test_subjects})"
+        )
+
+
+def _odd_even_subjects(subjects: np.ndarray, trials: np.ndarray) -> np.ndarray:
+    """Odd subjects train, even subjects test: UTD-MHAD's standard cross-subject protocol (1,3,5,7 / 2,4,6,8)."""
+    return subjects % 2 == 1
+
+
+def _first_half_trials(subjects: np.ndarray, trials: np.ndarray) -> np.ndarray:
+    """Trials 1-2 train, 3-4 test (every subject in both)."""
+    return trials <= 2
+
+
+# dataset name -> protocol name -> rule giving a boolean "is a training clip" mask
+PROTOCOLS = {
+    "utd_mhad": {"cross_subject": _odd_even_subjects, "trial_split": _first_half_trials},
+    "synthetic": {"cross_subject": _odd_even_subjects, "trial_split": _first_half_trials},
+}
+
+
+def protocol_names(dataset: str) -> list[str]:
+    return sorted(PROTOCOLS.get(dataset, {}))
+
+
+def make_split(
+    dataset: str,
+    protocol: str,
+    subjects: np.ndarray,
+    trials: np.ndarray,
+    val_subjects: list[int] | str = "auto",
+) -> Split:
+    """Apply a named protocol, then hold out validation subjects from its training part.
+
+    "auto" holds out the highest-numbered training subject. Validation clips are never test clips, and for a
+    protocol whose test part shares subjects with training (trial_split) validation still uses training clips only.
+    """
+    rules = PROTOCOLS.get(dataset)
+    if rules is None:
+        raise ConfigError(f"no protocols are defined for dataset '{dataset}'")
+    if protocol not in rules:
+        raise ConfigError(f"unknown protocol '{protocol}' for {dataset}; known: {', '.join(sorted(rules))}")
+    is_train = rules[protocol](subjects, trials)
+    train_subjects = sorted(int(s) for s in np.unique(subjects[is_train]))
+    if val_subjects == "auto":
+        chosen = [train_subjects[-1]]
+    else:
+        chosen = sorted(set(int(s) for s in val_subjects))
+        strangers = [s for s in chosen if s not in train_subjects]
+        if strangers:
+            raise ConfigError(
+                f"data.val_subjects {strangers} are not training subjects of {protocol} ({train_subjects})"
+            )
+    if len(chosen) >= len(train_subjects):
+        raise ConfigError(f"data.val_subjects {chosen} would leave no subject to train on")
+    is_val = is_train & np.isin(subjects, chosen)
+    index = np.arange(len(subjects))
+    return Split(
+        protocol=protocol,
+        train=index[is_train & ~is_val],
+        val=index[is_val],
+        test=index[~is_train],
+        train_subjects=[s for s in train_subjects if s not in chosen],
+        val_subjects=chosen,
+        test_subjects=sorted(int(s) for s in np.unique(subjects[~is_train])),
+    )

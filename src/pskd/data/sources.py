@@ -1,0 +1,75 @@
+"""The datasets pskd can read, keyed by the names configs use."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from pskd.config import DataConfig
+from pskd.data import synthetic, utd_mhad
+from pskd.data.clip import Clip, DatasetInfo
+from pskd.errors import ConfigError, DataError
+
+DATA_DIR_VARIABLE = "PSKD_DATA_DIR"
+
+
+@dataclass
+class Source:
+    name: str
+    needs_data_dir: bool
+    load: Callable[[DataConfig, Path | None], tuple[DatasetInfo, list[Clip]]]
+    fingerprint: Callable[[DataConfig, Path | None], str]  # changes whenever the clips would change
+    summarize: Callable[[Path], dict] | None = None
+
+
+def _file_fingerprint(root: Path) -> str:
+    """Names, sizes and modification times of every file under root: cheap, and enough to notice any change."""
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*")):
+        if path.is_file():
+            stat = path.stat()
+            digest.update(f"{path.relative_to(root)}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
+def _utd_fingerprint(config: DataConfig, root: Path | None) -> str:
+    return "utd_mhad-v1-" + _file_fingerprint(utd_mhad.resolve_root(root))
+
+
+def _synthetic_fingerprint(config: DataConfig, root: Path | None) -> str:
+    return "synthetic-v1-" + config.synthetic.model_dump_json()
+
+
+SOURCES = {
+    "utd_mhad": Source(
+        name="utd_mhad",
+        needs_data_dir=True,
+        load=lambda config, root: utd_mhad.load(root),
+        fingerprint=_utd_fingerprint,
+        summarize=utd_mhad.summarize,
+    ),
+    "synthetic": Source(
+        name="synthetic",
+        needs_data_dir=False,
+        load=lambda config, root: synthetic.load(**config.synthetic.model_dump()),
+        fingerprint=_synthetic_fingerprint,
+    ),
+}
+
+
+def get_source(name: str) -> Source:
+    if name not in SOURCES:
+        raise ConfigError(f"unknown dataset '{name}'; known: {', '.join(sorted(SOURCES))}")
+    return SOURCES[name]
+
+
+def resolve_data_dir(name: str, data_dir: str | os.PathLike | None) -> Path:
+    """The folder given, else $PSKD_DATA_DIR (the loader accepts the data root or the dataset's own folder)."""
+    if data_dir is None:
+        data_dir = os.environ.get(DATA_DIR_VARIABLE)
+        if not data_dir:
+            raise DataError(f"no data folder for {name}: pass --data-dir DIR or set {DATA_DIR_VARIABLE}")
+    return Path(data_dir).expanduser()

@@ -1,0 +1,125 @@
+"""report.md and the pictures of a run: confusion matrix and learning curves."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def plot_confusion(confusion: list[list[int]], class_names: list[str], path: Path, title: str) -> None:
+    counts = np.asarray(confusion, dtype=float)
+    rows = counts.sum(axis=1, keepdims=True)
+    share = np.divide(counts, rows, out=np.zeros_like(counts), where=rows > 0)
+    n = len(class_names)
+    size = max(5.0, 0.38 * n + 2.5)
+    fig, ax = plt.subplots(figsize=(size + 1.5, size))
+    image = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+    labels = [f"{i + 1} {name[:28]}" for i, name in enumerate(class_names)]
+    ax.set_xticks(range(n), [str(i + 1) for i in range(n)], fontsize=7)
+    ax.set_yticks(range(n), labels, fontsize=7)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    ax.set_title(title, fontsize=9)
+    for i in range(n):
+        for j in range(n):
+            if counts[i, j]:
+                ax.text(j, i, int(counts[i, j]), ha="center", va="center", fontsize=6,
+                        color="white" if share[i, j] > 0.6 else "black")
+    fig.colorbar(image, ax=ax, fraction=0.04, label="share of the true class")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_learning_curves(history: list[dict], best_epoch: int, path: Path, title: str) -> None:
+    epochs = [h["epoch"] for h in history]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    left.plot(epochs, [h["train_loss"] for h in history], label="train (training loss)")
+    if "val_loss" in history[0]:
+        left.plot(epochs, [h["val_loss"] for h in history], label="validation (cross-entropy)")
+    left.set_xlabel("epoch")
+    left.set_ylabel("loss")
+    left.legend()
+    right.plot(epochs, [h["train_accuracy"] for h in history], label="train (augmented)")
+    if "val_accuracy" in history[0]:
+        right.plot(epochs, [h["val_accuracy"] for h in history], label="validation")
+    for axis in (left, right):
+        axis.axvline(best_epoch, color="grey", linestyle=":", label=f"selected epoch {best_epoch}")
+        axis.grid(alpha=0.3)
+    right.set_xlabel("epoch")
+    right.set_ylabel("accuracy")
+    right.set_ylim(0, 1.02)
+    right.legend(loc="lower right")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.2f}"
+
+
+def write_report(metrics: dict, class_names: list[str], path: Path) -> str:
+    """The human summary of a run; returns the text it wrote."""
+    student = metrics["student"]
+    split = metrics["split"]
+    lines = [
+        f"# {metrics['name']}: {metrics['method']} on {metrics['dataset']} ({metrics['protocol']})",
+        "",
+        f"Seed {metrics['seed']}, device {metrics['device']}, wall time {metrics['wall_time_s']:.1f} s.",
+        f"Split: train {split['train']} clips (subjects {split['train_subjects']}), "
+        f"validation {split['val']} (subjects {split['val_subjects']}), "
+        f"test {split['test']} (subjects {split['test_subjects']}).",
+        "",
+        "## Student",
+        "",
+        f"`{student['model']}` on {', '.join(student['streams'])}: {student['params']:,} parameters, "
+        f"{student['epochs_trained']} epochs, selected epoch {student['best_epoch']} (best on validation).",
+        "",
+        "| checkpoint | validation accuracy | test accuracy (%) | test macro-F1 (%) |",
+        "|---|---|---|---|",
+        f"| best on validation | {_pct(student['val']['accuracy'])} | {_pct(student['test']['accuracy'])} | "
+        f"{_pct(student['test']['macro_f1'])} |",
+        f"| last epoch | {_pct(student['val_last']['accuracy'])} | {_pct(student['test_last']['accuracy'])} | "
+        f"{_pct(student['test_last']['macro_f1'])} |",
+        "",
+        "The test split was evaluated once, after training; selection used the validation split only.",
+        "",
+        "![confusion matrix](confusion_matrix.png)",
+        "",
+        "![learning curves](learning_curves.png)",
+        "",
+        "## Per class (best-on-validation checkpoint, test split)",
+        "",
+        "| # | class | precision | recall | F1 | clips |",
+        "|---|---|---|---|---|---|",
+    ]
+    for i, row in enumerate(student["test"]["per_class"]):
+        lines.append(
+            f"| {i + 1} | {row['class']} | {_pct(row['precision'])} | {_pct(row['recall'])} | {_pct(row['f1'])} | "
+            f"{row['support']} |"
+        )
+    confused = _most_confused(student["test"]["confusion_matrix"], class_names)
+    if confused:
+        lines += ["", "Most frequent confusions: " + "; ".join(confused) + "."]
+    text = "\n".join(lines) + "\n"
+    path.write_text(text, encoding="utf-8")
+    return text
+
+
+def _most_confused(confusion: list[list[int]], class_names: list[str], top: int = 5) -> list[str]:
+    counts = np.asarray(confusion)
+    pairs = [
+        (int(counts[i, j]), i, j)
+        for i in range(len(counts))
+        for j in range(len(counts))
+        if i != j and counts[i, j] > 0
+    ]
+    pairs.sort(reverse=True)
+    return [f"{class_names[i]} -> {class_names[j]} ({n})" for n, i, j in pairs[:top]]

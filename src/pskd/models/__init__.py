@@ -1,0 +1,1 @@
+"""Encoders, heads, teachers and students. Every network returns (embedding, logits)."""

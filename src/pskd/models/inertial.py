@@ -1,0 +1,132 @@
+"""Accelerometer networks. Signature (c_in, num_classes, seq_len); input [batch, channels, time];
+forward returns (embedding, logits)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pskd.data.transforms import gasf
+
+
+class ResidualBlock1d(nn.Module):
+    def __init__(self, c_in: int, c_out: int, kernel: int, stride: int):
+        super().__init__()
+        pad = kernel // 2
+        self.conv1 = nn.Conv1d(c_in, c_out, kernel, stride=stride, padding=pad, bias=False)
+        self.bn1 = nn.BatchNorm1d(c_out)
+        self.conv2 = nn.Conv1d(c_out, c_out, kernel, padding=pad, bias=False)
+        self.bn2 = nn.BatchNorm1d(c_out)
+        self.shortcut = (
+            nn.Identity()
+            if c_in == c_out and stride == 1
+            else nn.Sequential(nn.Conv1d(c_in, c_out, 1, stride=stride, bias=False), nn.BatchNorm1d(c_out))
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return F.relu(out + self.shortcut(x))
+
+
+class CompactCNN(nn.Module):
+    """The default watch student: a small residual 1-D CNN over the resampled raw signal.
+
+    A stem convolution, one strided residual block per width, then average and max pooling over time
+    concatenated, a linear embedding layer with ReLU, dropout and the classifier.
+    """
+
+    def __init__(
+        self,
+        c_in: int,
+        num_classes: int,
+        seq_len: int,
+        widths: tuple[int, ...] = (32, 48, 64),
+        kernel: int = 5,
+        embedding_dim: int = 96,
+        dropout: float = 0.3,
+    ):
+        super().__init__()
+        self.seq_len = seq_len
+        self.stem = nn.Sequential(
+            nn.Conv1d(c_in, widths[0], 7, padding=3, bias=False), nn.BatchNorm1d(widths[0]), nn.ReLU()
+        )
+        blocks, previous = [], widths[0]
+        for width in widths:
+            blocks.append(ResidualBlock1d(previous, width, kernel, stride=2))
+            previous = width
+        self.blocks = nn.Sequential(*blocks)
+        self.embedding = nn.Sequential(nn.Linear(2 * previous, embedding_dim), nn.ReLU())
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(embedding_dim, num_classes)
+        self.embedding_dim = embedding_dim
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        features = self.blocks(self.stem(x))
+        pooled = torch.cat([features.mean(dim=-1), features.amax(dim=-1)], dim=1)
+        embedding = self.embedding(pooled)
+        return embedding, self.classifier(self.dropout(embedding))
+
+
+class BasicBlock2d(nn.Module):
+    def __init__(self, c_in: int, c_out: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c_out)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c_out)
+        self.shortcut = (
+            nn.Identity()
+            if c_in == c_out and stride == 1
+            else nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False), nn.BatchNorm2d(c_out))
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return F.relu(out + self.shortcut(x))
+
+
+class GafResNet18(nn.Module):
+    """VSKD's student: each axis as a Gramian Angular Summation Field image, stacked as channels, resized to
+    image_size x image_size, through a ResNet-18 (512-d pooled feature), a 300-d embedding with ReLU, then the
+    classifier. About 11.3 M parameters and 1.8 GFLOPs per clip at 224 x 224."""
+
+    def __init__(
+        self,
+        c_in: int,
+        num_classes: int,
+        seq_len: int,
+        image_size: int = 224,
+        embedding_dim: int = 300,
+        widths: tuple[int, ...] = (64, 128, 256, 512),
+    ):
+        super().__init__()
+        self.image_size = image_size
+        self.stem = nn.Sequential(
+            nn.Conv2d(c_in, widths[0], 7, stride=2, padding=3, bias=False),
+            nn.BatchNorm2d(widths[0]),
+            nn.ReLU(),
+            nn.MaxPool2d(3, stride=2, padding=1),
+        )
+        stages, previous = [], widths[0]
+        for i, width in enumerate(widths):
+            stride = 1 if i == 0 else 2
+            stages += [BasicBlock2d(previous, width, stride), BasicBlock2d(width, width, 1)]
+            previous = width
+        self.stages = nn.Sequential(*stages)
+        self.embedding = nn.Sequential(nn.Linear(previous, embedding_dim), nn.ReLU())
+        self.classifier = nn.Linear(embedding_dim, num_classes)
+        self.embedding_dim = embedding_dim
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        image = gasf(x)
+        if image.shape[-1] != self.image_size:
+            image = F.interpolate(image, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False)
+        return image
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        features = self.stages(self.stem(self.encode(x)))
+        embedding = self.embedding(features.mean(dim=(-2, -1)))
+        return embedding, self.classifier(embedding)

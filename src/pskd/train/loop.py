@@ -1,0 +1,198 @@
+"""The one training loop every model and method goes through.
+
+A method differs only by its criterion: a callable (outputs, batch) -> {term name: scalar loss}; the loop sums
+the terms, logs each, and selects the checkpoint on the validation split (never the test split).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from pskd.config import TrainConfig
+from pskd.data.batches import LABEL, PairedClips
+from pskd.errors import ConfigError
+
+Outputs = tuple[torch.Tensor, torch.Tensor]  # (embedding, logits)
+Criterion = Callable[[Outputs, dict[str, torch.Tensor]], dict[str, torch.Tensor]]
+BatchTransform = Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]]
+
+
+def seed_everything(seed: int, deterministic: bool) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(deterministic, warn_only=False)
+    if torch.backends.cudnn.is_available():
+        torch.backends.cudnn.benchmark = not deterministic
+        torch.backends.cudnn.deterministic = deterministic
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device: cuda was asked for, but torch sees no CUDA device")
+    return torch.device(name)
+
+
+def cross_entropy(label_smoothing: float = 0.0) -> Criterion:
+    def criterion(outputs: Outputs, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {"ce": F.cross_entropy(outputs[1], batch[LABEL], label_smoothing=label_smoothing)}
+
+    return criterion
+
+
+def make_optimizer(parameters, config: TrainConfig) -> torch.optim.Optimizer:
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
+    if config.optimizer == "adam":
+        return torch.optim.Adam(parameters, lr=config.lr, weight_decay=config.weight_decay)
+    return torch.optim.SGD(parameters, lr=config.lr, weight_decay=config.weight_decay, momentum=0.9, nesterov=True)
+
+
+def lr_factor(step: int, total_steps: int, warmup_steps: int, schedule: str) -> float:
+    """Linear warm-up, then constant or cosine decay to zero over the remaining steps."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    if schedule == "constant":
+        return 1.0
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+@torch.no_grad()
+def predict(model: nn.Module, data: PairedClips, device: torch.device, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """Embeddings and logits of every clip of `data`, in order."""
+    model.eval()
+    embeddings, logits = [], []
+    for batch in data.batches(batch_size):
+        embedding, logit = model(to_device(batch, device))
+        embeddings.append(embedding.float().cpu())
+        logits.append(logit.float().cpu())
+    return torch.cat(embeddings).numpy(), torch.cat(logits).numpy()
+
+
+@torch.no_grad()
+def evaluate_loss(model: nn.Module, data: PairedClips, device: torch.device, batch_size: int = 256) -> tuple[float, float]:
+    """Mean cross-entropy (no smoothing) and accuracy on `data`."""
+    _, logits = predict(model, data, device, batch_size)
+    labels = data.labels.numpy()
+    loss = F.cross_entropy(torch.from_numpy(logits), torch.from_numpy(labels)).item()
+    return loss, float((logits.argmax(1) == labels).mean())
+
+
+@dataclass
+class FitResult:
+    history: list[dict] = field(default_factory=list)
+    best_epoch: int = 0
+    best_state: dict | None = None
+    last_state: dict | None = None
+    stopped_early: bool = False
+    seconds: float = 0.0
+
+
+def _state(model: nn.Module) -> dict:
+    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+
+
+def fit(
+    model: nn.Module,
+    train: PairedClips,
+    val: PairedClips | None,
+    config: TrainConfig,
+    criterion: Criterion,
+    device: torch.device,
+    seed: int = 0,
+    augment: BatchTransform | None = None,
+    progress: bool = True,
+    description: str = "train",
+    parameters=None,
+) -> FitResult:
+    """Train `model` on `train`; keep the state that is best on `val` (by config.select) and the last one.
+
+    parameters: what the optimizer updates (default: every parameter of the model). Augmentation runs on the CPU
+    with its own generator, so the random stream does not depend on the device.
+    """
+    model.to(device)
+    optimizer = make_optimizer(parameters if parameters is not None else model.parameters(), config)
+    steps_per_epoch = train.num_batches(config.batch_size)
+    total = steps_per_epoch * config.epochs
+    warmup = steps_per_epoch * config.warmup_epochs
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: lr_factor(step, total, warmup, config.schedule)
+    )
+    order = torch.Generator().manual_seed(seed)
+    result = FitResult()
+    best_key: tuple[float, float] | None = None
+    since_best = 0
+    start = time.perf_counter()
+    bar = tqdm(range(1, config.epochs + 1), desc=description, disable=not progress, unit="epoch", leave=False)
+    for epoch in bar:
+        model.train()
+        tic = time.perf_counter()
+        sums: dict[str, float] = {}
+        correct = seen = 0
+        for batch in train.batches(config.batch_size, shuffle=True, generator=order):
+            if augment is not None:
+                batch = augment(batch)
+            batch = to_device(batch, device)
+            outputs = model(batch)
+            terms = criterion(outputs, batch)
+            loss = sum(terms.values())
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if config.grad_clip:
+                nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            size = len(batch[LABEL])
+            for name, value in terms.items():
+                sums[name] = sums.get(name, 0.0) + value.item() * size
+            sums["loss"] = sums.get("loss", 0.0) + loss.item() * size
+            correct += (outputs[1].argmax(1) == batch[LABEL]).sum().item()
+            seen += size
+        record = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"]}
+        record.update({f"train_{k}": v / seen for k, v in sums.items()})
+        record["train_accuracy"] = correct / seen
+        if val is not None and len(val):
+            record["val_loss"], record["val_accuracy"] = evaluate_loss(model, val, device)
+            key = (
+                (record["val_accuracy"], -record["val_loss"])
+                if config.select == "val_accuracy"
+                else (-record["val_loss"], record["val_accuracy"])
+            )
+        else:
+            key = (float(epoch), 0.0)  # no validation data: the last epoch is the selected one
+        record["seconds"] = time.perf_counter() - tic
+        result.history.append(record)
+        if best_key is None or key > best_key:
+            best_key, result.best_epoch, result.best_state, since_best = key, epoch, _state(model), 0
+        else:
+            since_best += 1
+        bar.set_postfix(
+            loss=f"{record['train_loss']:.3f}",
+            val=f"{record.get('val_accuracy', float('nan')):.3f}",
+            best=f"{result.best_epoch}",
+        )
+        if config.patience is not None and since_best >= config.patience:
+            result.stopped_early = True
+            break
+    bar.close()
+    result.last_state = _state(model)
+    result.seconds = time.perf_counter() - start
+    return result
