@@ -73,6 +73,9 @@ class TrainConfig(Section):
     grad_clip: float | None = Field(5.0, gt=0)
     patience: int | None = Field(None, ge=1)  # early stopping on the selection metric; None trains all epochs
     select: Literal["val_accuracy", "val_loss"] = "val_accuracy"
+    # Exponential moving average of the weights (decay per step); the averaged model is the one validated,
+    # selected and saved. None trains and evaluates the raw weights.
+    ema: float | None = Field(None, gt=0, lt=1)
     refit: bool = False  # after selection, retrain on training + validation subjects for the selected epochs
 
 

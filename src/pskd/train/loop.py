@@ -106,6 +106,23 @@ class FitResult:
     seconds: float = 0.0
 
 
+class WeightAverage:
+    """Exponential moving average of a model's parameters; buffers (BatchNorm statistics) are copied as they are."""
+
+    def __init__(self, model: nn.Module, decay: float):
+        self.decay = decay
+        self.model = copy.deepcopy(model).eval()
+        for parameter in self.model.parameters():
+            parameter.requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        for average, current in zip(self.model.parameters(), model.parameters()):
+            average.lerp_(current.detach(), 1.0 - self.decay)
+        for average, current in zip(self.model.buffers(), model.buffers()):
+            average.copy_(current)
+
+
 def _state(model: nn.Module) -> dict:
     return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
 
@@ -137,6 +154,8 @@ def fit(
         optimizer, lambda step: lr_factor(step, total, warmup, config.schedule)
     )
     order = torch.Generator().manual_seed(seed)
+    average = WeightAverage(model, config.ema) if config.ema else None
+    judged = average.model if average else model  # the weights that are validated, selected and saved
     result = FitResult()
     best_key: tuple[float, float] | None = None
     since_best = 0
@@ -160,6 +179,8 @@ def fit(
                 nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
             optimizer.step()
             scheduler.step()
+            if average is not None:
+                average.update(model)
             size = len(batch[LABEL])
             for name, value in terms.items():
                 sums[name] = sums.get(name, 0.0) + value.item() * size
@@ -170,7 +191,7 @@ def fit(
         record.update({f"train_{k}": v / seen for k, v in sums.items()})
         record["train_accuracy"] = correct / seen
         if val is not None and len(val):
-            record["val_loss"], record["val_accuracy"] = evaluate_loss(model, val, device)
+            record["val_loss"], record["val_accuracy"] = evaluate_loss(judged, val, device)
             key = (
                 (record["val_accuracy"], -record["val_loss"])
                 if config.select == "val_accuracy"
@@ -181,7 +202,7 @@ def fit(
         record["seconds"] = time.perf_counter() - tic
         result.history.append(record)
         if best_key is None or key > best_key:
-            best_key, result.best_epoch, result.best_state, since_best = key, epoch, _state(model), 0
+            best_key, result.best_epoch, result.best_state, since_best = key, epoch, _state(judged), 0
         else:
             since_best += 1
         bar.set_postfix(
@@ -193,6 +214,6 @@ def fit(
             result.stopped_early = True
             break
     bar.close()
-    result.last_state = _state(model)
+    result.last_state = _state(judged)
     result.seconds = time.perf_counter() - start
     return result

@@ -1,0 +1,80 @@
+import pytest
+
+from pskd.config import RunConfig, build_config, dump_config, load_config, parse_value
+from pskd.errors import ConfigError
+
+from conftest import REPO
+
+
+def write(tmp_path, text):
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_shipped_config_loads_with_its_values():
+    config = load_config(REPO / "configs/utd_mhad/student_ce.yaml")
+    assert config.data.dataset == "utd_mhad"
+    assert config.data.protocol == "cross_subject"
+    assert config.method == "ce"
+    assert config.student.name == "compact_cnn"
+    assert config.student.streams == ["accelerometer"]
+
+
+def test_dotted_overrides_are_typed(tmp_path):
+    config = load_config(write(tmp_path, "train: {epochs: 5}\n"),
+                         ["train.epochs=7", "train.lr=1e-3", "augment.enabled=false", "data.val_subjects=[3]"])
+    assert config.train.epochs == 7
+    assert config.train.lr == pytest.approx(1e-3)
+    assert config.augment.enabled is False
+    assert config.data.val_subjects == [3]
+
+
+def test_override_creates_nested_options(tmp_path):
+    config = load_config(write(tmp_path, ""), ["student.options.widths=[16,24]"])
+    assert config.student.options == {"widths": [16, 24]}
+
+
+@pytest.mark.parametrize(
+    "text, overrides, message",
+    [
+        ("train: {epochs: 5, epoch: 3}\n", [], "train.epoch: unknown key"),
+        ("trian: {epochs: 5}\n", [], "trian: unknown key"),
+        ("train: {epochs: ten}\n", [], "train.epochs"),
+        ("train: {epochs: 0}\n", [], "greater than or equal to 1"),
+        ("", ["train.epochs=abc"], "train.epochs"),
+        ("", ["train.nope=1"], "train.nope: unknown key"),
+        ("", ["train.epochs"], "expected key=value"),
+        ("train: {epochs: 5}\n", ["train.epochs.x=1"], "'epochs' is a value, not a section"),
+        ("", ["train..epochs=1"], "empty key"),
+        ("", ["train.optimizer=lion"], "train.optimizer"),
+        ("", ["data.val_subjects=[]"], "at least one subject"),
+        ("- a\n- b\n", [], "top level must be a mapping"),
+        ("train: [\n", [], "not valid YAML at line"),
+    ],
+)
+def test_config_errors_name_the_key(tmp_path, text, overrides, message):
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path, text), overrides)
+    assert message in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def test_missing_config_file(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "absent.yaml")
+
+
+def test_resolved_config_round_trips():
+    config = build_config({"train": {"epochs": 3}, "seed": 4})
+    again = build_config(__import__("yaml").safe_load(dump_config(config)))
+    assert again == config
+    assert isinstance(again, RunConfig)
+
+
+def test_parse_value():
+    assert parse_value("1e-3") == pytest.approx(0.001)
+    assert parse_value("true") is True
+    assert parse_value("[1, 2]") == [1, 2]
+    assert parse_value("synthetic") == "synthetic"
+    assert parse_value("null") is None
