@@ -55,8 +55,8 @@ def stage_run_dir(out: Path) -> Path:
     return staging
 
 
-def _log(*args, file=sys.stderr) -> None:
-    print(*args, file=file, flush=True)
+def _log(*args, file=None) -> None:
+    print(*args, file=file if file is not None else sys.stderr, flush=True)
 
 
 def split_data(config: RunConfig, prepared: Prepared) -> Split:
@@ -65,14 +65,15 @@ def split_data(config: RunConfig, prepared: Prepared) -> Split:
     )
 
 
-def build_student(config: RunConfig, prepared: Prepared, split: Split) -> torch.nn.Module:
+def build_student(config: RunConfig, prepared: Prepared, fit_on: np.ndarray) -> torch.nn.Module:
+    """The configured student, its input standardisation fitted on the clips `fit_on` (training clips only)."""
     missing = [s for s in config.student.streams if s not in prepared.streams]
     if missing:
         raise ConfigError(
             f"student.streams: {missing} not in {prepared.info.name} (it has {sorted(prepared.streams)})"
         )
     train_values = np.concatenate(
-        [prepared.streams[s][split.train].reshape(len(split.train), prepared.streams[s].shape[1], -1)
+        [prepared.streams[s][fit_on].reshape(len(fit_on), prepared.streams[s].shape[1], -1)
          for s in config.student.streams],
         axis=-1,
     )
@@ -82,6 +83,12 @@ def build_student(config: RunConfig, prepared: Prepared, split: Split) -> torch.
         config.student.name, config.student.streams, config.student.options, prepared.info.num_classes,
         seq_len, normal.mean, normal.std,
     )
+
+
+def make_augmenter(config: RunConfig) -> Augmenter | None:
+    if not config.augment.enabled:
+        return None
+    return Augmenter(**config.augment.model_dump(exclude={"enabled"}), seed=config.seed + 1)
 
 
 def _save_checkpoint(path: Path, state: dict, meta: dict) -> None:
@@ -130,18 +137,14 @@ def _run_into(config: RunConfig, run_dir: Path, log) -> dict:
     log(f"{prepared.info.name}: {len(prepared)} clips, {prepared.info.num_classes} classes, "
         f"prepared in {time.perf_counter() - tic:.1f} s; {split.describe()}")
 
-    student = build_student(config, prepared, split)
+    student = build_student(config, prepared, split.train)
     streams = {s: prepared.streams[s] for s in config.student.streams}
     parts = {name: PairedClips(streams, prepared.labels, getattr(split, name)) for name in ("train", "val", "test")}
-    augment = None
-    if config.augment.enabled:
-        options = config.augment.model_dump(exclude={"enabled"})
-        augment = Augmenter(**options, seed=config.seed + 1)
     log(f"student {config.student.name}: {count_parameters(student):,} parameters, device {device}")
-
+    criterion = cross_entropy(config.train.label_smoothing)
     result = fit(
-        student, parts["train"], parts["val"], config.train, cross_entropy(config.train.label_smoothing), device,
-        seed=config.seed, augment=augment, progress=config.progress, description=f"{config.method} student",
+        student, parts["train"], parts["val"], config.train, criterion, device, seed=config.seed,
+        augment=make_augmenter(config), progress=config.progress, description=f"{config.method} student",
     )
 
     class_names = prepared.info.class_names
@@ -151,6 +154,23 @@ def _run_into(config: RunConfig, run_dir: Path, log) -> dict:
         for part in ("val", "test"):
             _, logits = predict(student, parts[part], device)
             evaluations[(tag, part)] = summarize(parts[part].labels.numpy(), logits, class_names)
+    delivered, delivered_state = evaluations[("best", "test")], result.best_state
+
+    if config.train.refit:
+        # The selected trajectory replayed on every training subject: same schedule, same seed, stopped at the
+        # epoch validation chose. The validation subject is training data now, so this model has no validation.
+        everyone = np.concatenate([split.train, split.val])
+        seed_everything(config.seed, config.deterministic)
+        student = build_student(config, prepared, everyone)
+        refit = fit(
+            student, PairedClips(streams, prepared.labels, everyone), None, config.train, criterion, device,
+            seed=config.seed, augment=make_augmenter(config), progress=config.progress,
+            description=f"{config.method} refit", stop_after=result.best_epoch,
+        )
+        student.load_state_dict(refit.last_state)
+        _, logits = predict(student, parts["test"], device)
+        delivered = summarize(parts["test"].labels.numpy(), logits, class_names)
+        delivered_state = refit.last_state
 
     def short(figures: dict) -> dict:
         return {"accuracy": figures["accuracy"], "macro_f1": figures["macro_f1"]}
@@ -177,9 +197,12 @@ def _run_into(config: RunConfig, run_dir: Path, log) -> dict:
             "best_epoch": result.best_epoch,
             "stopped_early": result.stopped_early,
             "train_seconds": result.seconds,
+            "refit": config.train.refit,
+            # the delivered model: best on validation, or its refit on every training subject
+            "test": delivered,
             "val": short(evaluations[("best", "val")]),
             "val_last": short(evaluations[("last", "val")]),
-            "test": evaluations[("best", "test")],
+            "test_best": short(evaluations[("best", "test")]),
             "test_last": short(evaluations[("last", "test")]),
         },
     }
@@ -192,7 +215,8 @@ def _run_into(config: RunConfig, run_dir: Path, log) -> dict:
         "seq_len": int(next(iter(streams.values())).shape[1]),
         "rates": {s: prepared.info.rates[s] for s in config.student.streams},
     }
-    _save_checkpoint(checkpoints / "best.pt", result.best_state, {**meta, "epoch": result.best_epoch})
+    _save_checkpoint(checkpoints / "best.pt", delivered_state,
+                     {**meta, "epoch": result.best_epoch, "refit": config.train.refit})
     _save_checkpoint(checkpoints / "last.pt", result.last_state, {**meta, "epoch": len(result.history)})
     _write_history(result.history, run_dir / "history.csv")
     title = f"{config.name}: {config.method} student on {prepared.info.name} {split.protocol}, seed {config.seed}"

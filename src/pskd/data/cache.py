@@ -118,7 +118,11 @@ def _load(path: Path) -> Prepared:
         )
 
 
-def prepare(config: DataConfig, preprocess: PreprocessConfig, log=print) -> Prepared:
+def _warn(*args, file=None) -> None:
+    print(*args, file=file if file is not None else sys.stderr, flush=True)
+
+
+def prepare(config: DataConfig, preprocess: PreprocessConfig, log=_warn) -> Prepared:
     """Load and resample a dataset, through the on-disk cache when config.cache is on."""
     source = get_source(config.dataset)
     root = resolve_data_dir(source.name, config.data_dir) if source.needs_data_dir else None

@@ -82,12 +82,19 @@ def write_report(metrics: dict, class_names: list[str], path: Path) -> str:
         f"`{student['model']}` on {', '.join(student['streams'])}: {student['params']:,} parameters, "
         f"{student['epochs_trained']} epochs, selected epoch {student['best_epoch']} (best on validation).",
         "",
-        "| checkpoint | validation accuracy | test accuracy (%) | test macro-F1 (%) |",
+        "| checkpoint | validation accuracy (%) | test accuracy (%) | test macro-F1 (%) |",
         "|---|---|---|---|",
-        f"| best on validation | {_pct(student['val']['accuracy'])} | {_pct(student['test']['accuracy'])} | "
-        f"{_pct(student['test']['macro_f1'])} |",
+        f"| best on validation | {_pct(student['val']['accuracy'])} | {_pct(student['test_best']['accuracy'])} | "
+        f"{_pct(student['test_best']['macro_f1'])} |",
         f"| last epoch | {_pct(student['val_last']['accuracy'])} | {_pct(student['test_last']['accuracy'])} | "
         f"{_pct(student['test_last']['macro_f1'])} |",
+    ]
+    if student.get("refit"):
+        lines.append(
+            f"| refit on all training subjects to epoch {student['best_epoch']} (delivered) | - | "
+            f"{_pct(student['test']['accuracy'])} | {_pct(student['test']['macro_f1'])} |"
+        )
+    lines += [
         "",
         "The test split was evaluated once, after training; selection used the validation split only.",
         "",
@@ -95,7 +102,7 @@ def write_report(metrics: dict, class_names: list[str], path: Path) -> str:
         "",
         "![learning curves](learning_curves.png)",
         "",
-        "## Per class (best-on-validation checkpoint, test split)",
+        "## Per class (delivered model, test split)",
         "",
         "| # | class | precision | recall | F1 | clips |",
         "|---|---|---|---|---|---|",

@@ -139,11 +139,13 @@ def fit(
     progress: bool = True,
     description: str = "train",
     parameters=None,
+    stop_after: int | None = None,
 ) -> FitResult:
     """Train `model` on `train`; keep the state that is best on `val` (by config.select) and the last one.
 
-    parameters: what the optimizer updates (default: every parameter of the model). Augmentation runs on the CPU
-    with its own generator, so the random stream does not depend on the device.
+    parameters: what the optimizer updates (default: every parameter of the model). stop_after: end after this
+    many epochs while keeping the schedule of config.epochs (to replay a selected trajectory). Augmentation runs
+    on the CPU with its own generator, so the random stream does not depend on the device.
     """
     model.to(device)
     optimizer = make_optimizer(parameters if parameters is not None else model.parameters(), config)
@@ -160,7 +162,8 @@ def fit(
     best_key: tuple[float, float] | None = None
     since_best = 0
     start = time.perf_counter()
-    bar = tqdm(range(1, config.epochs + 1), desc=description, disable=not progress, unit="epoch", leave=False)
+    last_epoch = min(config.epochs, stop_after or config.epochs)
+    bar = tqdm(range(1, last_epoch + 1), desc=description, disable=not progress, unit="epoch", leave=False)
     for epoch in bar:
         model.train()
         tic = time.perf_counter()

@@ -1,0 +1,142 @@
+"""The `pskd` command end to end: data check, train, demo, and how it fails."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from pskd.cli import main
+
+from conftest import REPO
+
+TINY = [
+    "--set", "data.dataset=synthetic", "--set", "data.synthetic.subjects=4", "--set", "data.synthetic.trials=2",
+    "--set", "data.synthetic.classes=4", "--set", "preprocess.accelerometer_length=32",
+    "--set", "preprocess.skeleton_length=16", "--set", "train.epochs=3", "--set", "train.batch_size=8",
+    "--set", "student.options.widths=[8,16]", "--set", "student.options.embedding_dim=16",
+]
+
+
+def run_cli(args, capsys):
+    try:
+        main(args)
+        code = 0
+    except SystemExit as done:
+        code = done.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_data_check_real_copy(utd_root, capsys):
+    code, out, _ = run_cli(["data", "check", "utd_mhad", "--data-dir", str(utd_root), "--json"], capsys)
+    assert code == 0
+    summary = json.loads(out)
+    assert (summary["dataset"], summary["clips"], summary["classes"]) == ("utd_mhad", 861, 27)
+    assert summary["subjects"] == list(range(1, 9))
+    code, out, _ = run_cli(["data", "check", "utd_mhad", "--data-dir", str(utd_root)], capsys)
+    assert code == 0 and "clips     861" in out and "a8_s1_t4" in out
+
+
+def test_data_check_errors_are_one_line_and_exit_2(tmp_path, capsys):
+    code, out, err = run_cli(["data", "check", "utd_mhad", "--data-dir", str(tmp_path)], capsys)
+    assert code == 2 and err.strip().count("\n") == 0 and "missing Skeleton/ and Inertial/" in err
+    code, _, err = run_cli(["data", "check", "kinetics", "--data-dir", str(tmp_path)], capsys)
+    assert code == 2 and "unknown dataset 'kinetics'" in err
+
+
+def test_no_traceback_from_the_real_entry_point(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "pskd", "train", str(REPO / "configs/utd_mhad/student_ce.yaml"),
+         "--set", "train.epochs=many", "--out", str(tmp_path / "run")],
+        capture_output=True, text=True,
+    )
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr and done.stderr.count("\n") == 1
+    assert "train.epochs" in done.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_tiny_train_writes_a_complete_run_directory(tmp_path, capsys):
+    out = tmp_path / "run"
+    code, stdout, err = run_cli(
+        ["train", str(REPO / "configs/utd_mhad/student_ce.yaml"), *TINY, "--out", str(out), "--quiet"], capsys
+    )
+    assert code == 0, err
+    assert "test accuracy" in stdout
+    names = {p.name for p in out.iterdir()}
+    assert {"config.yaml", "metrics.json", "report.md", "confusion_matrix.png", "learning_curves.png",
+            "history.csv", "checkpoints"} <= names
+    assert not (tmp_path / "run.incomplete").exists()
+    metrics = json.loads((out / "metrics.json").read_text())
+    for key in ("dataset", "protocol", "method", "seed", "wall_time_s"):
+        assert key in metrics
+    assert metrics["dataset"] == "synthetic" and metrics["method"] == "ce" and metrics["protocol"] == "cross_subject"
+    student = metrics["student"]
+    assert student["params"] > 0
+    for part in ("test", "test_last", "val"):
+        assert 0.0 <= student[part]["accuracy"] <= 1.0 and 0.0 <= student[part]["macro_f1"] <= 1.0
+    assert metrics["split"]["val_subjects"] == [3] and metrics["split"]["test_subjects"] == [2, 4]
+    assert "train.epochs" not in (out / "config.yaml").read_text()  # the resolved tree, not the overrides
+    assert "epochs: 3" in (out / "config.yaml").read_text()
+    checkpoint = torch.load(out / "checkpoints" / "best.pt", weights_only=True)
+    assert checkpoint["meta"]["class_names"][:2] == ["swipe left", "swipe right"]
+    assert (out / "confusion_matrix.png").read_bytes()[:4] == b"\x89PNG"
+    assert "| best on validation |" in (out / "report.md").read_text()
+
+
+def test_runs_are_reproducible_with_a_seed(tmp_path, capsys):
+    results = []
+    for name in ("a", "b"):
+        code, _, err = run_cli(
+            ["train", str(REPO / "configs/utd_mhad/student_ce.yaml"), *TINY, "--out", str(tmp_path / name),
+             "--quiet", "--set", "seed=5", "--set", "train.refit=true"], capsys
+        )
+        assert code == 0, err
+        results.append(json.loads((tmp_path / name / "metrics.json").read_text())["student"])
+    for key in ("test", "test_last", "val"):
+        assert results[0][key]["accuracy"] == results[1][key]["accuracy"]
+    assert results[0]["refit"] is True
+
+
+def test_an_existing_run_directory_is_not_overwritten(tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    code, _, err = run_cli(["train", str(REPO / "configs/utd_mhad/student_ce.yaml"), *TINY, "--out", str(out)], capsys)
+    assert code == 2 and "already exists" in err
+    assert (out / "keep.txt").read_text() == "mine"
+
+
+def test_a_failing_run_leaves_nothing_behind(tmp_path, capsys):
+    out = tmp_path / "run"
+    code, _, err = run_cli(
+        ["train", str(REPO / "configs/utd_mhad/student_ce.yaml"), *TINY, "--set", "student.streams=[gyroscope]",
+         "--out", str(out)], capsys
+    )
+    assert code == 2 and "student.streams" in err
+    assert not out.exists() and not (tmp_path / "run.incomplete").exists()
+
+
+def test_train_on_the_real_data(utd_root, tmp_path, capsys):
+    out = tmp_path / "utd"
+    code, stdout, err = run_cli(
+        ["train", str(REPO / "configs/utd_mhad/student_ce.yaml"), "--data-dir", str(utd_root), "--out", str(out),
+         "--quiet", "--set", "train.epochs=2"], capsys
+    )
+    assert code == 0, err
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["dataset"] == "utd_mhad" and metrics["split"]["test"] == 430
+    assert metrics["split"]["train"] + metrics["split"]["val"] == 431
+    assert metrics["student"]["test"]["accuracy"] > 1 / 27  # two epochs already beat chance
+
+
+def test_demo_runs_and_prints_its_report(tmp_path, capsys):
+    code, stdout, err = run_cli(
+        ["demo", "--out", str(tmp_path / "demo"), "--quiet", "--set", "train.epochs=2",
+         "--set", "data.synthetic.subjects=4", "--set", "data.synthetic.trials=1"], capsys
+    )
+    assert code == 0, err
+    assert "# demo: ce on synthetic (cross_subject)" in stdout
+    assert (tmp_path / "demo" / "report.md").is_file()
