@@ -22,6 +22,7 @@ from pskd.config import DataConfig, PreprocessConfig
 from pskd.data.clip import SKELETON, Clip, DatasetInfo
 from pskd.data.layouts import get_layout
 from pskd.data.sources import get_source, resolve_data_dir
+from pskd.data import transforms
 from pskd.data.transforms import center_skeleton, resample, scale_skeleton
 
 CACHE_VERSION = 1
@@ -80,8 +81,20 @@ def cache_dir(config: DataConfig) -> Path:
     return Path.home() / ".cache" / "pskd"
 
 
-def cache_key(fingerprint: str, preprocess: PreprocessConfig) -> str:
-    text = json.dumps({"v": CACHE_VERSION, "source": fingerprint, "preprocess": preprocess.model_dump()}, sort_keys=True)
+def code_fingerprint(*modules) -> str:
+    """A hash of the source of the modules that produce prepared tensors: editing a loader, the generator or a
+    transform invalidates the cache instead of silently serving tensors the current code would not make."""
+    digest = hashlib.sha256()
+    for module in modules:
+        digest.update(Path(module.__file__).read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def cache_key(fingerprint: str, preprocess: PreprocessConfig, code: str = "") -> str:
+    text = json.dumps(
+        {"v": CACHE_VERSION, "source": fingerprint, "code": code, "preprocess": preprocess.model_dump()},
+        sort_keys=True,
+    )
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
@@ -128,7 +141,9 @@ def prepare(config: DataConfig, preprocess: PreprocessConfig, log=_warn) -> Prep
     root = resolve_data_dir(source.name, config.data_dir) if source.needs_data_dir else None
     path = None
     if config.cache:
-        path = cache_dir(config) / f"{source.name}-{cache_key(source.fingerprint(config, root), preprocess)}.npz"
+        code = code_fingerprint(source.module, transforms, sys.modules[__name__])
+        key = cache_key(source.fingerprint(config, root), preprocess, code)
+        path = cache_dir(config) / f"{source.name}-{key}.npz"
         if path.is_file():
             try:
                 return _load(path)

@@ -7,6 +7,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 
 from pskd.config import DataConfig
 from pskd.data import synthetic, utd_mhad
@@ -22,6 +23,7 @@ class Source:
     needs_data_dir: bool
     load: Callable[[DataConfig, Path | None], tuple[DatasetInfo, list[Clip]]]
     fingerprint: Callable[[DataConfig, Path | None], str]  # changes whenever the clips would change
+    module: ModuleType  # the code that reads or generates the clips (part of the cache key)
     summarize: Callable[[Path], dict] | None = None
 
 
@@ -49,6 +51,7 @@ SOURCES = {
         needs_data_dir=True,
         load=lambda config, root: utd_mhad.load(root),
         fingerprint=_utd_fingerprint,
+        module=utd_mhad,
         summarize=utd_mhad.summarize,
     ),
     "synthetic": Source(
@@ -56,6 +59,7 @@ SOURCES = {
         needs_data_dir=False,
         load=lambda config, root: synthetic.load(**config.synthetic.model_dump()),
         fingerprint=_synthetic_fingerprint,
+        module=synthetic,
     ),
 }
 

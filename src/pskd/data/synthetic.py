@@ -8,8 +8,8 @@ mounting tilt per subject), in g. So at rest with the arm hanging it reads 1 g a
 
 As in the real recordings, the two streams are sampled at different rates (skeleton 30 Hz, accelerometer 50 Hz)
 and cropped independently (the sensor stream starts earlier and ends later), with sensor noise, bias, and
-joint-position noise. Subjects differ in body size, tempo, amplitude and watch mounting; trials differ by small
-random variations. Everything is drawn from numpy generators seeded by (seed, subject, action, trial).
+joint-position noise and saturation at +-8 g. Subjects differ in body size, tempo, amplitude, their own posture
+for each action and the way the watch sits; trials differ by random variations and a watch that slides. Everything is drawn from numpy generators seeded by (seed, subject, action, trial).
 """
 
 from __future__ import annotations
@@ -194,11 +194,13 @@ def _subject(seed: int, subject: int) -> dict:
     axis /= np.linalg.norm(axis)
     return {
         "height": rng.uniform(1.55, 1.90),
-        "tempo": rng.uniform(0.8, 1.25),
-        "amplitude": rng.uniform(0.85, 1.15),
+        "tempo": rng.uniform(0.7, 1.4),
+        "amplitude": rng.uniform(0.75, 1.25),
+        # each person's own way of doing each action: offsets of the arm's posture, in degrees
+        "style": rng.normal(0.0, 12.0, size=(len(CLASS_NAMES), 2, len(ANGLES))),
         "mount_axis": axis,
-        "mount_angle": np.radians(rng.uniform(-12, 12)),
-        "bias": rng.normal(0, 0.02, size=3),
+        "mount_angle": np.radians(rng.uniform(-25, 25)),
+        "bias": rng.normal(0, 0.04, size=3),
         "position": np.array([rng.uniform(-0.3, 0.3), 0.0, rng.uniform(2.4, 3.2)]),
     }
 
@@ -221,24 +223,27 @@ def generate_clip(seed: int, subject: int, action: int, trial: int) -> Clip:
     u = np.clip((t - lead) / duration, 0.0, 1.0)
     active = ((t >= lead) & (t <= lead + duration)).astype(float)
     envelope = active * _smootherstep(u / 0.25) * _smootherstep((1 - u) / 0.25)
-    amplitude = person["amplitude"] * rng.uniform(0.92, 1.08)
+    amplitude = person["amplitude"] * rng.uniform(0.85, 1.15)
     right, left, drop = action_angles(action, u)
-    for arm in (right, left):
-        for key in ANGLES:
-            arm[key] = envelope * amplitude * arm[key] + _smooth_noise(rng, t, 4.0)
+    for side, arm in enumerate((right, left)):
+        for k, key in enumerate(ANGLES):
+            style = person["style"][action, side, k] + rng.normal(0.0, 4.0)
+            arm[key] = envelope * (amplitude * arm[key] + style) + _smooth_noise(rng, t, 8.0)
     drop = envelope * amplitude * drop
     joints, forearm = body.pose(right, left, drop)
     # sway of the whole body, then the subject's place in front of the camera
     sway = np.stack([_smooth_noise(rng, t, 0.015), np.zeros_like(t), _smooth_noise(rng, t, 0.015)], axis=1)
     joints = joints + sway[:, None, :] + person["position"]
 
-    sensor = forearm @ _rodrigues(person["mount_axis"], person["mount_angle"])
+    # the watch sits differently on each person, and slides a little between recordings
+    slide = _rodrigues(np.array([0.0, 1.0, 0.0]), np.radians(rng.normal(0.0, 8.0)))
+    sensor = forearm @ _rodrigues(person["mount_axis"], person["mount_angle"]) @ slide
     wrist = joints[:, UTD_KINECT_V1.index("right_wrist")]
     force = specific_force(wrist, sensor, SIM_RATE)
     step = int(SIM_RATE / ACCELEROMETER_RATE)
     usable = (len(force) // step) * step
     accelerometer = force[:usable].reshape(-1, step, 3).mean(axis=1)  # the sensor's own averaging
-    accelerometer += person["bias"] + rng.normal(0, 0.01, size=accelerometer.shape)
+    accelerometer += person["bias"] + rng.normal(0, 0.03, size=accelerometer.shape)
     accelerometer = np.clip(accelerometer, -SATURATION, SATURATION)
 
     start = lead - rng.uniform(0.0, 0.25)
