@@ -5,5 +5,5 @@ DEMO_CONFIG = {
     "data": {"dataset": "synthetic", "protocol": "cross_subject"},
     "preprocess": {"accelerometer_length": 128, "skeleton_length": 64},
     "student": {"name": "compact_cnn", "streams": ["accelerometer"]},
-    "train": {"epochs": 40},
+    "train": {"epochs": 120},
 }

@@ -107,18 +107,25 @@ class FitResult:
 
 
 class WeightAverage:
-    """Exponential moving average of a model's parameters; buffers (BatchNorm statistics) are copied as they are."""
+    """Exponential moving average of a model's parameters; buffers (BatchNorm statistics) are copied as they are.
+
+    The decay warms up as min(decay, (1 + t) / (10 + t)) over update t, so that a short run is not dominated by
+    the random initial weights.
+    """
 
     def __init__(self, model: nn.Module, decay: float):
         self.decay = decay
+        self.updates = 0
         self.model = copy.deepcopy(model).eval()
         for parameter in self.model.parameters():
             parameter.requires_grad_(False)
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
+        decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        self.updates += 1
         for average, current in zip(self.model.parameters(), model.parameters()):
-            average.lerp_(current.detach(), 1.0 - self.decay)
+            average.lerp_(current.detach(), 1.0 - decay)
         for average, current in zip(self.model.buffers(), model.buffers()):
             average.copy_(current)
 
