@@ -10,18 +10,21 @@ from torch import nn
 from pskd.data.transforms import gasf
 
 
-class ResidualBlock1d(nn.Module):
-    def __init__(self, c_in: int, c_out: int, kernel: int, stride: int):
+class ResidualBlock(nn.Module):
+    """Two convolutions with batch norm and a shortcut (a 1x1 convolution where the shape changes), in 1-D or 2-D."""
+
+    def __init__(self, c_in: int, c_out: int, kernel: int, stride: int, dims: int = 1):
         super().__init__()
+        conv, norm = (nn.Conv1d, nn.BatchNorm1d) if dims == 1 else (nn.Conv2d, nn.BatchNorm2d)
         pad = kernel // 2
-        self.conv1 = nn.Conv1d(c_in, c_out, kernel, stride=stride, padding=pad, bias=False)
-        self.bn1 = nn.BatchNorm1d(c_out)
-        self.conv2 = nn.Conv1d(c_out, c_out, kernel, padding=pad, bias=False)
-        self.bn2 = nn.BatchNorm1d(c_out)
+        self.conv1 = conv(c_in, c_out, kernel, stride=stride, padding=pad, bias=False)
+        self.bn1 = norm(c_out)
+        self.conv2 = conv(c_out, c_out, kernel, padding=pad, bias=False)
+        self.bn2 = norm(c_out)
         self.shortcut = (
             nn.Identity()
             if c_in == c_out and stride == 1
-            else nn.Sequential(nn.Conv1d(c_in, c_out, 1, stride=stride, bias=False), nn.BatchNorm1d(c_out))
+            else nn.Sequential(conv(c_in, c_out, 1, stride=stride, bias=False), norm(c_out))
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -54,7 +57,7 @@ class CompactCNN(nn.Module):
         )
         blocks, previous = [], widths[0]
         for width in widths:
-            blocks.append(ResidualBlock1d(previous, width, kernel, stride=2))
+            blocks.append(ResidualBlock(previous, width, kernel, stride=2))
             previous = width
         self.blocks = nn.Sequential(*blocks)
         self.embedding = nn.Sequential(nn.Linear(2 * previous, embedding_dim), nn.ReLU())
@@ -67,25 +70,6 @@ class CompactCNN(nn.Module):
         pooled = torch.cat([features.mean(dim=-1), features.amax(dim=-1)], dim=1)
         embedding = self.embedding(pooled)
         return embedding, self.classifier(self.dropout(embedding))
-
-
-class BasicBlock2d(nn.Module):
-    def __init__(self, c_in: int, c_out: int, stride: int):
-        super().__init__()
-        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(c_out)
-        self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(c_out)
-        self.shortcut = (
-            nn.Identity()
-            if c_in == c_out and stride == 1
-            else nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False), nn.BatchNorm2d(c_out))
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        return F.relu(out + self.shortcut(x))
 
 
 class GafResNet18(nn.Module):
@@ -113,7 +97,7 @@ class GafResNet18(nn.Module):
         stages, previous = [], widths[0]
         for i, width in enumerate(widths):
             stride = 1 if i == 0 else 2
-            stages += [BasicBlock2d(previous, width, stride), BasicBlock2d(width, width, 1)]
+            stages += [ResidualBlock(previous, width, 3, stride, dims=2), ResidualBlock(width, width, 3, 1, dims=2)]
             previous = width
         self.stages = nn.Sequential(*stages)
         self.embedding = nn.Sequential(nn.Linear(previous, embedding_dim), nn.ReLU())
