@@ -1,0 +1,1 @@
+"""Knowledge distillation: loss terms, the distiller that holds a student and frozen teachers, schedules."""

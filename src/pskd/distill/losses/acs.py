@@ -1,0 +1,72 @@
+"""Adaptive-Confidence Semantic (ACS) loss, as reconstructed in method.md.
+
+For each training sample with true label y, teacher k gives logits z_k and embedding f_k; its confidence is
+c_k = softmax(z_k)[y]. Both modes produce weights over K teachers plus the ground truth ([B, K + 1], rows sum
+to 1):
+- hard: among the teachers that predict y, the most confident one gets weight 1; if none predicts y, the
+  ground truth does;
+- soft: teacher k gets c_k and the ground truth 1 - max_k c_k, normalised.
+The soft-label target mixes the teachers' distributions at temperature T and the one-hot label with these
+weights. The semantic target is, per teacher space, that teacher's embedding, or for the ground-truth share, a
+class embedding (the class centroid of that teacher's embeddings, or a learned prototype).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from pskd.distill.losses.kd import soft_target_kl
+from pskd.distill.losses.semantic import semantic_mse
+
+
+def acs_weights(teacher_logits: list[torch.Tensor], labels: torch.Tensor, mode: str = "hard") -> torch.Tensor:
+    """[B, K + 1] weights: one column per teacher, the last for the ground truth."""
+    rows = torch.arange(len(labels), device=labels.device)
+    confidence = torch.stack([F.softmax(z, dim=1)[rows, labels] for z in teacher_logits], dim=1)
+    if mode == "soft":
+        raw = torch.cat([confidence, 1 - confidence.max(dim=1, keepdim=True).values], dim=1)
+        return raw / raw.sum(dim=1, keepdim=True)
+    if mode != "hard":
+        raise ValueError(f"ACS mode must be 'hard' or 'soft', not '{mode}'")
+    correct = torch.stack([z.argmax(dim=1) == labels for z in teacher_logits], dim=1)
+    best = confidence.masked_fill(~correct, -1.0).argmax(dim=1)
+    weights = torch.zeros(len(labels), len(teacher_logits) + 1, device=labels.device)
+    anyone = correct.any(dim=1)
+    weights[rows[anyone], best[anyone]] = 1.0
+    weights[rows[~anyone], -1] = 1.0
+    return weights
+
+
+def acs_soft_target(teacher_logits: list[torch.Tensor], labels: torch.Tensor, weights: torch.Tensor,
+                    temperature: float) -> torch.Tensor:
+    """The mixed target distribution [B, C]."""
+    target = weights[:, -1:] * F.one_hot(labels, teacher_logits[0].shape[1]).float()
+    for k, z in enumerate(teacher_logits):
+        target = target + weights[:, k : k + 1] * F.softmax(z / temperature, dim=1)
+    return target
+
+
+def acs_terms(
+    student_logits: torch.Tensor,
+    projected: list[torch.Tensor],
+    teacher_logits: list[torch.Tensor],
+    teacher_embeddings: list[torch.Tensor],
+    class_embeddings: list[torch.Tensor],
+    labels: torch.Tensor,
+    mode: str = "hard",
+    temperature: float = 4.0,
+) -> dict[str, torch.Tensor]:
+    """The distillation terms of ACS (the caller adds cross-entropy and the weights alpha and beta).
+
+    projected[k]: the student's embedding projected into teacher k's space; class_embeddings[k]: [C, D_k].
+    """
+    weights = acs_weights(teacher_logits, labels, mode).detach()
+    target = acs_soft_target(teacher_logits, labels, weights, temperature).detach()
+    kd = soft_target_kl(student_logits, target, temperature)
+    semantic = student_logits.new_zeros(())
+    for k, (student_k, teacher_k) in enumerate(zip(projected, teacher_embeddings)):
+        semantic = semantic + semantic_mse(student_k, teacher_k, weights[:, k])
+        ground_truth = class_embeddings[k][labels]
+        semantic = semantic + semantic_mse(student_k, ground_truth, weights[:, -1]) / len(projected)
+    return {"acs_kd": kd, "acs_semantic": semantic}

@@ -1,0 +1,39 @@
+"""Relational knowledge distillation (Park et al., CVPR 2019), the distance and angle terms that VSKD's DASK
+loss builds on: the student's embeddings should keep the teacher's pairwise distances (normalised by their mean)
+and the angles formed by every triplet, compared with the smooth L1 (Huber) loss."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def _pairwise_distances(x: torch.Tensor) -> torch.Tensor:
+    squared = (x.unsqueeze(0) - x.unsqueeze(1)).pow(2).sum(-1)
+    return squared.clamp_min(1e-12).sqrt() * (1 - torch.eye(len(x), device=x.device))
+
+
+def distance_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        t = _pairwise_distances(teacher)
+        t = t / t[t > 0].mean()
+    s = _pairwise_distances(student)
+    s = s / s[s > 0].mean()
+    return F.smooth_l1_loss(s, t)
+
+
+def _angles(x: torch.Tensor) -> torch.Tensor:
+    """cos of the angle at anchor j between i and k, for every triplet: [B, B, B]."""
+    difference = F.normalize(x.unsqueeze(0) - x.unsqueeze(1), p=2, dim=2)  # [j, i] = x_i - x_j, normalised
+    return torch.bmm(difference, difference.transpose(1, 2))
+
+
+def angle_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        t = _angles(teacher)
+    return F.smooth_l1_loss(_angles(student), t)
+
+
+def relational_loss(student: torch.Tensor, teacher: torch.Tensor, distance_weight: float = 1.0,
+                    angle_weight: float = 2.0) -> torch.Tensor:
+    return distance_weight * distance_loss(student, teacher) + angle_weight * angle_loss(student, teacher)

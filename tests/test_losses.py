@@ -1,0 +1,133 @@
+"""Every distillation loss against values computed by hand on small tensors."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from pskd.distill.losses.acs import acs_soft_target, acs_terms, acs_weights
+from pskd.distill.losses.camkd import camkd_loss, confidence_weights
+from pskd.distill.losses.dkd import dkd_loss
+from pskd.distill.losses.kd import kd_loss, soft_target_kl
+from pskd.distill.losses.relational import angle_loss, distance_loss, relational_loss
+from pskd.distill.losses.semantic import Projection, semantic_mse
+
+LN3 = math.log(3.0)
+
+
+def test_kd_by_hand():
+    student = torch.tensor([[0.0, 0.0]])
+    teacher = torch.tensor([[LN3, 0.0]])  # softmax = (0.75, 0.25)
+    # KL((.75, .25) || (.5, .5)) = .75 ln 1.5 + .25 ln .5
+    assert kd_loss(student, teacher, temperature=1.0).item() == pytest.approx(0.130812036, abs=1e-6)
+    # at T = 2 the teacher is (sqrt3, 1) / (sqrt3 + 1); times T^2 = 4
+    assert kd_loss(student, teacher, temperature=2.0).item() == pytest.approx(0.145363131, abs=1e-6)
+    assert kd_loss(teacher, teacher).item() == pytest.approx(0.0, abs=1e-7)
+
+
+def test_soft_target_kl_accepts_one_hot_targets_and_weights():
+    student = torch.tensor([[LN3, 0.0], [0.0, 0.0]])
+    one_hot = torch.tensor([[1.0, 0.0], [1.0, 0.0]])
+    # -ln .75 and -ln .5, averaged: cross-entropy, since a one-hot target has zero entropy
+    assert soft_target_kl(student, one_hot, 1.0).item() == pytest.approx((-math.log(0.75) - math.log(0.5)) / 2)
+    weighted = soft_target_kl(student, one_hot, 1.0, weights=torch.tensor([0.0, 1.0]))
+    assert weighted.item() == pytest.approx(-math.log(0.5) / 2)
+
+
+def test_dkd_by_hand_and_its_identity_with_kd():
+    student = torch.zeros(1, 3)  # uniform
+    teacher = torch.tensor([[math.log(2.0), 0.0, 0.0]])  # (.5, .25, .25)
+    labels = torch.tensor([0])
+    # TCKD: KL((.5, .5) || (1/3, 2/3)) = .5 ln 1.5 + .5 ln .75; NCKD: both uniform over the rest, 0
+    assert dkd_loss(student, teacher, labels, alpha=1.0, beta=8.0, temperature=1.0).item() == pytest.approx(
+        0.058891518, abs=1e-6)
+    # Zhao et al.: KD = TCKD + (1 - p_t[target]) * NCKD, sample by sample
+    torch.manual_seed(0)
+    s, t = torch.randn(1, 5), torch.randn(1, 5)
+    y = torch.tensor([2])
+    p_target = F.softmax(t / 3.0, dim=1)[0, 2].item()
+    decoupled = dkd_loss(s, t, y, alpha=1.0, beta=1 - p_target, temperature=3.0)
+    assert decoupled.item() == pytest.approx(kd_loss(s, t, 3.0).item(), rel=1e-4)
+
+
+def test_camkd_weights_and_loss_by_hand():
+    labels = torch.tensor([0])
+    right = torch.tensor([[LN3, 0.0]])  # p(y) = .75, CE = ln(4/3)
+    wrong = torch.tensor([[0.0, LN3]])  # p(y) = .25, CE = ln 4
+    weights = confidence_weights([right, wrong], labels)
+    # softmax(ln 4/3, ln 4) = (1/4, 3/4); weights = 1 - that, over K - 1 = 1
+    torch.testing.assert_close(weights, torch.tensor([[0.75, 0.25]]))
+    student = torch.zeros(1, 2)
+    expected = 0.75 * kd_loss(student, right, 1.0) + 0.25 * kd_loss(student, wrong, 1.0)
+    assert camkd_loss(student, [right, wrong], labels, temperature=1.0).item() == pytest.approx(expected.item())
+    torch.testing.assert_close(confidence_weights([right], labels), torch.ones(1, 1))
+
+
+def test_relational_losses_by_hand():
+    teacher = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    student = torch.tensor([[0.0, 0.0], [2.0, 0.0], [0.0, 1.0]])
+    # distances normalised by their mean, compared with smooth L1 over the 3 x 3 matrix
+    assert distance_loss(student, teacher).item() == pytest.approx(0.018484453, abs=1e-6)
+    # a scaled and shifted copy keeps every normalised distance and every angle
+    moved = teacher * 3.0 + 1.5
+    assert distance_loss(moved, teacher).item() == pytest.approx(0.0, abs=1e-6)
+    assert angle_loss(moved, teacher).item() == pytest.approx(0.0, abs=1e-6)
+    # the right angle at the origin becomes 45 degrees when the third point moves to (1, 1)
+    skewed = torch.tensor([[0.0, 0.0], [1.0, 0.0], [1.0, 1.0]])
+    assert angle_loss(skewed, teacher).item() > 0
+    combined = relational_loss(student, teacher, distance_weight=1.0, angle_weight=2.0)
+    assert combined.item() == pytest.approx(distance_loss(student, teacher).item() + 2 * angle_loss(student, teacher).item())
+
+
+def test_semantic_mse_and_projection():
+    projected = torch.tensor([[1.0, 2.0], [0.0, 0.0]])
+    target = torch.tensor([[1.0, 0.0], [1.0, 1.0]])
+    # per sample: (0 + 4) / 2 = 2 and (1 + 1) / 2 = 1
+    assert semantic_mse(projected, target).item() == pytest.approx(1.5)
+    assert semantic_mse(projected, target, torch.tensor([1.0, 0.0])).item() == pytest.approx(1.0)
+    assert Projection(3, 5)(torch.randn(2, 3)).shape == (2, 5)
+
+
+def logits_with(probabilities):
+    return torch.log(torch.tensor(probabilities))
+
+
+def test_acs_weights_by_hand():
+    labels = torch.tensor([0, 1])
+    # sample 0 (y = 0): teacher A predicts 0 with .6, teacher B predicts 0 with .8
+    # sample 1 (y = 1): A predicts 0 (p(y) = .1), B predicts 2 (p(y) = .2): nobody is right
+    teacher_a = logits_with([[0.6, 0.3, 0.1], [0.8, 0.1, 0.1]])
+    teacher_b = logits_with([[0.8, 0.1, 0.1], [0.3, 0.2, 0.5]])
+    hard = acs_weights([teacher_a, teacher_b], labels, "hard")
+    torch.testing.assert_close(hard, torch.tensor([[0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]))
+    soft = acs_weights([teacher_a, teacher_b], labels, "soft")
+    # sample 0: (.6, .8, 1 - .8) / 1.6; sample 1: (.1, .2, 1 - .2) / 1.1
+    torch.testing.assert_close(soft, torch.tensor([[0.375, 0.5, 0.125], [0.1 / 1.1, 0.2 / 1.1, 0.8 / 1.1]]))
+    with pytest.raises(ValueError):
+        acs_weights([teacher_a], labels, "medium")
+
+
+def test_acs_target_and_terms_by_hand():
+    labels = torch.tensor([0, 1])
+    teacher_a = logits_with([[0.6, 0.3, 0.1], [0.8, 0.1, 0.1]])
+    teacher_b = logits_with([[0.8, 0.1, 0.1], [0.3, 0.2, 0.5]])
+    hard = acs_weights([teacher_a, teacher_b], labels, "hard")
+    target = acs_soft_target([teacher_a, teacher_b], labels, hard, temperature=1.0)
+    # sample 0 copies teacher B; sample 1 is the one-hot label
+    torch.testing.assert_close(target, torch.tensor([[0.8, 0.1, 0.1], [0.0, 1.0, 0.0]]))
+
+    student = torch.zeros(2, 3)
+    emb_a, emb_b = torch.tensor([[1.0, 1.0], [2.0, 2.0]]), torch.tensor([[3.0], [4.0]])
+    classes_a = torch.tensor([[0.0, 0.0], [10.0, 0.0], [0.0, 0.0]])
+    classes_b = torch.tensor([[0.0], [6.0], [0.0]])
+    projected = [torch.zeros(2, 2), torch.zeros(2, 1)]
+    terms = acs_terms(student, projected, [teacher_a, teacher_b], [emb_a, emb_b], [classes_a, classes_b], labels,
+                      mode="hard", temperature=1.0)
+    # kd: sample 0 KL((.8,.1,.1) || uniform) = sum p ln(3p); sample 1 -ln(1/3); averaged
+    kl0 = sum(p * math.log(3 * p) for p in (0.8, 0.1, 0.1))
+    assert terms["acs_kd"].item() == pytest.approx((kl0 + LN3) / 2, abs=1e-6)
+    # semantic: sample 0 matches teacher B's embedding 3 -> (0 - 3)^2 = 9; sample 1 matches the class
+    # embeddings of y = 1 in both spaces: A (10, 0) -> 50, B 6 -> 36, each divided by the 2 spaces
+    # batch means: 9 / 2 from teacher B, (50 / 2 + 36 / 2) / 2 from the ground truth
+    assert terms["acs_semantic"].item() == pytest.approx(9 / 2 + (50 + 36) / 2 / 2)
