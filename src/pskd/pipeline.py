@@ -22,12 +22,14 @@ from pskd import __version__
 from pskd.config import RunConfig, dump_config
 from pskd.data.batches import PairedClips
 from pskd.data.cache import Prepared, prepare
+from pskd.data.clip import SKELETON
+from pskd.data.layouts import get_layout
 from pskd.data.protocols import Split, make_split
 from pskd.data.transforms import Augmenter, Standardizer
-from pskd.errors import ConfigError, UserError
+from pskd.errors import UserError
 from pskd.evaluate.metrics import summarize
 from pskd.evaluate.report import plot_confusion, plot_learning_curves, write_report
-from pskd.models.zoo import build_inertial, count_parameters
+from pskd.models.zoo import InputSpec, build_model, count_parameters
 from pskd.train.loop import cross_entropy, fit, pick_device, predict, seed_everything
 
 INCOMPLETE = ".incomplete"
@@ -65,24 +67,28 @@ def split_data(config: RunConfig, prepared: Prepared) -> Split:
     )
 
 
+def input_spec(prepared: Prepared, fit_on: np.ndarray) -> InputSpec:
+    """Shapes of every stream, and per-channel statistics of the inertial ones over the clips `fit_on` only."""
+    inertial = [s for s in prepared.streams if s != SKELETON]
+    mean, std = {}, {}
+    for name in inertial:
+        values = prepared.streams[name][fit_on]
+        normal = Standardizer.fit(values.reshape(len(fit_on), values.shape[1], -1))
+        mean[name], std[name] = normal.mean, normal.std
+    return InputSpec(
+        num_classes=prepared.info.num_classes,
+        lengths={name: int(v.shape[1]) for name, v in prepared.streams.items()},
+        channels={name: int(np.prod(prepared.streams[name].shape[2:])) for name in inertial},
+        layout=get_layout(prepared.info.layout) if prepared.info.layout else None,
+        mean=mean,
+        std=std,
+    )
+
+
 def build_student(config: RunConfig, prepared: Prepared, fit_on: np.ndarray) -> torch.nn.Module:
     """The configured student, its input standardisation fitted on the clips `fit_on` (training clips only)."""
-    missing = [s for s in config.student.streams if s not in prepared.streams]
-    if missing:
-        raise ConfigError(
-            f"student.streams: {missing} not in {prepared.info.name} (it has {sorted(prepared.streams)})"
-        )
-    train_values = np.concatenate(
-        [prepared.streams[s][fit_on].reshape(len(fit_on), prepared.streams[s].shape[1], -1)
-         for s in config.student.streams],
-        axis=-1,
-    )
-    normal = Standardizer.fit(train_values)
-    seq_len = prepared.streams[config.student.streams[0]].shape[1]
-    return build_inertial(
-        config.student.name, config.student.streams, config.student.options, prepared.info.num_classes,
-        seq_len, normal.mean, normal.std,
-    )
+    spec = input_spec(prepared, fit_on)
+    return build_model(config.student.name, config.student.streams, config.student.options, spec, "student")
 
 
 def make_augmenter(config: RunConfig) -> Augmenter | None:

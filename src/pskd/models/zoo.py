@@ -1,46 +1,79 @@
-"""Build a model by the name a config uses, wrapped so that it reads named streams from a paired batch."""
+"""Build a model by the name a config uses, wrapped so that it reads its named streams from a paired batch."""
 
 from __future__ import annotations
 
 import inspect
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from torch import nn
 
+from pskd.data.clip import SKELETON
+from pskd.data.layouts import Layout
 from pskd.errors import ConfigError
+from pskd.models.fusion import FUSIONS, FusionNet
 from pskd.models.inertial import CompactCNN, GafResNet18
+from pskd.models.skeleton import SkeletonGCN
 
 INERTIAL_MODELS: dict[str, type[nn.Module]] = {"compact_cnn": CompactCNN, "gaf_resnet18": GafResNet18}
+SKELETON_MODELS: dict[str, type[nn.Module]] = {"skeleton_gcn": SkeletonGCN}
+MODEL_NAMES = sorted([*INERTIAL_MODELS, *SKELETON_MODELS, "fusion"])
+
+
+@dataclass
+class InputSpec:
+    """What a model needs to know about its inputs, fitted on training clips only."""
+
+    num_classes: int
+    lengths: dict[str, int]  # samples per clip of each stream
+    channels: dict[str, int]  # channels of each inertial stream
+    layout: Layout | None = None
+    mean: dict[str, np.ndarray] = field(default_factory=dict)  # per inertial stream, per channel
+    std: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 class StreamModel(nn.Module):
-    """Reads the streams it declares from a batch ({name: [B, T, channels]} in physical units), standardises
-    them with statistics fitted on training clips (kept as buffers, so a saved or exported model needs no other
-    file), concatenates them as channels and runs the network: forward(batch) -> (embedding, logits)."""
+    """Reads the streams it declares from a batch ({name: [B, T, ...]} in physical units) and runs its network:
+    the skeleton goes in as [B, T, J, 3]; inertial streams are standardised with statistics fitted on training
+    clips (kept as buffers, so a saved or exported model needs no other file) and concatenated as channels
+    [B, C, T]. forward(batch) -> (embedding, logits)."""
 
-    def __init__(self, net: nn.Module, streams: list[str], mean: np.ndarray, std: np.ndarray):
+    def __init__(self, net: nn.Module, streams: list[str], mean: np.ndarray | None = None,
+                 std: np.ndarray | None = None):
         super().__init__()
         self.net = net
         self.streams = list(streams)
-        self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float32).view(1, -1, 1))
-        self.register_buffer("std", torch.as_tensor(std, dtype=torch.float32).view(1, -1, 1))
+        self.reads_skeleton = SKELETON in self.streams
+        self.inertial_streams = [s for s in self.streams if s != SKELETON]
+        channels = 0 if mean is None else len(mean)
+        self.register_buffer("mean", torch.as_tensor(np.zeros(channels) if mean is None else mean,
+                                                     dtype=torch.float32).view(1, -1, 1))
+        self.register_buffer("std", torch.as_tensor(np.ones(channels) if std is None else std,
+                                                    dtype=torch.float32).view(1, -1, 1))
 
     def channels_first(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        x = torch.cat([batch[name].flatten(2) for name in self.streams], dim=-1)
+        x = torch.cat([batch[name].flatten(2) for name in self.inertial_streams], dim=-1)
         return ((x.transpose(1, 2) - self.mean) / self.std).contiguous()
 
     def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.net(self.channels_first(batch))
+        inputs = []
+        if self.reads_skeleton:
+            inputs.append(batch[SKELETON])
+        if self.inertial_streams:
+            inputs.append(self.channels_first(batch))
+        return self.net(*inputs)
 
     @property
     def embedding_dim(self) -> int:
         return self.net.embedding_dim
 
 
-def check_options(cls: type, options: dict, where: str) -> dict:
+def check_options(cls: type, options: dict, where: str,
+                  fixed: tuple[str, ...] = ("c_in", "num_classes", "seq_len")) -> dict:
+    """Check a config's options against a model constructor: known names, and values of the default's type."""
     signature = inspect.signature(cls.__init__)
-    allowed = [p for p in signature.parameters if p not in ("self", "c_in", "num_classes", "seq_len")]
+    allowed = [p for p in signature.parameters if p != "self" and p not in fixed]
     unknown = sorted(set(options) - set(allowed))
     if unknown:
         raise ConfigError(f"{where}: unknown option(s) {unknown} for {cls.__name__}; allowed: {allowed}")
@@ -57,16 +90,60 @@ def check_options(cls: type, options: dict, where: str) -> dict:
     return out
 
 
-def build_inertial(
-    name: str, streams: list[str], options: dict, num_classes: int, seq_len: int, mean: np.ndarray, std: np.ndarray,
-    where: str = "student",
-) -> StreamModel:
+def _inertial_net(name: str, options: dict, spec: InputSpec, streams: list[str], where: str) -> nn.Module:
     if name not in INERTIAL_MODELS:
-        raise ConfigError(f"{where}.name: unknown model '{name}'; known: {', '.join(sorted(INERTIAL_MODELS))}")
+        raise ConfigError(f"{where}: '{name}' is not an inertial model; known: {', '.join(sorted(INERTIAL_MODELS))}")
     cls = INERTIAL_MODELS[name]
-    kwargs = check_options(cls, options, f"{where}.options")
-    net = cls(len(mean), num_classes, seq_len, **kwargs)
-    return StreamModel(net, streams, mean, std)
+    c_in = sum(spec.channels[s] for s in streams)
+    return cls(c_in, spec.num_classes, spec.lengths[streams[0]], **check_options(cls, options, f"{where}.options"))
+
+
+def _skeleton_net(name: str, options: dict, spec: InputSpec, where: str) -> nn.Module:
+    if spec.layout is None:
+        raise ConfigError(f"{where}: this dataset has no skeleton layout")
+    cls = SKELETON_MODELS[name]
+    kwargs = check_options(cls, options, f"{where}.options", fixed=("layout", "num_classes", "seq_len"))
+    try:
+        return cls(spec.layout, spec.num_classes, spec.lengths[SKELETON], **kwargs)
+    except ValueError as err:
+        raise ConfigError(f"{where}.options: {err}") from None
+
+
+def _stats(spec: InputSpec, streams: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    return (np.concatenate([spec.mean[s] for s in streams]), np.concatenate([spec.std[s] for s in streams]))
+
+
+def build_model(name: str, streams: list[str], options: dict, spec: InputSpec, where: str = "student") -> StreamModel:
+    """A model by config name, reading `streams` from paired batches."""
+    missing = [s for s in streams if s not in spec.lengths]
+    if missing or not streams:
+        raise ConfigError(f"{where}.streams: {missing or streams} not in this dataset (it has {sorted(spec.lengths)})")
+    inertial = [s for s in streams if s != SKELETON]
+    if name in INERTIAL_MODELS:
+        if SKELETON in streams:
+            raise ConfigError(f"{where}: {name} reads inertial streams only, not the skeleton")
+        return StreamModel(_inertial_net(name, options, spec, inertial, where), streams, *_stats(spec, inertial))
+    if name in SKELETON_MODELS:
+        if streams != [SKELETON]:
+            raise ConfigError(f"{where}: {name} reads the skeleton stream only (streams: [skeleton])")
+        return StreamModel(_skeleton_net(name, options, spec, where), streams)
+    if name == "fusion":
+        if SKELETON not in streams or not inertial:
+            raise ConfigError(f"{where}: fusion needs the skeleton and at least one inertial stream")
+        options = dict(options)
+        unknown = sorted(set(options) - {"fusion", "embedding_dim", "dropout", "skeleton", "inertial", "inertial_model"})
+        if unknown:
+            raise ConfigError(f"{where}.options: unknown option(s) {unknown} for fusion")
+        mode = options.get("fusion", "concat")
+        if mode not in FUSIONS:
+            raise ConfigError(f"{where}.options.fusion: one of {list(FUSIONS)}, not '{mode}'")
+        skeleton_net = _skeleton_net("skeleton_gcn", options.get("skeleton", {}), spec, f"{where}.options.skeleton")
+        inertial_net = _inertial_net(options.get("inertial_model", "compact_cnn"), options.get("inertial", {}), spec,
+                                     inertial, f"{where}.options.inertial")
+        net = FusionNet(skeleton_net, inertial_net, spec.num_classes, mode, int(options.get("embedding_dim", 128)),
+                        float(options.get("dropout", 0.3)))
+        return StreamModel(net, [SKELETON, *inertial], *_stats(spec, inertial))
+    raise ConfigError(f"{where}.name: unknown model '{name}'; known: {', '.join(MODEL_NAMES)}")
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -1,0 +1,60 @@
+"""The fusion teacher: a skeleton encoder and an inertial encoder, their embeddings joined by a fusion head.
+
+Fusion modes: `concat` (concatenate, then a linear layer with ReLU), `gated` (a learned per-dimension gate
+between the two projected embeddings) and `attention` (a softmax over the two modalities from a learned score
+of each projected embedding). Forward takes the skeleton [B, T, J, 3] and the inertial signal [B, C, T]
+(already standardised) and returns (embedding, logits).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+FUSIONS = ("concat", "gated", "attention")
+
+
+class FusionHead(nn.Module):
+    def __init__(self, dims: tuple[int, int], embedding_dim: int, num_classes: int, mode: str = "concat",
+                 dropout: float = 0.3):
+        super().__init__()
+        if mode not in FUSIONS:
+            raise ValueError(f"fusion must be one of {FUSIONS}, not '{mode}'")
+        self.mode = mode
+        if mode == "concat":
+            self.join = nn.Linear(sum(dims), embedding_dim)
+        else:
+            self.project = nn.ModuleList([nn.Linear(d, embedding_dim) for d in dims])
+            self.score = nn.Linear(sum(dims) if mode == "gated" else embedding_dim, embedding_dim if mode == "gated" else 1)
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(embedding_dim, num_classes)
+        self.embedding_dim = embedding_dim
+
+    def forward(self, first: torch.Tensor, second: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.mode == "concat":
+            embedding = F.relu(self.join(torch.cat([first, second], dim=1)))
+        elif self.mode == "gated":
+            gate = torch.sigmoid(self.score(torch.cat([first, second], dim=1)))
+            embedding = F.relu(gate * self.project[0](first) + (1 - gate) * self.project[1](second))
+        else:
+            tokens = torch.stack([self.project[0](first), self.project[1](second)], dim=1)  # [B, 2, E]
+            weights = F.softmax(self.score(torch.tanh(tokens)), dim=1)  # [B, 2, 1]
+            embedding = F.relu((weights * tokens).sum(dim=1))
+        return embedding, self.classifier(self.dropout(embedding))
+
+
+class FusionNet(nn.Module):
+    def __init__(self, skeleton: nn.Module, inertial: nn.Module, num_classes: int, fusion: str = "concat",
+                 embedding_dim: int = 128, dropout: float = 0.3):
+        super().__init__()
+        self.skeleton = skeleton
+        self.inertial = inertial
+        self.head = FusionHead((skeleton.embedding_dim, inertial.embedding_dim), embedding_dim, num_classes, fusion,
+                               dropout)
+        self.embedding_dim = embedding_dim
+
+    def forward(self, skeleton: torch.Tensor, inertial: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        first, _ = self.skeleton(skeleton)
+        second, _ = self.inertial(inertial)
+        return self.head(first, second)
