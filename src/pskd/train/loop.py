@@ -173,6 +173,8 @@ def fit(
     bar = tqdm(range(1, last_epoch + 1), desc=description, disable=not progress, unit="epoch", leave=False)
     for epoch in bar:
         model.train()
+        if hasattr(criterion, "set_epoch"):
+            criterion.set_epoch(epoch)  # progressive schedules change teachers and losses by epoch
         tic = time.perf_counter()
         sums: dict[str, float] = {}
         correct = seen = 0
