@@ -83,9 +83,52 @@ class TrainConfig(Section):
     refit: bool = True
 
 
+class TeacherConfig(ModelConfig):
+    """A teacher: a model over any streams (skeleton, other sensors, both), trained before the student."""
+
+    name: str = "skeleton_gcn"
+    streams: list[str] = ["skeleton"]
+    train: TrainConfig = TrainConfig()
+    # Schedule A (teacher-assistant chain): train this teacher with cross-entropy plus KD from that teacher.
+    distill_from: str | None = None
+
+
+METHODS = ("ce", "kd", "dkd", "takd", "avg_kd", "camkd", "dask", "pskd")
+LOSS_NAMES = ("kd", "avg_kd", "dkd", "camkd", "dask", "acs")
+
+
+class StageConfig(Section):
+    """From epoch `start` on, the student learns from `teachers` with `loss`."""
+
+    start: int = Field(1, ge=1)
+    teachers: list[str]
+    loss: Literal[LOSS_NAMES] = "acs"
+
+
+class DistillConfig(Section):
+    temperature: float = Field(4.0, gt=0)
+    alpha: float = Field(1.0, ge=0)  # weight of the soft-label term
+    beta: float = Field(0.5, ge=0)  # weight of the embedding (semantic / relational) terms
+    teacher: str | None = None  # the single teacher of kd, dkd, dask (default: the first teacher listed)
+    assistant: str | None = None  # takd's assistant (default: a teacher with distill_from set)
+    acs_mode: Literal["hard", "soft"] = "hard"
+    class_embedding: Literal["centroid", "prototype"] = "centroid"
+    # pskd's progressive learning: A = teacher-assistant chain (teachers distil into each other first, as their
+    # distill_from says), B = curriculum as well (the student learns from `nearest` until switch_epoch, then from
+    # all teachers), none = independent teachers, all used from the start.
+    progressive: Literal["A", "B", "none"] = "A"
+    nearest: str | None = None  # default: the teacher that reads the student's streams too
+    switch_epoch: int = Field(40, ge=2)
+    dkd_alpha: float = Field(1.0, ge=0)
+    dkd_beta: float = Field(8.0, ge=0)
+    relational_distance: float = Field(1.0, ge=0)
+    relational_angle: float = Field(2.0, ge=0)
+    stages: list[StageConfig] | None = None  # spelt out, these replace the method's own stages
+
+
 class RunConfig(Section):
     name: str = "run"
-    method: Literal["ce"] = "ce"
+    method: Literal[METHODS] = "ce"
     seed: int = 0
     deterministic: bool = True
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -96,11 +139,31 @@ class RunConfig(Section):
     augment: AugmentConfig = AugmentConfig()
     student: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
+    teachers: dict[str, TeacherConfig] = {}
+    distill: DistillConfig = DistillConfig()
 
     @model_validator(mode="after")
     def _check(self) -> "RunConfig":
         if isinstance(self.data.val_subjects, list) and not self.data.val_subjects:
             raise ValueError("data.val_subjects must name at least one subject, or be 'auto'")
+        names = list(self.teachers)
+        for name, teacher in self.teachers.items():
+            if teacher.distill_from is not None and teacher.distill_from not in names[: names.index(name)]:
+                raise ValueError(f"teachers.{name}.distill_from must name a teacher listed before it")
+        for key in ("teacher", "assistant", "nearest"):
+            value = getattr(self.distill, key)
+            if value is not None and value not in self.teachers:
+                raise ValueError(f"distill.{key}: '{value}' is not one of the teachers {names}")
+        if self.method != "ce" and not self.teachers:
+            raise ValueError(f"method '{self.method}' distils from teachers, but no teachers are configured")
+        if self.method in ("avg_kd", "camkd", "takd") and len(self.teachers) < 2:
+            raise ValueError(f"method '{self.method}' needs at least two teachers")
+        for i, stage in enumerate(self.distill.stages or []):
+            unknown = [t for t in stage.teachers if t not in self.teachers]
+            if unknown or not stage.teachers:
+                raise ValueError(f"distill.stages.{i}.teachers: {unknown or '[]'} are not among {names}")
+        if self.distill.stages is not None and (not self.distill.stages or self.distill.stages[0].start != 1):
+            raise ValueError("distill.stages: the first stage must start at epoch 1")
         return self
 
 
