@@ -12,6 +12,8 @@ import json
 import shutil
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -19,13 +21,15 @@ import numpy as np
 import torch
 
 from pskd import __version__
-from pskd.config import RunConfig, dump_config
+from pskd.config import ModelConfig, RunConfig, TrainConfig, dump_config
 from pskd.data.batches import PairedClips
 from pskd.data.cache import Prepared, prepare
 from pskd.data.clip import SKELETON
 from pskd.data.layouts import get_layout
 from pskd.data.protocols import Split, make_split
 from pskd.data.transforms import Augmenter, Standardizer
+from pskd.distill.distiller import Distiller, LossWeights, Stage, TeacherOutputs
+from pskd.distill.methods import student_stages, teacher_chain_used
 from pskd.errors import UserError
 from pskd.evaluate.metrics import summarize
 from pskd.evaluate.report import plot_confusion, plot_learning_curves, write_report
@@ -85,12 +89,6 @@ def input_spec(prepared: Prepared, fit_on: np.ndarray) -> InputSpec:
     )
 
 
-def build_student(config: RunConfig, prepared: Prepared, fit_on: np.ndarray) -> torch.nn.Module:
-    """The configured student, its input standardisation fitted on the clips `fit_on` (training clips only)."""
-    spec = input_spec(prepared, fit_on)
-    return build_model(config.student.name, config.student.streams, config.student.options, spec, "student")
-
-
 def make_augmenter(config: RunConfig) -> Augmenter | None:
     if not config.augment.enabled:
         return None
@@ -127,6 +125,132 @@ def run(config: RunConfig, out: Path | None = None, log=_log) -> tuple[Path, dic
     return out, metrics
 
 
+def _short(figures: dict) -> dict:
+    return {"accuracy": figures["accuracy"], "macro_f1": figures["macro_f1"]}
+
+
+@dataclass
+class Trained:
+    """A model trained, selected on validation, optionally refit, and evaluated on the test split once."""
+
+    model: torch.nn.Module  # holding the delivered weights
+    summary: dict
+    history: list[dict]
+    best_state: dict
+    last_state: dict
+    delivered_state: dict
+
+
+def train_and_evaluate(
+    role: str,
+    model_config: ModelConfig,
+    train_config: TrainConfig,
+    criterion_for: Callable[[torch.nn.Module], tuple[Callable, torch.nn.Module | None]],
+    config: RunConfig,
+    prepared: Prepared,
+    split: Split,
+    device: torch.device,
+    log,
+) -> Trained:
+    """The one recipe every model goes through, student or teacher.
+
+    criterion_for(model) gives the training criterion and, when it has parameters of its own (projection heads),
+    the module holding them: they are optimised with the model, and rebuilt fresh for the refit.
+    """
+    def build(fit_on: np.ndarray):
+        model = build_model(model_config.name, model_config.streams, model_config.options,
+                            input_spec(prepared, fit_on), role)
+        criterion, extra = criterion_for(model)
+        parameters = list(model.parameters()) + (list(extra.to(device).parameters()) if extra is not None else [])
+        return model, criterion, parameters
+
+    model, criterion, parameters = build(split.train)  # checks the model's streams against the dataset
+    streams = {s: prepared.streams[s] for s in model_config.streams}
+    parts = {name: PairedClips(streams, prepared.labels, getattr(split, name)) for name in ("train", "val", "test")}
+    log(f"{role} {model_config.name} on {', '.join(model_config.streams)}: {count_parameters(model):,} parameters, "
+        f"device {device}")
+    result = fit(
+        model, parts["train"], parts["val"], train_config, criterion, device, seed=config.seed,
+        augment=make_augmenter(config), progress=config.progress, description=role, parameters=parameters,
+    )
+    class_names = prepared.info.class_names
+    evaluations = {}
+    for tag, state in (("best", result.best_state), ("last", result.last_state)):
+        model.load_state_dict(state)
+        for part in ("val", "test"):
+            _, logits = predict(model, parts[part], device)
+            evaluations[(tag, part)] = summarize(parts[part].labels.numpy(), logits, class_names)
+    delivered, delivered_state = evaluations[("best", "test")], result.best_state
+    if train_config.refit:
+        # The selected trajectory replayed on every training subject: same schedule, same seed, stopped at the
+        # epoch validation chose. The validation subject is training data now, so this model has no validation.
+        everyone = np.concatenate([split.train, split.val])
+        seed_everything(config.seed, config.deterministic)
+        model, criterion, parameters = build(everyone)
+        refit = fit(
+            model, PairedClips(streams, prepared.labels, everyone), None, train_config, criterion, device,
+            seed=config.seed, augment=make_augmenter(config), progress=config.progress,
+            description=f"{role} refit", stop_after=result.best_epoch, parameters=parameters,
+        )
+        delivered_state = refit.last_state
+        model.load_state_dict(delivered_state)
+        _, logits = predict(model, parts["test"], device)
+        delivered = summarize(parts["test"].labels.numpy(), logits, class_names)
+    else:
+        model.load_state_dict(delivered_state)
+    summary = {
+        "model": model_config.name,
+        "streams": model_config.streams,
+        "params": count_parameters(model),
+        "epochs_trained": len(result.history),
+        "best_epoch": result.best_epoch,
+        "stopped_early": result.stopped_early,
+        "train_seconds": result.seconds,
+        "refit": train_config.refit,
+        # the delivered model: best on validation, or its refit on every training subject
+        "test": delivered,
+        "val": _short(evaluations[("best", "val")]),
+        "val_last": _short(evaluations[("last", "val")]),
+        "test_best": _short(evaluations[("best", "test")]),
+        "test_last": _short(evaluations[("last", "test")]),
+    }
+    return Trained(model, summary, result.history, result.best_state, result.last_state, delivered_state)
+
+
+def teacher_outputs(name: str, model: torch.nn.Module, streams: list[str], prepared: Prepared, fit_on: np.ndarray,
+                    device: torch.device) -> TeacherOutputs:
+    """A frozen teacher's logits and embeddings on every clip, and its class centroids over the clips `fit_on`."""
+    data = PairedClips({s: prepared.streams[s] for s in streams}, prepared.labels, np.arange(len(prepared)))
+    embeddings, logits = predict(model, data, device)
+    centroids = np.zeros((prepared.info.num_classes, embeddings.shape[1]), dtype=np.float32)
+    for label in range(prepared.info.num_classes):
+        rows = fit_on[prepared.labels[fit_on] == label]
+        if len(rows):
+            centroids[label] = embeddings[rows].mean(axis=0)
+    return TeacherOutputs(name, torch.from_numpy(logits), torch.from_numpy(embeddings), torch.from_numpy(centroids))
+
+
+def loss_weights(config: RunConfig, label_smoothing: float) -> LossWeights:
+    d = config.distill
+    return LossWeights(
+        temperature=d.temperature, alpha=d.alpha, beta=d.beta, label_smoothing=label_smoothing,
+        dkd_alpha=d.dkd_alpha, dkd_beta=d.dkd_beta, relational_distance=d.relational_distance,
+        relational_angle=d.relational_angle, acs_mode=d.acs_mode, class_embedding=d.class_embedding,
+    )
+
+
+def distilling(targets: list[TeacherOutputs], stages: list[Stage], weights: LossWeights, device: torch.device):
+    """criterion_for: cross-entropy alone without stages, else a distiller over the teachers' targets."""
+
+    def criterion_for(model: torch.nn.Module):
+        if not stages:
+            return cross_entropy(weights.label_smoothing), None
+        distiller = Distiller(model.embedding_dim, targets, stages, weights)
+        return distiller.to(device), distiller
+
+    return criterion_for
+
+
 def _run_into(config: RunConfig, run_dir: Path, log) -> dict:
     started = time.perf_counter()
     (run_dir / "config.yaml").write_text(dump_config(config), encoding="utf-8")
@@ -142,44 +266,29 @@ def _run_into(config: RunConfig, run_dir: Path, log) -> dict:
     split = split_data(config, prepared)
     log(f"{prepared.info.name}: {len(prepared)} clips, {prepared.info.num_classes} classes, "
         f"prepared in {time.perf_counter() - tic:.1f} s; {split.describe()}")
+    everyone = np.concatenate([split.train, split.val])
 
-    student = build_student(config, prepared, split.train)
-    streams = {s: prepared.streams[s] for s in config.student.streams}
-    parts = {name: PairedClips(streams, prepared.labels, getattr(split, name)) for name in ("train", "val", "test")}
-    log(f"student {config.student.name}: {count_parameters(student):,} parameters, device {device}")
-    criterion = cross_entropy(config.train.label_smoothing)
-    result = fit(
-        student, parts["train"], parts["val"], config.train, criterion, device, seed=config.seed,
-        augment=make_augmenter(config), progress=config.progress, description=f"{config.method} student",
-    )
-
-    class_names = prepared.info.class_names
-    evaluations = {}
-    for tag, state in (("best", result.best_state), ("last", result.last_state)):
-        student.load_state_dict(state)
-        for part in ("val", "test"):
-            _, logits = predict(student, parts[part], device)
-            evaluations[(tag, part)] = summarize(parts[part].labels.numpy(), logits, class_names)
-    delivered, delivered_state = evaluations[("best", "test")], result.best_state
-
-    if config.train.refit:
-        # The selected trajectory replayed on every training subject: same schedule, same seed, stopped at the
-        # epoch validation chose. The validation subject is training data now, so this model has no validation.
-        everyone = np.concatenate([split.train, split.val])
+    # Teachers, in the order listed: a teacher with distill_from learns from that (already trained) teacher too.
+    targets: dict[str, TeacherOutputs] = {}
+    teachers: dict[str, Trained] = {}
+    chain = teacher_chain_used(config)
+    for name, teacher in config.teachers.items():
+        stages = [Stage(1, [teacher.distill_from], "kd")] if chain and teacher.distill_from else []
+        criterion_for = distilling(list(targets.values()), stages,
+                                   loss_weights(config, teacher.train.label_smoothing), device)
         seed_everything(config.seed, config.deterministic)
-        student = build_student(config, prepared, everyone)
-        refit = fit(
-            student, PairedClips(streams, prepared.labels, everyone), None, config.train, criterion, device,
-            seed=config.seed, augment=make_augmenter(config), progress=config.progress,
-            description=f"{config.method} refit", stop_after=result.best_epoch,
-        )
-        student.load_state_dict(refit.last_state)
-        _, logits = predict(student, parts["test"], device)
-        delivered = summarize(parts["test"].labels.numpy(), logits, class_names)
-        delivered_state = refit.last_state
+        teachers[name] = train_and_evaluate(f"teachers.{name}", teacher, teacher.train, criterion_for, config,
+                                            prepared, split, device, log)
+        targets[name] = teacher_outputs(name, teachers[name].model, teacher.streams, prepared, everyone, device)
+        log(f"teacher {name}: test accuracy {100 * teachers[name].summary['test']['accuracy']:.2f} %")
 
-    def short(figures: dict) -> dict:
-        return {"accuracy": figures["accuracy"], "macro_f1": figures["macro_f1"]}
+    seed_everything(config.seed, config.deterministic)
+    criterion_for = distilling(list(targets.values()), student_stages(config),
+                               loss_weights(config, config.train.label_smoothing), device)
+    student = train_and_evaluate("student", config.student, config.train, criterion_for, config, prepared, split,
+                                 device, log)
+    result_history = student.history
+    class_names = prepared.info.class_names
 
     metrics = {
         "name": config.name,
@@ -195,40 +304,36 @@ def _run_into(config: RunConfig, run_dir: Path, log) -> dict:
             "train_subjects": split.train_subjects, "val_subjects": split.val_subjects,
             "test_subjects": split.test_subjects,
         },
-        "student": {
-            "model": config.student.name,
-            "streams": config.student.streams,
-            "params": count_parameters(student),
-            "epochs_trained": len(result.history),
-            "best_epoch": result.best_epoch,
-            "stopped_early": result.stopped_early,
-            "train_seconds": result.seconds,
-            "refit": config.train.refit,
-            # the delivered model: best on validation, or its refit on every training subject
-            "test": delivered,
-            "val": short(evaluations[("best", "val")]),
-            "val_last": short(evaluations[("last", "val")]),
-            "test_best": short(evaluations[("best", "test")]),
-            "test_last": short(evaluations[("last", "test")]),
-        },
+        "stages": [{"start": s.start, "teachers": s.teachers, "loss": s.loss} for s in student_stages(config)],
+        "teachers": {name: trained.summary for name, trained in teachers.items()},
+        "student": student.summary,
     }
 
     checkpoints = run_dir / "checkpoints"
     checkpoints.mkdir()
+    streams = config.student.streams
     meta = {
-        "model": config.student.name, "streams": config.student.streams, "options": config.student.options,
+        "model": config.student.name, "streams": streams, "options": config.student.options,
         "num_classes": prepared.info.num_classes, "class_names": class_names,
-        "seq_len": int(next(iter(streams.values())).shape[1]),
-        "rates": {s: prepared.info.rates[s] for s in config.student.streams},
+        "seq_len": int(prepared.streams[streams[0]].shape[1]),
+        "rates": {s: prepared.info.rates[s] for s in streams},
     }
-    _save_checkpoint(checkpoints / "best.pt", delivered_state,
-                     {**meta, "epoch": result.best_epoch, "refit": config.train.refit})
-    _save_checkpoint(checkpoints / "last.pt", result.last_state, {**meta, "epoch": len(result.history)})
-    _write_history(result.history, run_dir / "history.csv")
+    _save_checkpoint(checkpoints / "best.pt", student.delivered_state,
+                     {**meta, "epoch": student.summary["best_epoch"], "refit": config.train.refit})
+    _save_checkpoint(checkpoints / "last.pt", student.last_state, {**meta, "epoch": len(result_history)})
+    if teachers:
+        (run_dir / "teachers").mkdir()
+        for name, trained in teachers.items():
+            teacher = config.teachers[name]
+            _save_checkpoint(run_dir / "teachers" / f"{name}.pt", trained.delivered_state, {
+                "model": teacher.name, "streams": teacher.streams, "options": teacher.options,
+                "num_classes": prepared.info.num_classes, "class_names": class_names,
+            })
+    _write_history(result_history, run_dir / "history.csv")
     title = f"{config.name}: {config.method} student on {prepared.info.name} {split.protocol}, seed {config.seed}"
     plot_confusion(metrics["student"]["test"]["confusion_matrix"], class_names, run_dir / "confusion_matrix.png",
                    f"{title}\ntest accuracy {100 * metrics['student']['test']['accuracy']:.2f} %")
-    plot_learning_curves(result.history, result.best_epoch, run_dir / "learning_curves.png", title)
+    plot_learning_curves(result_history, student.summary["best_epoch"], run_dir / "learning_curves.png", title)
     metrics["wall_time_s"] = time.perf_counter() - started
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
     write_report(metrics, class_names, run_dir / "report.md")

@@ -77,6 +77,25 @@ def write_report(metrics: dict, class_names: list[str], path: Path) -> str:
         f"validation {split['val']} (subjects {split['val_subjects']}), "
         f"test {split['test']} (subjects {split['test_subjects']}).",
         "",
+    ]
+    if metrics.get("teachers"):
+        lines += [
+            "## Teachers",
+            "",
+            "| teacher | model | streams | params | test accuracy (%) | test macro-F1 (%) | best-on-val (%) | last epoch (%) |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for name, teacher in metrics["teachers"].items():
+            lines.append(
+                f"| {name} | `{teacher['model']}` | {', '.join(teacher['streams'])} | {teacher['params']:,} | "
+                f"{_pct(teacher['test']['accuracy'])} | {_pct(teacher['test']['macro_f1'])} | "
+                f"{_pct(teacher['test_best']['accuracy'])} | {_pct(teacher['test_last']['accuracy'])} |"
+            )
+        stages = "; ".join(
+            f"from epoch {s['start']}: {s['loss']} from {', '.join(s['teachers'])}" for s in metrics.get("stages", [])
+        )
+        lines += ["", f"Student stages: {stages or 'cross-entropy only'}.", ""]
+    lines += [
         "## Student",
         "",
         f"`{student['model']}` on {', '.join(student['streams'])}: {student['params']:,} parameters, "

@@ -1,0 +1,85 @@
+"""Teachers, then the distilled student, end to end on a tiny synthetic dataset."""
+
+import json
+
+import pytest
+import torch
+import yaml
+
+from pskd.config import build_config
+from pskd.pipeline import run
+
+SMALL_GCN = {"widths": [8, 16], "strides": [1, 2], "embedding_dim": 16}
+TINY = {
+    "name": "tiny",
+    "data": {"dataset": "synthetic", "synthetic": {"subjects": 4, "trials": 2, "classes": 4}},
+    "preprocess": {"accelerometer_length": 32, "skeleton_length": 16},
+    "student": {"name": "compact_cnn", "options": {"widths": [8, 16], "embedding_dim": 16}},
+    "train": {"epochs": 3, "batch_size": 8},
+    "progress": False,
+    "teachers": {
+        "skeleton": {"name": "skeleton_gcn", "options": SMALL_GCN, "train": {"epochs": 3, "batch_size": 8}},
+        "fusion": {
+            "name": "fusion", "streams": ["skeleton", "accelerometer"], "distill_from": "skeleton",
+            "options": {"embedding_dim": 16, "skeleton": SMALL_GCN, "inertial": {"widths": [8, 8], "embedding_dim": 8}},
+            "train": {"epochs": 3, "batch_size": 8},
+        },
+    },
+}
+
+
+def tiny(method, **distill):
+    return build_config({**TINY, "method": method, "distill": distill})
+
+
+@pytest.mark.parametrize("method, terms", [
+    ("kd", {"train_ce", "train_kd"}), ("dkd", {"train_dkd"}), ("avg_kd", {"train_kd"}), ("camkd", {"train_kd"}),
+    ("takd", {"train_kd"}), ("dask", {"train_relational", "train_semantic"}), ("pskd", {"train_kd", "train_semantic"}),
+])
+def test_every_method_trains_teachers_then_distils(tmp_path, method, terms):
+    out, metrics = run(tiny(method), tmp_path / method, log=lambda *a, **k: None)
+    assert set(metrics["teachers"]) == {"skeleton", "fusion"}
+    for teacher in metrics["teachers"].values():
+        assert 0 <= teacher["test"]["accuracy"] <= 1
+    assert metrics["stages"] and metrics["method"] == method
+    history = (out / "history.csv").read_text().splitlines()[0].split(",")
+    assert terms <= set(history)
+    assert (out / "teachers" / "skeleton.pt").is_file() and (out / "teachers" / "fusion.pt").is_file()
+    state = torch.load(out / "teachers" / "fusion.pt", weights_only=True)
+    assert state["meta"]["streams"] == ["skeleton", "accelerometer"]
+    assert "## Teachers" in (out / "report.md").read_text()
+
+
+def test_progressive_curriculum_and_spelt_out_stages(tmp_path):
+    config = tiny("pskd", progressive="B", switch_epoch=2)
+    _, metrics = run(config, tmp_path / "b", log=lambda *a, **k: None)
+    assert metrics["stages"] == [{"start": 1, "teachers": ["fusion"], "loss": "acs"},
+                                 {"start": 2, "teachers": ["skeleton", "fusion"], "loss": "acs"}]
+    spelt = tiny("pskd", stages=[{"start": 1, "teachers": ["skeleton"], "loss": "kd"},
+                                 {"start": 3, "teachers": ["fusion"], "loss": "acs"}])
+    _, metrics = run(spelt, tmp_path / "spelt", log=lambda *a, **k: None)
+    assert [s["loss"] for s in metrics["stages"]] == ["kd", "acs"]
+
+
+def test_ce_ignores_teachers_and_teacher_chain_is_off_without_pl(tmp_path):
+    plain = build_config({**TINY, "method": "ce", "teachers": {}})
+    _, metrics = run(plain, tmp_path / "ce", log=lambda *a, **k: None)
+    assert metrics["teachers"] == {} and metrics["stages"] == []
+    from pskd.distill.methods import teacher_chain_used
+
+    assert not teacher_chain_used(tiny("pskd", progressive="none"))
+    assert teacher_chain_used(tiny("pskd")) and teacher_chain_used(tiny("kd"))
+
+
+@pytest.mark.parametrize("tree, message", [
+    ({"method": "kd", "teachers": {}}, "no teachers are configured"),
+    ({"method": "camkd", "teachers": {"skeleton": {}}}, "needs at least two teachers"),
+    ({"method": "pskd", "distill": {"teacher": "depth"}}, "distill.teacher: 'depth'"),
+    ({"method": "pskd", "distill": {"stages": [{"start": 2, "teachers": ["skeleton"]}]}}, "must start at epoch 1"),
+])
+def test_distillation_config_errors(tree, message):
+    from pskd.errors import ConfigError
+
+    with pytest.raises(ConfigError) as caught:
+        build_config({**TINY, **tree})
+    assert message in str(caught.value)
