@@ -83,3 +83,41 @@ def test_distillation_config_errors(tree, message):
     with pytest.raises(ConfigError) as caught:
         build_config({**TINY, **tree})
     assert message in str(caught.value)
+
+
+def test_sweep_shares_teachers_and_tabulates_methods_over_seeds(tmp_path, monkeypatch):
+    from pskd import sweep as sweep_module
+
+    calls = []
+    original = sweep_module.train_teachers
+
+    def counting(session):
+        calls.append(session.config.seed)
+        return original(session)
+
+    monkeypatch.setattr(sweep_module, "train_teachers", counting)
+    base = tiny("pskd")
+    results = sweep_module.sweep(base, ["ce", "kd", "pskd"], [0, 1], tmp_path / "sweep", log=lambda *a, **k: None)
+    assert calls == [0, 1]  # teachers trained once per seed, reused by kd and pskd
+    assert set(results["methods"]) == {"ce", "kd", "pskd"}
+    for figures in results["methods"].values():
+        assert len(figures["accuracy"]["values"]) == 2 and 0 <= figures["accuracy"]["mean"] <= 1
+    assert set(results["teachers"]) == {"skeleton", "fusion"}
+    table = (tmp_path / "sweep" / "results.md").read_text()
+    assert "| kd |" in table and "| skeleton |" in table
+    saved = json.loads((tmp_path / "sweep" / "results.json").read_text())
+    assert saved["seeds"] == [0, 1]
+    # the kd and pskd runs of a seed used the very same teachers
+    kd = json.loads((tmp_path / "sweep" / "seed0" / "kd" / "metrics.json").read_text())
+    pskd = json.loads((tmp_path / "sweep" / "seed0" / "pskd" / "metrics.json").read_text())
+    assert kd["teachers"]["skeleton"]["test"]["accuracy"] == pskd["teachers"]["skeleton"]["test"]["accuracy"]
+
+
+def test_sweep_ablation_variants_and_errors(tmp_path):
+    from pskd.errors import ConfigError
+    from pskd.sweep import ablations, sweep
+
+    variants = ablations(tiny("pskd"))
+    assert {"pskd without PL", "pskd without ACS", "pskd single teacher", "pskd soft ACS", "pskd schedule B"} <= set(variants)
+    with pytest.raises(ConfigError, match="unknown method"):
+        sweep(tiny("pskd"), ["ce", "magic"], [0], tmp_path / "x")

@@ -109,6 +109,37 @@ def demo(overrides: tuple[str, ...], out: Path | None, quiet: bool) -> None:
     click.echo((run_dir / "report.md").read_text(encoding="utf-8"))
 
 
+@cli.command()
+@click.argument("config_path", metavar="CONFIG", type=click.Path(path_type=Path))
+@click.option("--methods", default="ce,kd,dkd,takd,avg_kd,camkd,dask,pskd", show_default=True,
+              help="Comma-separated methods to compare.")
+@click.option("--seeds", default=5, show_default=True, type=click.IntRange(1), help="Seeds 0..N-1.")
+@click.option("--ablation", is_flag=True, help="Add PSKD's ablation variants.")
+@_set_option
+@click.option("--out", type=click.Path(path_type=Path), help="Folder for the runs and results (default: runs/sweep-...).")
+@click.option("--data-dir", type=click.Path(path_type=Path), help="Shorthand for --set data.data_dir=DIR.")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def sweep(config_path: Path, methods: str, seeds: int, ablation: bool, overrides: tuple[str, ...], out: Path | None,
+          data_dir: Path | None, quiet: bool) -> None:
+    """Compare methods over seeds with shared teachers; write results.md and results.json."""
+    import time
+
+    from pskd.config import load_config
+    from pskd.sweep import results_table
+    from pskd.sweep import sweep as run_sweep
+
+    if data_dir is not None:
+        overrides = overrides + (f"data.data_dir={data_dir}",)
+    if quiet:
+        overrides = overrides + ("progress=false",)
+    base = load_config(config_path, overrides)
+    out = out or Path("runs") / f"sweep-{base.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    names = [m.strip() for m in methods.split(",") if m.strip()]
+    results = run_sweep(base, names, list(range(seeds)), out, ablation)
+    click.echo(results_table(results))
+    click.echo(f"results: {out / 'results.md'}")
+
+
 def main(argv: list[str] | None = None) -> None:
     try:
         cli.main(args=argv, prog_name="pskd", standalone_mode=False)

@@ -110,12 +110,17 @@ def _write_history(history: list[dict], path: Path) -> None:
         writer.writerows(history)
 
 
-def run(config: RunConfig, out: Path | None = None, log=_log) -> tuple[Path, dict]:
-    """Train and evaluate what `config` describes; return the run directory and its metrics."""
+def run(config: RunConfig, out: Path | None = None, log=_log,
+        teachers: dict[str, "TrainedTeacher"] | None = None) -> tuple[Path, dict]:
+    """Train and evaluate what `config` describes; return the run directory and its metrics.
+
+    teachers: already trained teachers to reuse (a sweep trains them once per seed); by default they are trained
+    here as the config says.
+    """
     out = Path(out) if out is not None else default_out_dir(config)
     staging = stage_run_dir(out)
     try:
-        metrics = _run_into(config, staging, log)
+        metrics = _run_into(config, staging, log, teachers)
         if out.exists():
             out.rmdir()  # an existing empty folder was allowed
         staging.rename(out)
@@ -251,14 +256,27 @@ def distilling(targets: list[TeacherOutputs], stages: list[Stage], weights: Loss
     return criterion_for
 
 
-def _run_into(config: RunConfig, run_dir: Path, log) -> dict:
-    started = time.perf_counter()
-    (run_dir / "config.yaml").write_text(dump_config(config), encoding="utf-8")
+@dataclass
+class Session:
+    """What the parts of a run share: its config, the prepared data and split, the device, the log."""
+
+    config: RunConfig
+    prepared: Prepared
+    split: Split
+    device: torch.device
+    log: Callable
+
+    @property
+    def training_clips(self) -> np.ndarray:
+        """Every clip of the training subjects (training and validation parts); never a test clip."""
+        return np.concatenate([self.split.train, self.split.val])
+
+
+def open_session(config: RunConfig, log=_log) -> Session:
     if config.threads:
         torch.set_num_threads(config.threads)
     seed_everything(config.seed, config.deterministic)
     device = pick_device(config.device)
-
     tic = time.perf_counter()
     prepared = prepare(config.data, config.preprocess, log=log)
     for note in prepared.info.notes:
@@ -266,37 +284,66 @@ def _run_into(config: RunConfig, run_dir: Path, log) -> dict:
     split = split_data(config, prepared)
     log(f"{prepared.info.name}: {len(prepared)} clips, {prepared.info.num_classes} classes, "
         f"prepared in {time.perf_counter() - tic:.1f} s; {split.describe()}")
-    everyone = np.concatenate([split.train, split.val])
+    return Session(config, prepared, split, device, log)
 
-    # Teachers, in the order listed: a teacher with distill_from learns from that (already trained) teacher too.
-    targets: dict[str, TeacherOutputs] = {}
-    teachers: dict[str, Trained] = {}
+
+@dataclass
+class TrainedTeacher:
+    trained: Trained
+    outputs: TeacherOutputs
+
+
+def train_teachers(session: Session) -> dict[str, TrainedTeacher]:
+    """The configured teachers, in the order listed; a teacher with distill_from (when the method uses the
+    chain) learns from that already trained teacher too. Each is frozen and its outputs computed once."""
+    config, device = session.config, session.device
+    teachers: dict[str, TrainedTeacher] = {}
     chain = teacher_chain_used(config)
     for name, teacher in config.teachers.items():
         stages = [Stage(1, [teacher.distill_from], "kd")] if chain and teacher.distill_from else []
-        criterion_for = distilling(list(targets.values()), stages,
-                                   loss_weights(config, teacher.train.label_smoothing), device)
+        targets = [t.outputs for t in teachers.values()]
+        criterion_for = distilling(targets, stages, loss_weights(config, teacher.train.label_smoothing), device)
         seed_everything(config.seed, config.deterministic)
-        teachers[name] = train_and_evaluate(f"teachers.{name}", teacher, teacher.train, criterion_for, config,
-                                            prepared, split, device, log)
-        targets[name] = teacher_outputs(name, teachers[name].model, teacher.streams, prepared, everyone, device)
-        log(f"teacher {name}: test accuracy {100 * teachers[name].summary['test']['accuracy']:.2f} %")
+        trained = train_and_evaluate(f"teachers.{name}", teacher, teacher.train, criterion_for, config,
+                                     session.prepared, session.split, device, session.log)
+        outputs = teacher_outputs(name, trained.model, teacher.streams, session.prepared, session.training_clips,
+                                  device)
+        teachers[name] = TrainedTeacher(trained, outputs)
+        session.log(f"teacher {name}: test accuracy {100 * trained.summary['test']['accuracy']:.2f} %")
+    return teachers
 
+
+def train_student(session: Session, teachers: dict[str, TrainedTeacher]) -> Trained:
+    config = session.config
     seed_everything(config.seed, config.deterministic)
-    criterion_for = distilling(list(targets.values()), student_stages(config),
-                               loss_weights(config, config.train.label_smoothing), device)
-    student = train_and_evaluate("student", config.student, config.train, criterion_for, config, prepared, split,
-                                 device, log)
+    criterion_for = distilling([t.outputs for t in teachers.values()], student_stages(config),
+                               loss_weights(config, config.train.label_smoothing), session.device)
+    return train_and_evaluate("student", config.student, config.train, criterion_for, config, session.prepared,
+                              session.split, session.device, session.log)
+
+
+def _run_into(config: RunConfig, run_dir: Path, log, teachers: dict[str, TrainedTeacher] | None = None) -> dict:
+    started = time.perf_counter()
+    (run_dir / "config.yaml").write_text(dump_config(config), encoding="utf-8")
+    session = open_session(config, log)
+    if teachers is None:
+        teachers = train_teachers(session)
+    student = train_student(session, teachers)
+    return write_run(session, run_dir, teachers, student, started)
+
+
+def write_run(session: Session, run_dir: Path, teachers: dict[str, TrainedTeacher], student: Trained,
+              started: float) -> dict:
+    config, prepared, split = session.config, session.prepared, session.split
     result_history = student.history
     class_names = prepared.info.class_names
-
     metrics = {
         "name": config.name,
         "dataset": prepared.info.name,
         "protocol": split.protocol,
         "method": config.method,
         "seed": config.seed,
-        "device": str(device),
+        "device": str(session.device),
         "pskd_version": __version__,
         "torch_version": torch.__version__,
         "split": {
@@ -305,7 +352,7 @@ def _run_into(config: RunConfig, run_dir: Path, log) -> dict:
             "test_subjects": split.test_subjects,
         },
         "stages": [{"start": s.start, "teachers": s.teachers, "loss": s.loss} for s in student_stages(config)],
-        "teachers": {name: trained.summary for name, trained in teachers.items()},
+        "teachers": {name: t.trained.summary for name, t in teachers.items()},
         "student": student.summary,
     }
 
@@ -323,9 +370,9 @@ def _run_into(config: RunConfig, run_dir: Path, log) -> dict:
     _save_checkpoint(checkpoints / "last.pt", student.last_state, {**meta, "epoch": len(result_history)})
     if teachers:
         (run_dir / "teachers").mkdir()
-        for name, trained in teachers.items():
+        for name, teacher_run in teachers.items():
             teacher = config.teachers[name]
-            _save_checkpoint(run_dir / "teachers" / f"{name}.pt", trained.delivered_state, {
+            _save_checkpoint(run_dir / "teachers" / f"{name}.pt", teacher_run.trained.delivered_state, {
                 "model": teacher.name, "streams": teacher.streams, "options": teacher.options,
                 "num_classes": prepared.info.num_classes, "class_names": class_names,
             })
