@@ -121,3 +121,23 @@ def test_sweep_ablation_variants_and_errors(tmp_path):
     assert {"pskd without PL", "pskd without ACS", "pskd single teacher", "pskd soft ACS", "pskd schedule B"} <= set(variants)
     with pytest.raises(ConfigError, match="unknown method"):
         sweep(tiny("pskd"), ["ce", "magic"], [0], tmp_path / "x")
+
+
+def test_cross_fitted_targets_come_from_teachers_that_did_not_see_the_clip(tmp_path):
+    from pskd.pipeline import open_session, train_teachers
+
+    quiet = lambda *a, **k: None  # noqa: E731
+    plain = train_teachers(open_session(tiny("kd"), quiet))
+    crossed = train_teachers(open_session(tiny("kd", cross_fit_folds=2), quiet))
+    session = open_session(tiny("kd"), quiet)
+    clips = session.training_clips
+    test = session.split.test
+    a, b = plain["skeleton"].outputs, crossed["skeleton"].outputs
+    # the same teacher on the test clips, other (out-of-fold) models on the training clips
+    torch.testing.assert_close(a.logits[test], b.logits[test])
+    assert not torch.allclose(a.logits[clips], b.logits[clips])
+    assert crossed["skeleton"].trained.summary["test"] == plain["skeleton"].trained.summary["test"]
+    # the fusion teacher distils from the skeleton teacher's (now out-of-fold) targets, so it differs as a whole
+    assert not torch.allclose(plain["fusion"].outputs.logits[clips], crossed["fusion"].outputs.logits[clips])
+    with pytest.raises(Exception, match="only 2 training subjects"):
+        train_teachers(open_session(tiny("kd", cross_fit_folds=3), quiet))

@@ -124,6 +124,9 @@ class DistillConfig(Section):
     relational_distance: float = Field(1.0, ge=0)
     relational_angle: float = Field(2.0, ge=0)
     stages: list[StageConfig] | None = None  # spelt out, these replace the method's own stages
+    # Teacher outputs for training clips from teachers that did not train on them (k folds over the training
+    # subjects; 0 = off). Costs k extra trainings of every teacher.
+    cross_fit_folds: int = Field(0, ge=0)
 
 
 class RunConfig(Section):

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from pskd import __version__
-from pskd.config import ModelConfig, RunConfig, TrainConfig, dump_config
+from pskd.config import ModelConfig, RunConfig, TeacherConfig, TrainConfig, dump_config
 from pskd.data.batches import PairedClips
 from pskd.data.cache import Prepared, prepare
 from pskd.data.clip import SKELETON
@@ -30,7 +30,7 @@ from pskd.data.protocols import Split, make_split
 from pskd.data.transforms import Augmenter, Standardizer
 from pskd.distill.distiller import Distiller, LossWeights, Stage, TeacherOutputs
 from pskd.distill.methods import student_stages, teacher_chain_used
-from pskd.errors import UserError
+from pskd.errors import ConfigError, UserError
 from pskd.evaluate.metrics import summarize
 from pskd.evaluate.report import plot_confusion, plot_learning_curves, write_report
 from pskd.models.zoo import InputSpec, build_model, count_parameters
@@ -146,6 +146,34 @@ class Trained:
     delivered_state: dict
 
 
+def replay(
+    role: str,
+    model_config: ModelConfig,
+    train_config: TrainConfig,
+    criterion_for: Callable,
+    config: RunConfig,
+    prepared: Prepared,
+    fit_on: np.ndarray,
+    epochs: int,
+    device: torch.device,
+) -> torch.nn.Module:
+    """Train a fresh model on the clips `fit_on` along the configured schedule, stopped after `epochs` (an epoch
+    chosen on validation by an earlier run): used to refit on every training subject and to cross-fit teachers."""
+    seed_everything(config.seed, config.deterministic)
+    model = build_model(model_config.name, model_config.streams, model_config.options, input_spec(prepared, fit_on),
+                        role)
+    criterion, extra = criterion_for(model)
+    parameters = list(model.parameters()) + (list(extra.to(device).parameters()) if extra is not None else [])
+    streams = {s: prepared.streams[s] for s in model_config.streams}
+    result = fit(
+        model, PairedClips(streams, prepared.labels, fit_on), None, train_config, criterion, device,
+        seed=config.seed, augment=make_augmenter(config), progress=config.progress, description=role,
+        stop_after=epochs, parameters=parameters,
+    )
+    model.load_state_dict(result.last_state)
+    return model
+
+
 def train_and_evaluate(
     role: str,
     model_config: ModelConfig,
@@ -162,14 +190,11 @@ def train_and_evaluate(
     criterion_for(model) gives the training criterion and, when it has parameters of its own (projection heads),
     the module holding them: they are optimised with the model, and rebuilt fresh for the refit.
     """
-    def build(fit_on: np.ndarray):
-        model = build_model(model_config.name, model_config.streams, model_config.options,
-                            input_spec(prepared, fit_on), role)
-        criterion, extra = criterion_for(model)
-        parameters = list(model.parameters()) + (list(extra.to(device).parameters()) if extra is not None else [])
-        return model, criterion, parameters
-
-    model, criterion, parameters = build(split.train)  # checks the model's streams against the dataset
+    # building first checks the model's streams against the dataset
+    model = build_model(model_config.name, model_config.streams, model_config.options,
+                        input_spec(prepared, split.train), role)
+    criterion, extra = criterion_for(model)
+    parameters = list(model.parameters()) + (list(extra.to(device).parameters()) if extra is not None else [])
     streams = {s: prepared.streams[s] for s in model_config.streams}
     parts = {name: PairedClips(streams, prepared.labels, getattr(split, name)) for name in ("train", "val", "test")}
     log(f"{role} {model_config.name} on {', '.join(model_config.streams)}: {count_parameters(model):,} parameters, "
@@ -190,15 +215,9 @@ def train_and_evaluate(
         # The selected trajectory replayed on every training subject: same schedule, same seed, stopped at the
         # epoch validation chose. The validation subject is training data now, so this model has no validation.
         everyone = np.concatenate([split.train, split.val])
-        seed_everything(config.seed, config.deterministic)
-        model, criterion, parameters = build(everyone)
-        refit = fit(
-            model, PairedClips(streams, prepared.labels, everyone), None, train_config, criterion, device,
-            seed=config.seed, augment=make_augmenter(config), progress=config.progress,
-            description=f"{role} refit", stop_after=result.best_epoch, parameters=parameters,
-        )
-        delivered_state = refit.last_state
-        model.load_state_dict(delivered_state)
+        model = replay(f"{role} refit", model_config, train_config, criterion_for, config, prepared, everyone,
+                       result.best_epoch, device)
+        delivered_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
         _, logits = predict(model, parts["test"], device)
         delivered = summarize(parts["test"].labels.numpy(), logits, class_names)
     else:
@@ -220,6 +239,31 @@ def train_and_evaluate(
         "test_last": _short(evaluations[("last", "test")]),
     }
     return Trained(model, summary, result.history, result.best_state, result.last_state, delivered_state)
+
+
+def cross_fit(name: str, teacher: TeacherConfig, criterion_for: Callable, session: "Session", trained: Trained,
+              folds: int) -> TeacherOutputs:
+    """Out-of-fold outputs for the training clips: k folds over the training subjects; for each, the teacher's
+    selected trajectory is replayed without that fold and predicts the fold's clips. Other clips keep the outputs
+    of the teacher trained on every training subject (they are never distillation targets)."""
+    prepared, clips = session.prepared, session.training_clips
+    outputs = teacher_outputs(name, trained.model, teacher.streams, prepared, clips, session.device)
+    subjects = np.unique(prepared.subjects[clips])
+    if folds > len(subjects):
+        raise ConfigError(f"distill.cross_fit_folds: {folds} folds, but only {len(subjects)} training subjects")
+    streams = {s: prepared.streams[s] for s in teacher.streams}
+    for held_out in np.array_split(subjects, folds):
+        inside = np.isin(prepared.subjects[clips], held_out)
+        model = replay(f"teachers.{name} fold {list(map(int, held_out))}", teacher, teacher.train, criterion_for,
+                       session.config, prepared, clips[~inside], trained.summary["best_epoch"], session.device)
+        embeddings, logits = predict(model, PairedClips(streams, prepared.labels, clips[inside]), session.device)
+        outputs.logits[clips[inside]] = torch.from_numpy(logits)
+        outputs.embeddings[clips[inside]] = torch.from_numpy(embeddings)
+    for label in range(prepared.info.num_classes):  # centroids of the out-of-fold embeddings
+        rows = clips[prepared.labels[clips] == label]
+        if len(rows):
+            outputs.class_embeddings[label] = outputs.embeddings[rows].mean(dim=0)
+    return outputs
 
 
 def teacher_outputs(name: str, model: torch.nn.Module, streams: list[str], prepared: Prepared, fit_on: np.ndarray,
@@ -306,8 +350,11 @@ def train_teachers(session: Session) -> dict[str, TrainedTeacher]:
         seed_everything(config.seed, config.deterministic)
         trained = train_and_evaluate(f"teachers.{name}", teacher, teacher.train, criterion_for, config,
                                      session.prepared, session.split, device, session.log)
-        outputs = teacher_outputs(name, trained.model, teacher.streams, session.prepared, session.training_clips,
-                                  device)
+        if config.distill.cross_fit_folds >= 2:
+            outputs = cross_fit(name, teacher, criterion_for, session, trained, config.distill.cross_fit_folds)
+        else:
+            outputs = teacher_outputs(name, trained.model, teacher.streams, session.prepared,
+                                      session.training_clips, device)
         teachers[name] = TrainedTeacher(trained, outputs)
         session.log(f"teacher {name}: test accuracy {100 * trained.summary['test']['accuracy']:.2f} %")
     return teachers
