@@ -135,8 +135,9 @@ def test_train_on_the_real_data(utd_root, tmp_path, capsys):
 def test_demo_runs_and_prints_its_report(tmp_path, capsys):
     code, stdout, err = run_cli(
         ["demo", "--out", str(tmp_path / "demo"), "--quiet", "--set", "train.epochs=2",
+         "--set", "teachers.skeleton.train.epochs=2", "--set", "teachers.fusion.train.epochs=2",
          "--set", "data.synthetic.subjects=4", "--set", "data.synthetic.trials=1"], capsys
     )
     assert code == 0, err
-    assert "# demo: ce on synthetic (cross_subject)" in stdout
+    assert "# demo: pskd on synthetic (cross_subject)" in stdout and "## Teachers" in stdout
     assert (tmp_path / "demo" / "report.md").is_file()

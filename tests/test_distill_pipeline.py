@@ -61,6 +61,12 @@ def test_progressive_curriculum_and_spelt_out_stages(tmp_path):
     assert [s["loss"] for s in metrics["stages"]] == ["kd", "acs"]
 
 
+def test_teachers_train_after_the_teacher_they_distil_from():
+    listed = build_config({**TINY, "teachers": {"fusion": TINY["teachers"]["fusion"],
+                                                "skeleton": TINY["teachers"]["skeleton"]}})
+    assert list(listed.teachers) == ["fusion", "skeleton"] and listed.teacher_order() == ["skeleton", "fusion"]
+
+
 def test_ce_ignores_teachers_and_teacher_chain_is_off_without_pl(tmp_path):
     plain = build_config({**TINY, "method": "ce", "teachers": {}})
     _, metrics = run(plain, tmp_path / "ce", log=lambda *a, **k: None)
@@ -76,6 +82,8 @@ def test_ce_ignores_teachers_and_teacher_chain_is_off_without_pl(tmp_path):
     ({"method": "camkd", "teachers": {"skeleton": {}}}, "needs at least two teachers"),
     ({"method": "pskd", "distill": {"teacher": "depth"}}, "distill.teacher: 'depth'"),
     ({"method": "pskd", "distill": {"stages": [{"start": 2, "teachers": ["skeleton"]}]}}, "must start at epoch 1"),
+    ({"method": "kd", "teachers": {"a": {"distill_from": "b"}, "b": {"distill_from": "a"}}}, "makes a cycle"),
+    ({"method": "kd", "teachers": {"a": {"distill_from": "z"}}}, "'z' is not one of"),
 ])
 def test_distillation_config_errors(tree, message):
     from pskd.errors import ConfigError
@@ -141,3 +149,24 @@ def test_cross_fitted_targets_come_from_teachers_that_did_not_see_the_clip(tmp_p
     assert not torch.allclose(plain["fusion"].outputs.logits[clips], crossed["fusion"].outputs.logits[clips])
     with pytest.raises(Exception, match="only 2 training subjects"):
         train_teachers(open_session(tiny("kd", cross_fit_folds=3), quiet))
+
+
+def test_sweep_command_writes_the_results_table(tmp_path, capsys):
+    from pskd.cli import main
+
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump({**TINY, "method": "pskd"}))  # sorted keys: fusion is listed first
+    try:
+        main(["sweep", str(config), "--methods", "ce,avg_kd", "--seeds", "1", "--out", str(tmp_path / "s"), "--quiet"])
+        code = 0
+    except SystemExit as done:
+        code = done.code
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert "| avg_kd |" in out and (tmp_path / "s" / "results.md").is_file()
+    try:
+        main(["sweep", str(config), "--methods", "ce,nonsense", "--out", str(tmp_path / "t")])
+        code = 0
+    except SystemExit as done:
+        code = done.code
+    assert code == 2 and "unknown method" in capsys.readouterr().err

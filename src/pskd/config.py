@@ -145,14 +145,19 @@ class RunConfig(Section):
     teachers: dict[str, TeacherConfig] = {}
     distill: DistillConfig = DistillConfig()
 
+    def teacher_order(self) -> list[str]:
+        """Teachers in training order: a teacher after the one it distils from, otherwise as listed."""
+        return _teacher_order(self.teachers)
+
     @model_validator(mode="after")
     def _check(self) -> "RunConfig":
         if isinstance(self.data.val_subjects, list) and not self.data.val_subjects:
             raise ValueError("data.val_subjects must name at least one subject, or be 'auto'")
         names = list(self.teachers)
         for name, teacher in self.teachers.items():
-            if teacher.distill_from is not None and teacher.distill_from not in names[: names.index(name)]:
-                raise ValueError(f"teachers.{name}.distill_from must name a teacher listed before it")
+            if teacher.distill_from is not None and teacher.distill_from not in names:
+                raise ValueError(f"teachers.{name}.distill_from: '{teacher.distill_from}' is not one of {names}")
+        self.teacher_order()  # no cycle of distill_from
         for key in ("teacher", "assistant", "nearest"):
             value = getattr(self.distill, key)
             if value is not None and value not in self.teachers:
@@ -168,6 +173,19 @@ class RunConfig(Section):
         if self.distill.stages is not None and (not self.distill.stages or self.distill.stages[0].start != 1):
             raise ValueError("distill.stages: the first stage must start at epoch 1")
         return self
+
+
+def _teacher_order(teachers: dict) -> list[str]:
+    order: list[str] = []
+    for name in teachers:
+        chain = []
+        while name is not None and name not in order:
+            if name in chain:
+                raise ValueError(f"teachers: distill_from makes a cycle ({' -> '.join([*chain, name])})")
+            chain.append(name)
+            name = teachers[name].distill_from
+        order.extend(reversed(chain))
+    return order
 
 
 def _format_validation(err: ValidationError, source: str) -> str:

@@ -146,6 +146,16 @@ class Trained:
     delivered_state: dict
 
 
+def _build(role: str, model_config: ModelConfig, criterion_for: Callable, prepared: Prepared, fit_on: np.ndarray,
+           device: torch.device) -> tuple[torch.nn.Module, Callable, list]:
+    """A fresh model (standardised on the clips `fit_on`), its criterion, and every parameter to optimise."""
+    model = build_model(model_config.name, model_config.streams, model_config.options, input_spec(prepared, fit_on),
+                        role)
+    criterion, extra = criterion_for(model)
+    parameters = list(model.parameters()) + (list(extra.to(device).parameters()) if extra is not None else [])
+    return model, criterion, parameters
+
+
 def replay(
     role: str,
     model_config: ModelConfig,
@@ -160,10 +170,7 @@ def replay(
     """Train a fresh model on the clips `fit_on` along the configured schedule, stopped after `epochs` (an epoch
     chosen on validation by an earlier run): used to refit on every training subject and to cross-fit teachers."""
     seed_everything(config.seed, config.deterministic)
-    model = build_model(model_config.name, model_config.streams, model_config.options, input_spec(prepared, fit_on),
-                        role)
-    criterion, extra = criterion_for(model)
-    parameters = list(model.parameters()) + (list(extra.to(device).parameters()) if extra is not None else [])
+    model, criterion, parameters = _build(role, model_config, criterion_for, prepared, fit_on, device)
     streams = {s: prepared.streams[s] for s in model_config.streams}
     result = fit(
         model, PairedClips(streams, prepared.labels, fit_on), None, train_config, criterion, device,
@@ -191,10 +198,7 @@ def train_and_evaluate(
     the module holding them: they are optimised with the model, and rebuilt fresh for the refit.
     """
     # building first checks the model's streams against the dataset
-    model = build_model(model_config.name, model_config.streams, model_config.options,
-                        input_spec(prepared, split.train), role)
-    criterion, extra = criterion_for(model)
-    parameters = list(model.parameters()) + (list(extra.to(device).parameters()) if extra is not None else [])
+    model, criterion, parameters = _build(role, model_config, criterion_for, prepared, split.train, device)
     streams = {s: prepared.streams[s] for s in model_config.streams}
     parts = {name: PairedClips(streams, prepared.labels, getattr(split, name)) for name in ("train", "val", "test")}
     log(f"{role} {model_config.name} on {', '.join(model_config.streams)}: {count_parameters(model):,} parameters, "
@@ -338,12 +342,13 @@ class TrainedTeacher:
 
 
 def train_teachers(session: Session) -> dict[str, TrainedTeacher]:
-    """The configured teachers, in the order listed; a teacher with distill_from (when the method uses the
-    chain) learns from that already trained teacher too. Each is frozen and its outputs computed once."""
+    """The configured teachers, each after the one it distils from; a teacher with distill_from (when the method
+    uses the chain) learns from that already trained teacher too. Each is frozen, its outputs computed once."""
     config, device = session.config, session.device
     teachers: dict[str, TrainedTeacher] = {}
     chain = teacher_chain_used(config)
-    for name, teacher in config.teachers.items():
+    for name in config.teacher_order():
+        teacher = config.teachers[name]
         stages = [Stage(1, [teacher.distill_from], "kd")] if chain and teacher.distill_from else []
         targets = [t.outputs for t in teachers.values()]
         criterion_for = distilling(targets, stages, loss_weights(config, teacher.train.label_smoothing), device)
