@@ -217,11 +217,10 @@ def fit(
             best_key, result.best_epoch, result.best_state, since_best = key, epoch, _state(judged), 0
         else:
             since_best += 1
-        bar.set_postfix(
-            loss=f"{record['train_loss']:.3f}",
-            val=f"{record.get('val_accuracy', float('nan')):.3f}",
-            best=f"{result.best_epoch}",
-        )
+        shown = {"loss": f"{record['train_loss']:.3f}"}
+        if "val_accuracy" in record:  # a refit or a cross-fitting replay has no validation to show
+            shown.update(val=f"{record['val_accuracy']:.3f}", best=str(result.best_epoch))
+        bar.set_postfix(shown)
         if config.patience is not None and since_best >= config.patience:
             result.stopped_early = True
             break
