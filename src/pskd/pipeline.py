@@ -378,8 +378,8 @@ def _run_into(config: RunConfig, run_dir: Path, log, teachers: dict[str, Trained
     started = time.perf_counter()
     (run_dir / "config.yaml").write_text(dump_config(config), encoding="utf-8")
     session = open_session(config, log)
-    if teachers is None:
-        teachers = train_teachers(session)
+    if teachers is None:  # a cross-entropy student uses no teacher: none is trained for it
+        teachers = train_teachers(session) if student_stages(config) else {}
     student = train_student(session, teachers)
     return write_run(session, run_dir, teachers, student, started)
 
