@@ -171,12 +171,6 @@ class Augmenter:
         self.time_crop = time_crop
         self.generator = torch.Generator().manual_seed(seed)
 
-    def state(self) -> torch.Tensor:
-        return self.generator.get_state()
-
-    def set_state(self, state: torch.Tensor) -> None:
-        self.generator.set_state(state)
-
     def _factor(self, count: int) -> torch.Tensor:
         return 1 + (torch.rand(count, generator=self.generator) * 2 - 1) * self.scale
 
