@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import json
 import shutil
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ import torch
 
 from pskd import __version__
 from pskd.config import ModelConfig, RunConfig, TeacherConfig, TrainConfig, dump_config
+from pskd.console import log_stderr
 from pskd.data.batches import PairedClips
 from pskd.data.cache import Prepared, prepare
 from pskd.data.clip import SKELETON
@@ -59,10 +59,6 @@ def stage_run_dir(out: Path) -> Path:
     except OSError as err:
         raise UserError(f"{out}: cannot write the run directory here ({err.strerror})") from None
     return staging
-
-
-def _log(*args, file=None) -> None:
-    print(*args, file=file if file is not None else sys.stderr, flush=True)
 
 
 def split_data(config: RunConfig, prepared: Prepared) -> Split:
@@ -110,7 +106,7 @@ def _write_history(history: list[dict], path: Path) -> None:
         writer.writerows(history)
 
 
-def run(config: RunConfig, out: Path | None = None, log=_log,
+def run(config: RunConfig, out: Path | None = None, log=log_stderr,
         teachers: dict[str, "TrainedTeacher"] | None = None) -> tuple[Path, dict]:
     """Train and evaluate what `config` describes; return the run directory and its metrics.
 
@@ -141,7 +137,6 @@ class Trained:
     model: torch.nn.Module  # holding the delivered weights
     summary: dict
     history: list[dict]
-    best_state: dict
     last_state: dict
     delivered_state: dict
 
@@ -242,7 +237,7 @@ def train_and_evaluate(
         "test_best": _short(evaluations[("best", "test")]),
         "test_last": _short(evaluations[("last", "test")]),
     }
-    return Trained(model, summary, result.history, result.best_state, result.last_state, delivered_state)
+    return Trained(model, summary, result.history, result.last_state, delivered_state)
 
 
 def cross_fit(name: str, teacher: TeacherConfig, criterion_for: Callable, session: "Session", trained: Trained,
@@ -263,11 +258,18 @@ def cross_fit(name: str, teacher: TeacherConfig, criterion_for: Callable, sessio
         embeddings, logits = predict(model, PairedClips(streams, prepared.labels, clips[inside]), session.device)
         outputs.logits[clips[inside]] = torch.from_numpy(logits)
         outputs.embeddings[clips[inside]] = torch.from_numpy(embeddings)
-    for label in range(prepared.info.num_classes):  # centroids of the out-of-fold embeddings
-        rows = clips[prepared.labels[clips] == label]
-        if len(rows):
-            outputs.class_embeddings[label] = outputs.embeddings[rows].mean(dim=0)
+    outputs.class_embeddings = class_centroids(outputs.embeddings, prepared, clips)  # of the out-of-fold embeddings
     return outputs
+
+
+def class_centroids(embeddings: torch.Tensor, prepared: Prepared, rows: np.ndarray) -> torch.Tensor:
+    """[classes, D]: the mean embedding of each class over the clips `rows` (zeros for a class absent there)."""
+    centroids = torch.zeros(prepared.info.num_classes, embeddings.shape[1])
+    for label in range(prepared.info.num_classes):
+        members = rows[prepared.labels[rows] == label]
+        if len(members):
+            centroids[label] = embeddings[members].mean(dim=0)
+    return centroids
 
 
 def teacher_outputs(name: str, model: torch.nn.Module, streams: list[str], prepared: Prepared, fit_on: np.ndarray,
@@ -275,12 +277,8 @@ def teacher_outputs(name: str, model: torch.nn.Module, streams: list[str], prepa
     """A frozen teacher's logits and embeddings on every clip, and its class centroids over the clips `fit_on`."""
     data = PairedClips({s: prepared.streams[s] for s in streams}, prepared.labels, np.arange(len(prepared)))
     embeddings, logits = predict(model, data, device)
-    centroids = np.zeros((prepared.info.num_classes, embeddings.shape[1]), dtype=np.float32)
-    for label in range(prepared.info.num_classes):
-        rows = fit_on[prepared.labels[fit_on] == label]
-        if len(rows):
-            centroids[label] = embeddings[rows].mean(axis=0)
-    return TeacherOutputs(name, torch.from_numpy(logits), torch.from_numpy(embeddings), torch.from_numpy(centroids))
+    embeddings = torch.from_numpy(embeddings)
+    return TeacherOutputs(name, torch.from_numpy(logits), embeddings, class_centroids(embeddings, prepared, fit_on))
 
 
 def loss_weights(config: RunConfig, label_smoothing: float) -> LossWeights:
@@ -320,7 +318,7 @@ class Session:
         return np.concatenate([self.split.train, self.split.val])
 
 
-def open_session(config: RunConfig, log=_log) -> Session:
+def open_session(config: RunConfig, log=log_stderr) -> Session:
     if config.threads:
         torch.set_num_threads(config.threads)
     seed_everything(config.seed, config.deterministic)

@@ -16,7 +16,8 @@ from pathlib import Path
 from pskd.config import METHODS, RunConfig, build_config
 from pskd.distill.methods import teacher_chain_used
 from pskd.errors import ConfigError
-from pskd.pipeline import _log, open_session, run, train_teachers
+from pskd.console import log_stderr
+from pskd.pipeline import open_session, run, train_teachers
 
 
 def ablations(base: RunConfig) -> dict[str, dict]:
@@ -45,7 +46,7 @@ def _mean_std(values: list[float]) -> dict:
 
 
 def sweep(base: RunConfig, methods: list[str], seeds: list[int], out: Path, ablation: bool = False,
-          log=_log) -> dict:
+          log=log_stderr) -> dict:
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise ConfigError(f"--methods: unknown method(s) {unknown}; known: {', '.join(METHODS)}")

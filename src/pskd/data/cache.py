@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from pskd.config import DataConfig, PreprocessConfig
+from pskd.console import log_stderr
 from pskd.data.clip import SKELETON, Clip, DatasetInfo
 from pskd.data.layouts import get_layout
 from pskd.data.sources import get_source, resolve_data_dir
@@ -131,11 +132,7 @@ def _load(path: Path) -> Prepared:
         )
 
 
-def _warn(*args, file=None) -> None:
-    print(*args, file=file if file is not None else sys.stderr, flush=True)
-
-
-def prepare(config: DataConfig, preprocess: PreprocessConfig, log=_warn) -> Prepared:
+def prepare(config: DataConfig, preprocess: PreprocessConfig, log=log_stderr) -> Prepared:
     """Load and resample a dataset, through the on-disk cache when config.cache is on."""
     source = get_source(config.dataset)
     root = resolve_data_dir(source.name, config.data_dir) if source.needs_data_dir else None
