@@ -131,3 +131,26 @@ def test_acs_target_and_terms_by_hand():
     # embeddings of y = 1 in both spaces: A (10, 0) -> 50, B 6 -> 36, each divided by the 2 spaces
     # batch means: 9 / 2 from teacher B, (50 / 2 + 36 / 2) / 2 from the ground truth
     assert terms["acs_semantic"].item() == pytest.approx(9 / 2 + (50 + 36) / 2 / 2)
+
+def test_acs_without_the_one_hot_share_by_hand():
+    labels = torch.tensor([0, 1])
+    teacher_a = logits_with([[0.6, 0.3, 0.1], [0.8, 0.1, 0.1]])
+    teacher_b = logits_with([[0.8, 0.1, 0.1], [0.3, 0.2, 0.5]])
+    student = torch.zeros(2, 3)
+    emb = [torch.zeros(2, 1), torch.zeros(2, 1)]
+    classes = [torch.zeros(3, 1), torch.zeros(3, 1)]
+    kl0 = sum(p * math.log(3 * p) for p in (0.8, 0.1, 0.1))
+    # hard: sample 0 copies teacher B (weight 1); sample 1 has no right teacher, so no soft-label term at all
+    hard = acs_terms(student, emb, [teacher_a, teacher_b], emb, classes, labels, mode="hard", temperature=1.0,
+                     ground_truth="none")
+    assert hard["acs_kd"].item() == pytest.approx(kl0 / 2, abs=1e-6)
+    # soft: sample 0 weights (.375, .5) of the teachers: target (.375 A + .5 B) / .875, counted with .875;
+    # sample 1: (.1 A + .2 B) / .3, counted with .3 / 1.1
+    a, b = torch.tensor([[0.6, 0.3, 0.1], [0.8, 0.1, 0.1]]), torch.tensor([[0.8, 0.1, 0.1], [0.3, 0.2, 0.5]])
+    t0, t1 = (0.375 * a[0] + 0.5 * b[0]) / 0.875, (0.1 * a[1] + 0.2 * b[1]) / 0.3
+    kl = [float((t * torch.log(3 * t)).sum()) for t in (t0, t1)]
+    soft = acs_terms(student, emb, [teacher_a, teacher_b], emb, classes, labels, mode="soft", temperature=1.0,
+                     ground_truth="none")
+    assert soft["acs_kd"].item() == pytest.approx((0.875 * kl[0] + 0.3 / 1.1 * kl[1]) / 2, abs=1e-5)
+    with pytest.raises(ValueError):
+        acs_terms(student, emb, [teacher_a], emb[:1], classes[:1], labels, ground_truth="smoothed")

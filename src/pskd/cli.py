@@ -140,6 +140,86 @@ def sweep(config_path: Path, methods: str, seeds: int, ablation: bool, overrides
     click.echo(f"results: {out / 'results.md'}")
 
 
+@cli.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--int8", is_flag=True, help="Also write an int8-quantised model (static, calibrated on training clips).")
+@click.option("--out", type=click.Path(path_type=Path), help="The fp32 model file (default: RUN_DIR/export/student.onnx).")
+@click.option("--atol", default=1e-4, show_default=True, type=click.FloatRange(min=0.0),
+              help="Largest allowed logit difference from PyTorch (relative to the largest logit when above 1).")
+@click.option("--max-int8-drop", default=0.02, show_default=True, type=click.FloatRange(min=0.0),
+              help="Largest allowed int8 accuracy loss against fp32 (a fraction).")
+def export(run_dir: Path, int8: bool, out: Path | None, atol: float, max_int8_drop: float) -> None:
+    """Export a run's student to ONNX, check it against PyTorch on the test clips, report each form's accuracy."""
+    from pskd.deploy.export import export_run
+
+    report = export_run(run_dir, out, int8, atol, max_int8_drop)
+    fp32 = report["onnx_fp32"]
+    click.echo(f"PyTorch     test accuracy {100 * report['pytorch']['accuracy']:.2f} % ({report['test_clips']} clips)")
+    click.echo(f"ONNX fp32   test accuracy {100 * fp32['accuracy']:.2f} %, max logit difference "
+               f"{fp32['max_abs_logit_difference']:.2g}, {fp32['size_bytes'] / 1e3:,.1f} kB: {fp32['path']}")
+    if "onnx_int8" in report:
+        q = report["onnx_int8"]
+        click.echo(f"ONNX int8   test accuracy {100 * q['accuracy']:.2f} % ({100 * q['accuracy_drop']:+.2f} points "
+                   f"lost), agrees with fp32 on {100 * q['agreement_with_fp32']:.1f} %, {q['size_bytes'] / 1e3:,.1f} kB: "
+                   f"{q['path']}")
+
+
+@cli.command()
+@click.argument("run_dirs", metavar="RUN_DIR...", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--json", "json_path", type=click.Path(path_type=Path),
+              help="Also write the figures here (one run: its bench.json; several: {runs, ratios}).")
+@click.option("--repeats", default=300, show_default=True, type=click.IntRange(5), help="Timed runs per runtime.")
+@click.option("--warmup", default=20, show_default=True, type=click.IntRange(0), help="Untimed runs first.")
+@click.option("--max-seconds", default=10.0, show_default=True, type=click.FloatRange(min=0.1),
+              help="Stop timing a runtime after this long (large models).")
+def bench(run_dirs: tuple[Path, ...], json_path: Path | None, repeats: int, warmup: int, max_seconds: float) -> None:
+    """Parameters, FLOPs, file sizes and batch-1 one-thread latency of each run's student, side by side."""
+    from pskd.deploy.bench import bench_run, ratios, table
+
+    results = [bench_run(run_dir, warmup, repeats, max_seconds) for run_dir in run_dirs]
+    click.echo(table(results))
+    if json_path is not None:
+        payload = results[0] if len(results) == 1 else {"runs": results, "ratios": ratios(results)}
+        json_path.write_text(json.dumps(payload, indent=2), encoding="utf-8")
+
+
+@cli.command()
+@click.argument("model_path", metavar="MODEL", type=click.Path(path_type=Path))
+@click.option("--input", "input_path", required=True, type=click.Path(path_type=Path),
+              help="Accelerometer recording: CSV (header optional; a time column is used) or .npy [samples, channels].")
+@click.option("--rate", type=float, help="Sampling rate in Hz (default: from a time column, else the model's).")
+@click.option("--units", type=click.Choice(["g", "m/s2"]), help="Unit of the recording (default: the model's).")
+@click.option("--window", type=float, help="Window length in seconds (default: the model's clip duration).")
+@click.option("--hop", default=0.5, show_default=True, type=float, help="Seconds between window starts.")
+@click.option("--smooth", "smooth_windows", type=click.IntRange(1), help="Windows averaged (default: half a window's worth, odd).")
+@click.option("--min-segment", type=float, help="Shorter segments are absorbed by a neighbour (default: half a window).")
+@click.option("--out", type=click.Path(path_type=Path), help="Per-window labels and probabilities (.csv or .jsonl).")
+@click.option("--segments", "segments_path", type=click.Path(path_type=Path), help="Segments (.csv or .jsonl).")
+@click.option("--threads", default=1, show_default=True, type=click.IntRange(1))
+def predict(model_path: Path, input_path: Path, rate: float | None, units: str | None, window: float | None,
+            hop: float, smooth_windows: int | None, min_segment: float | None, out: Path | None,
+            segments_path: Path | None, threads: int) -> None:
+    """Recognise actions in a recording with MODEL (an exported .onnx, a run directory or a .pt checkpoint)."""
+    import time
+
+    from pskd.deploy.predict import open_classifier, predict_recording, read_recording, write_rows
+
+    tic = time.perf_counter()
+    card, classify = open_classifier(model_path, threads)
+    recording = read_recording(input_path, card, rate, units)
+    result = predict_recording(recording, card, classify, window, hop, smooth_windows, min_segment)
+    if out is not None:
+        write_rows(result.window_rows(), out)
+    if segments_path is not None:
+        write_rows(result.segments, segments_path)
+    click.echo(f"{input_path}: {recording.duration:.1f} s at {recording.rate:g} Hz (rate from {recording.rate_from}), "
+               f"{len(result.start_s)} windows of {window or card.window_s:.2f} s every {hop:g} s, "
+               f"{len(result.segments)} segments, {time.perf_counter() - tic:.2f} s")
+    click.echo("start_s\tend_s\tlabel\tconfidence")
+    for segment in result.segments:
+        click.echo(f"{segment['start_s']:.2f}\t{segment['end_s']:.2f}\t{segment['label']}\t{segment['confidence']:.3f}")
+
+
 def main(argv: list[str] | None = None) -> None:
     try:
         cli.main(args=argv, prog_name="pskd", standalone_mode=False)

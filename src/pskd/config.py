@@ -112,6 +112,9 @@ class DistillConfig(Section):
     teacher: str | None = None  # the single teacher of kd, dkd, dask (default: the first teacher listed)
     assistant: str | None = None  # takd's assistant (default: a teacher with distill_from set)
     acs_mode: Literal["hard", "soft"] = "hard"
+    # The ground-truth share of ACS's soft-label target: a one-hot label at temperature T, or none (those samples
+    # learn from the cross-entropy term alone; the semantic term still pulls them to the class embedding).
+    acs_ground_truth: Literal["onehot", "none"] = "onehot"
     class_embedding: Literal["centroid", "prototype"] = "centroid"
     # pskd's progressive learning: A = teacher-assistant chain (teachers distil into each other first, as their
     # distill_from says), B = curriculum as well (the student learns from `nearest` until switch_epoch, then from

@@ -286,7 +286,7 @@ def loss_weights(config: RunConfig, label_smoothing: float) -> LossWeights:
     return LossWeights(
         temperature=d.temperature, alpha=d.alpha, beta=d.beta, label_smoothing=label_smoothing,
         dkd_alpha=d.dkd_alpha, dkd_beta=d.dkd_beta, relational_distance=d.relational_distance,
-        relational_angle=d.relational_angle, acs_mode=d.acs_mode, class_embedding=d.class_embedding,
+        relational_angle=d.relational_angle, acs_mode=d.acs_mode, acs_ground_truth=d.acs_ground_truth, class_embedding=d.class_embedding,
     )
 
 
@@ -414,6 +414,12 @@ def write_run(session: Session, run_dir: Path, teachers: dict[str, TrainedTeache
         "num_classes": prepared.info.num_classes, "class_names": class_names,
         "seq_len": int(prepared.streams[streams[0]].shape[1]),
         "rates": {s: prepared.info.rates[s] for s in streams},
+        # what a deployed model needs to cut a live stream the way its training clips were cut
+        "channels": {s: int(np.prod(prepared.streams[s].shape[2:])) for s in streams},
+        "units": {s: prepared.info.units.get(s, "unknown") for s in streams},
+        "window_s": float(np.median(prepared.source_lengths[streams[0]][session.training_clips])
+                          / prepared.info.rates[streams[0]]),
+        "dataset": prepared.info.name, "method": config.method, "seed": config.seed,
     }
     _save_checkpoint(checkpoints / "best.pt", student.delivered_state,
                      {**meta, "epoch": student.summary["best_epoch"], "refit": config.train.refit})

@@ -40,6 +40,7 @@ class DatasetInfo:
     streams: list[str]  # the stream names every clip carries
     rates: dict[str, float]  # nominal sampling rate of each stream
     layout: str | None = None  # skeleton graph layout name, when there is a skeleton
+    units: dict[str, str] = field(default_factory=dict)  # physical unit of each inertial stream ("g", "deg/s")
     notes: list[str] = field(default_factory=list)  # what the loader skipped or noticed, to be shown to a user
 
     @property

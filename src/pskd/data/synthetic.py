@@ -279,5 +279,6 @@ def load(subjects: int = 8, trials: int = 4, classes: int = 10, seed: int = 0) -
         streams=[SKELETON, ACCELEROMETER],
         rates={SKELETON: SKELETON_RATE, ACCELEROMETER: ACCELEROMETER_RATE},
         layout=UTD_KINECT_V1.name,
+        units={ACCELEROMETER: "g"},
     )
     return info, clips

@@ -184,6 +184,7 @@ def load(data_dir: str | Path) -> tuple[DatasetInfo, list[Clip]]:
         streams=[SKELETON, ACCELEROMETER, GYROSCOPE],
         rates={SKELETON: SKELETON_RATE, ACCELEROMETER: INERTIAL_RATE, GYROSCOPE: INERTIAL_RATE},
         layout="utd_kinect_v1",
+        units={ACCELEROMETER: "g", GYROSCOPE: "deg/s"},
         notes=notes,
     )
     return info, clips

@@ -62,6 +62,7 @@ class LossWeights:
     relational_distance: float = 1.0
     relational_angle: float = 2.0
     acs_mode: str = "hard"
+    acs_ground_truth: str = "onehot"  # or "none": no one-hot share in the soft-label term
     class_embedding: str = "centroid"  # or "prototype": learned, initialised at the centroids
 
 
@@ -139,7 +140,7 @@ class Distiller(nn.Module):
             projected = [self.projections[n](embedding) for n in names]
             acs = acs_terms(
                 logits, projected, teacher_logits, teacher_embeddings, [self._class_embeddings(n) for n in names],
-                labels, w.acs_mode, w.temperature,
+                labels, w.acs_mode, w.temperature, w.acs_ground_truth,
             )
             terms["kd"] = w.alpha * acs["acs_kd"]
             terms["semantic"] = w.beta * acs["acs_semantic"]

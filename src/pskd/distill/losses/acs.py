@@ -7,7 +7,9 @@ to 1):
   ground truth does;
 - soft: teacher k gets c_k and the ground truth 1 - max_k c_k, normalised.
 The soft-label target mixes the teachers' distributions at temperature T and the one-hot label with these
-weights. The semantic target is, per teacher space, that teacher's embedding, or for the ground-truth share, a
+weights. With ground_truth="none" the one-hot share is left out of the soft-label term: the target is the
+teachers' mixture alone, and each sample counts with its teachers' total weight (a sample no teacher gets right
+is then taught by the cross-entropy term only, not by a one-hot target at temperature T). The semantic target is, per teacher space, that teacher's embedding, or for the ground-truth share, a
 class embedding (the class centroid of that teacher's embeddings, or a learned prototype).
 """
 
@@ -56,14 +58,23 @@ def acs_terms(
     labels: torch.Tensor,
     mode: str = "hard",
     temperature: float = 4.0,
+    ground_truth: str = "onehot",
 ) -> dict[str, torch.Tensor]:
     """The distillation terms of ACS (the caller adds cross-entropy and the weights alpha and beta).
 
     projected[k]: the student's embedding projected into teacher k's space; class_embeddings[k]: [C, D_k].
     """
     weights = acs_weights(teacher_logits, labels, mode).detach()
-    target = acs_soft_target(teacher_logits, labels, weights, temperature).detach()
-    kd = soft_target_kl(student_logits, target, temperature)
+    if ground_truth == "onehot":
+        target = acs_soft_target(teacher_logits, labels, weights, temperature).detach()
+        kd = soft_target_kl(student_logits, target, temperature)
+    elif ground_truth == "none":
+        share = weights[:, :-1].sum(dim=1)  # the teachers' total weight per sample
+        teachers_only = torch.cat([weights[:, :-1] / share.clamp_min(1e-12)[:, None], torch.zeros_like(share)[:, None]], 1)
+        target = acs_soft_target(teacher_logits, labels, teachers_only, temperature).detach()
+        kd = soft_target_kl(student_logits, target, temperature, weights=share)
+    else:
+        raise ValueError(f"ACS ground truth must be 'onehot' or 'none', not '{ground_truth}'")
     semantic = student_logits.new_zeros(())
     for k, (student_k, teacher_k) in enumerate(zip(projected, teacher_embeddings)):
         semantic = semantic + semantic_mse(student_k, teacher_k, weights[:, k])

@@ -1,0 +1,216 @@
+"""The student as ONNX (fp32, and int8 by static quantisation), checked against PyTorch before it is written.
+
+The exported graph takes raw clips [batch, seq_len, channels] in the card's unit and returns logits and
+probabilities; the card is stored in the ONNX metadata under `pskd_card`. The run's own config rebuilds the data:
+the test clips check parity and give each form's accuracy; int8 calibration reads training clips only.
+Nothing is written unless the check passes (files are written under a temporary name, then renamed).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pskd.config import load_config
+from pskd.console import log_stderr
+from pskd.deploy.card import CARD_KEY, DeployedStudent, ModelCard, checkpoint_path, load_student
+from pskd.errors import UserError
+
+INPUT, LOGITS, PROBABILITIES = "clips", "logits", "probabilities"
+
+
+class ExportError(UserError):
+    """The exported model does not reproduce PyTorch (exit code 3: not the user's mistake, but a refusal)."""
+
+    exit_code = 3
+
+
+def _require_onnx():
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        raise UserError("export needs onnx and onnxruntime: pip install 'pskd[export]'") from None
+
+
+def ort_session(path: Path, threads: int = 1):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def onnx_card(path: Path) -> ModelCard:
+    """The card stored in an exported model, read by ONNX Runtime (no code executes)."""
+    try:
+        meta = ort_session(path).get_modelmeta().custom_metadata_map
+    except Exception as err:
+        raise UserError(f"{path}: not a readable ONNX model ({str(err).splitlines()[0][:160]})") from None
+    if CARD_KEY not in meta:
+        raise UserError(f"{path}: an ONNX model without a pskd card (was it written by `pskd export`?)")
+    try:
+        values = json.loads(meta[CARD_KEY])
+    except json.JSONDecodeError:
+        raise UserError(f"{path}: its pskd card is not valid JSON") from None
+    return ModelCard.from_dict(values, str(path))
+
+
+def run_onnx(session, clips: np.ndarray, batch: int = 512) -> np.ndarray:
+    """Logits of an ONNX session over clips [N, T, C] (float32)."""
+    out = [session.run([LOGITS], {INPUT: clips[i : i + batch]})[0] for i in range(0, len(clips), batch)]
+    return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+
+
+def _set_card(path: Path, card: ModelCard) -> None:
+    import onnx
+
+    model = onnx.load(str(path))
+    del model.metadata_props[:]
+    entry = model.metadata_props.add()
+    entry.key, entry.value = CARD_KEY, card.to_json()
+    model.producer_name = "pskd"
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+
+
+def to_onnx(model: DeployedStudent, card: ModelCard, path: Path) -> None:
+    """Export with torch.export (dynamic batch), then attach the card."""
+    example = torch.zeros(2, card.seq_len, card.channels)
+    for name in ("torch.onnx", "torch.export", "onnxscript"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(
+            model, (example,), dynamo=True, input_names=[INPUT], output_names=[LOGITS, PROBABILITIES],
+            dynamic_shapes=({0: torch.export.Dim("batch", min=1)},), optimize=True, verbose=False,
+        )
+    program.save(str(path), external_data=False)
+    _set_card(path, card)
+
+
+class _Calibration:
+    """ONNX Runtime's calibration reader over training clips, in batches."""
+
+    def __init__(self, clips: np.ndarray, batch: int = 32):
+        self.batches = iter([{INPUT: clips[i : i + batch]} for i in range(0, len(clips), batch)])
+
+    def get_next(self):
+        return next(self.batches, None)
+
+
+def quantize_int8(fp32: Path, path: Path, calibration: np.ndarray, card: ModelCard) -> None:
+    """Static int8 quantisation (QDQ, per-channel int8 weights, uint8 activations) calibrated on training clips."""
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    with tempfile.TemporaryDirectory() as tmp:
+        prepared = Path(tmp) / "pre.onnx"
+        quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
+        quantize_static(
+            str(prepared), str(path), _Calibration(calibration), quant_format=QuantFormat.QDQ,
+            per_channel=True, weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8,
+        )
+    _set_card(path, card)
+
+
+@dataclass
+class RunData:
+    """A run's clips as the deployed model reads them: [N, seq_len, channels] float32, with labels."""
+
+    test: np.ndarray
+    test_labels: np.ndarray
+    calibration: np.ndarray
+
+
+def run_data(run_dir: Path, card: ModelCard, calibration_clips: int = 256, log=log_stderr) -> RunData:
+    from pskd.pipeline import open_session
+
+    config_path = Path(run_dir) / "config.yaml"
+    config = load_config(config_path, ["progress=false"])
+    session = open_session(config, log)
+    prepared, split = session.prepared, session.split
+    arrays = np.concatenate([prepared.streams[s].reshape(len(prepared), card.seq_len, -1) for s in card.streams],
+                            axis=2).astype(np.float32)
+    if arrays.shape[2] != card.channels:
+        raise UserError(f"{config_path}: its data has {arrays.shape[2]} channels, the model reads {card.channels}")
+    rng = np.random.default_rng(0)
+    training = session.training_clips
+    chosen = np.sort(rng.choice(training, size=min(calibration_clips, len(training)), replace=False))
+    return RunData(arrays[split.test], prepared.labels[split.test], arrays[chosen])
+
+
+def _accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
+    return float((logits.argmax(axis=1) == labels).mean())
+
+
+def export_run(run_dir: Path, out: Path | None = None, int8: bool = False, atol: float = 1e-4,
+               max_int8_drop: float = 0.02, log=log_stderr) -> dict:
+    """Export a run's delivered student; return the report (also written as export.json beside the files)."""
+    _require_onnx()
+    run_dir = Path(run_dir)
+    model, card = load_student(run_dir)
+    checkpoint = checkpoint_path(run_dir)
+    fp32_path = Path(out) if out is not None else run_dir / "export" / "student.onnx"
+    if fp32_path.suffix != ".onnx":
+        raise UserError(f"--out {fp32_path}: the file name must end in .onnx")
+    int8_path = fp32_path.with_name(fp32_path.stem + ".int8.onnx")
+    fp32_path.parent.mkdir(parents=True, exist_ok=True)
+    if not os.access(fp32_path.parent, os.W_OK):
+        raise UserError(f"{fp32_path.parent}: not writable")
+    data = run_data(run_dir, card, log=log)
+    with torch.inference_mode():
+        reference = model(torch.from_numpy(data.test))[0].numpy()
+    report = {"run": str(run_dir), "checkpoint": str(checkpoint), "card": json.loads(card.to_json()),
+              "test_clips": len(data.test), "pytorch": {"accuracy": _accuracy(reference, data.test_labels)}}
+    staged = []
+    try:
+        tmp_fp32 = fp32_path.with_name(fp32_path.name + ".incomplete")
+        staged.append(tmp_fp32)
+        log(f"exporting {card.model} ({sum(p.numel() for p in model.parameters()):,} parameters) to ONNX")
+        to_onnx(model, card, tmp_fp32)
+        logits = run_onnx(ort_session(tmp_fp32), data.test)
+        difference = float(np.abs(logits - reference).max())
+        scale = float(np.abs(reference).max())
+        if not np.isfinite(difference) or difference > atol * max(1.0, scale):
+            raise ExportError(f"{fp32_path}: ONNX Runtime's logits differ from PyTorch's by {difference:.3g} "
+                              f"(tolerance {atol * max(1.0, scale):.3g}); nothing was written")
+        report["onnx_fp32"] = {"path": str(fp32_path), "accuracy": _accuracy(logits, data.test_labels),
+                               "max_abs_logit_difference": difference, "tolerance": atol * max(1.0, scale),
+                               "agreement_with_pytorch": float((logits.argmax(1) == reference.argmax(1)).mean())}
+        if int8:
+            tmp_int8 = int8_path.with_name(int8_path.name + ".incomplete")
+            staged.append(tmp_int8)
+            log(f"quantising to int8, calibrated on {len(data.calibration)} training clips")
+            quantize_int8(tmp_fp32, tmp_int8, data.calibration, card)
+            quantised = run_onnx(ort_session(tmp_int8), data.test)
+            accuracy = _accuracy(quantised, data.test_labels)
+            drop = report["onnx_fp32"]["accuracy"] - accuracy
+            report["onnx_int8"] = {"path": str(int8_path), "accuracy": accuracy, "accuracy_drop": drop,
+                                   "agreement_with_fp32": float((quantised.argmax(1) == logits.argmax(1)).mean()),
+                                   "max_abs_logit_difference": float(np.abs(quantised - logits).max())}
+            if drop > max_int8_drop:
+                raise ExportError(f"{int8_path}: int8 accuracy {100 * accuracy:.2f} % is {100 * drop:.2f} points "
+                                  f"below fp32 (allowed {100 * max_int8_drop:.2f}); nothing was written")
+        tmp_fp32.replace(fp32_path)
+        if int8:
+            tmp_int8.replace(int8_path)
+    finally:
+        for path in staged:
+            path.unlink(missing_ok=True)
+    for key in ("onnx_fp32", "onnx_int8"):
+        if key in report:
+            report[key]["size_bytes"] = Path(report[key]["path"]).stat().st_size
+    (fp32_path.parent / "export.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
+    return report
