@@ -1,0 +1,291 @@
+"""On the watch: export parity, int8, the cost benchmark, and prediction over a recording whose actions are known."""
+
+import json
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from pskd.cli import main
+from pskd.config import load_config
+from pskd.data import synthetic
+from pskd.data.clip import ACCELEROMETER
+from pskd.data.transforms import resample
+from pskd.deploy import export as export_module
+from pskd.deploy.bench import bench_run, ratios, table
+from pskd.deploy.card import ModelCard, load_student
+from pskd.deploy.export import ExportError, export_run, onnx_card
+from pskd.deploy.predict import (G, Recording, cut_windows, open_classifier, predict_recording, read_recording,
+                                 segments)
+from pskd.errors import DataError, UserError
+from pskd.pipeline import run
+
+from conftest import REPO
+
+pytest.importorskip("onnxruntime", reason="the export extra (onnx, onnxruntime) is not installed")
+
+SUBJECTS, TRIALS, CLASSES = 6, 6, 4
+TRAIN = [
+    "data.dataset=synthetic", f"data.synthetic.subjects={SUBJECTS}", f"data.synthetic.trials={TRIALS}",
+    f"data.synthetic.classes={CLASSES}", "preprocess.accelerometer_length=64", "train.epochs=30", "train.refit=false",
+    "student.options.widths=[16,32]", "student.options.embedding_dim=32", "progress=false", "threads=1",
+]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A small student trained on synthetic data (odd subjects train, even subjects test), and its export."""
+    out = tmp_path_factory.mktemp("deploy") / "run"
+    run(load_config(REPO / "configs/utd_mhad/student_ce.yaml", TRAIN), out, log=lambda *a, **k: None)
+    report = export_run(out, int8=True, log=lambda *a, **k: None)
+    return out, report
+
+
+def test_model_card_travels_with_the_checkpoint(trained):
+    run_dir, _ = trained
+    model, card = load_student(run_dir)
+    assert card.class_names == synthetic.CLASS_NAMES[:CLASSES] and card.streams == [ACCELEROMETER]
+    assert (card.seq_len, card.channels, card.rate_hz, card.units) == (64, 3, 50.0, "g")
+    # the window is the median duration of the training clips (lead + action + tail, 2.5 to 6 s here)
+    assert 2.5 < card.window_s < 6.0
+    logits, probabilities = model(torch.zeros(2, 64, 3))
+    assert logits.shape == (2, CLASSES) and torch.allclose(probabilities.sum(1), torch.ones(2))
+
+
+def test_export_matches_pytorch_and_int8_stays_close(trained):
+    run_dir, report = trained
+    fp32, int8 = run_dir / "export" / "student.onnx", run_dir / "export" / "student.int8.onnx"
+    assert fp32.is_file() and int8.is_file() and not list((run_dir / "export").glob("*.incomplete"))
+    assert report["onnx_fp32"]["max_abs_logit_difference"] <= report["onnx_fp32"]["tolerance"]
+    assert report["onnx_fp32"]["accuracy"] == report["pytorch"]["accuracy"]
+    assert report["onnx_int8"]["agreement_with_fp32"] >= 0.9
+    assert abs(report["onnx_int8"]["accuracy_drop"]) <= 0.05
+    assert onnx_card(int8) == onnx_card(fp32) == load_student(run_dir)[1]
+    # the ONNX model answers for any batch size, and as PyTorch does
+    model, _ = load_student(run_dir)
+    clips = np.random.default_rng(1).normal(0, 1, (7, 64, 3)).astype(np.float32)
+    _, classify = open_classifier(fp32)
+    with torch.inference_mode():
+        expected = model(torch.from_numpy(clips))[1].numpy()
+    np.testing.assert_allclose(classify(clips), expected, atol=1e-5)
+    assert json.loads((run_dir / "export" / "export.json").read_text())["test_clips"] == report["test_clips"]
+
+
+def test_export_refuses_a_model_that_disagrees_and_writes_nothing(trained, tmp_path, monkeypatch):
+    run_dir, _ = trained
+    real = export_module.run_onnx
+    monkeypatch.setattr(export_module, "run_onnx", lambda session, clips: real(session, clips) + 0.01)
+    with pytest.raises(ExportError, match="differ from PyTorch"):
+        export_run(run_dir, tmp_path / "out" / "m.onnx", log=lambda *a, **k: None)
+    assert not list((tmp_path / "out").iterdir())
+    with pytest.raises(UserError, match="must end in .onnx"):
+        export_run(run_dir, tmp_path / "m.bin", log=lambda *a, **k: None)
+
+
+def _flops_by_hand(model: nn.Module, clip: torch.Tensor) -> int:
+    """2 x multiply-adds of every convolution and linear layer, from the shapes each one sees."""
+    total = 0
+
+    def hook(module, inputs, output):
+        nonlocal total
+        if isinstance(module, nn.Conv1d):
+            per_output = module.in_channels // module.groups * module.kernel_size[0]
+            total += 2 * output.numel() * per_output
+        elif isinstance(module, nn.Linear):
+            total += 2 * output.numel() * module.in_features
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Conv1d, nn.Linear))]
+    with torch.inference_mode():
+        model(clip)
+    for handle in handles:
+        handle.remove()
+    return total
+
+
+def test_bench_reports_cost_and_latency(trained, tmp_path):
+    run_dir, _ = trained
+    result = bench_run(run_dir, warmup=2, repeats=10, max_seconds=2.0, log=lambda *a, **k: None)
+    model, card = load_student(run_dir)
+    assert result["params"] == sum(p.numel() for p in model.parameters())
+    assert result["flops"] == _flops_by_hand(model, torch.zeros(1, card.seq_len, card.channels))
+    assert set(result["latency_ms"]) == {"pytorch", "onnx_fp32", "onnx_int8"}
+    assert all(v > 0 for v in result["latency_ms"].values())
+    assert result["size_bytes"]["onnx_fp32"] == (run_dir / "export" / "student.onnx").stat().st_size
+    assert json.loads((run_dir / "bench.json").read_text())["flops"] == result["flops"]
+    assert ratios([result, result])[1]["latency"]["onnx_fp32"] == 1.0
+    assert "ONNX Runtime int8" in table([result])
+
+
+def test_bench_command_writes_json(trained, tmp_path, capsys):
+    run_dir, _ = trained
+    code, out, err = run_cli(["bench", str(run_dir), "--repeats", "5", "--warmup", "1", "--json",
+                              str(tmp_path / "b.json")], capsys)
+    assert code == 0, err
+    figures = json.loads((tmp_path / "b.json").read_text())
+    assert {"params", "flops", "latency_ms", "size_bytes"} <= set(figures) and "parameters" in out
+
+
+def recording_of(actions: list[int], per_action: int = 3) -> tuple[np.ndarray, list[tuple[int, float, float]]]:
+    """Test subjects' raw clips (50 Hz, g) of each action, back to back: the signal and its true segments."""
+    pieces, truth, t = [], [], 0.0
+    test_subjects = [s for s in range(1, SUBJECTS + 1) if s % 2 == 0]
+    for k, action in enumerate(actions):
+        start = t
+        for i in range(per_action):
+            clip = synthetic.generate_clip(0, test_subjects[(k + i) % len(test_subjects)], action, 1 + i)
+            pieces.append(clip.streams[ACCELEROMETER])
+            t += len(pieces[-1]) / synthetic.ACCELEROMETER_RATE
+        truth.append((action, start, t))
+    return np.concatenate(pieces), truth
+
+
+def scored(found: list[dict], truth: list[tuple[int, float, float]], names: list[str]) -> tuple[float, list[int]]:
+    """(fraction of the time labelled right, the label covering most of each true segment)."""
+    grid = np.arange(0.0, truth[-1][2], 0.05)
+    expected = np.zeros(len(grid), int)
+    for action, start, end in truth:
+        expected[(grid >= start) & (grid < end)] = action
+    got = np.full(len(grid), -1)
+    for segment in found:
+        got[(grid >= segment["start_s"]) & (grid < segment["end_s"])] = names.index(segment["label"])
+    majority = [int(np.bincount(got[(grid >= start) & (grid < end)] + 1).argmax()) - 1 for _, start, end in truth]
+    return float((got == expected).mean()), majority
+
+
+@pytest.mark.parametrize("form", ["onnx", "run_dir"])
+def test_predict_recovers_the_actions_of_a_recording(trained, form):
+    run_dir, _ = trained
+    signal, truth = recording_of([2, 0, 3, 1, 2])
+    model = run_dir / "export" / "student.onnx" if form == "onnx" else run_dir
+    card, classify = open_classifier(model)
+    result = predict_recording(Recording(signal.astype(np.float64), 50.0, "rec", "--rate"), card, classify)
+    # the student is right on about 85 % of single clips: a stray short segment may remain, but most of the time
+    # is labelled right and each action is what covers most of its own span
+    accuracy, majority = scored(result.segments, truth, card.class_names)
+    assert accuracy >= 0.8 and majority == [2, 0, 3, 1, 2], result.segments
+    assert len(result.segments) <= 8
+    assert result.segments[0]["start_s"] == 0.0 and result.segments[-1]["end_s"] == pytest.approx(truth[-1][2], abs=0.05)
+    assert result.probabilities.shape == (len(result.start_s), CLASSES)
+
+
+def test_predict_command_at_another_rate_in_m_s2(trained, tmp_path, capsys):
+    """100 Hz, in m/s^2, with a time column: resampled to 50 Hz and converted to g before windowing."""
+    run_dir, _ = trained
+    signal, truth = recording_of([1, 3])
+    t50 = np.arange(len(signal)) / 50.0
+    t100 = np.arange(2 * len(signal) - 1) / 100.0
+    fast = np.stack([np.interp(t100, t50, signal[:, c]) for c in range(3)], axis=1) * G
+    path = tmp_path / "rec.csv"
+    np.savetxt(path, np.column_stack([t100, fast]), delimiter=",", header="time,ax,ay,az", comments="", fmt="%.6f")
+    code, out, err = run_cli(["predict", str(run_dir / "export" / "student.int8.onnx"), "--input", str(path),
+                              "--units", "m/s2", "--out", str(tmp_path / "w.csv"), "--segments",
+                              str(tmp_path / "s.jsonl")], capsys)
+    assert code == 0, err
+    assert "at 100 Hz (rate from timestamps)" in out
+    found = [json.loads(line) for line in (tmp_path / "s.jsonl").read_text().splitlines()]
+    assert [s["label"] for s in found] == [synthetic.CLASS_NAMES[1], synthetic.CLASS_NAMES[3]]
+    header = (tmp_path / "w.csv").read_text().splitlines()[0].split(",")
+    assert header[:6] == ["window", "start_s", "end_s", "label", "confidence", "smoothed_label"]
+    assert header[6:] == [f"p_{name}" for name in synthetic.CLASS_NAMES[:CLASSES]]
+
+
+def run_cli(args, capsys):
+    try:
+        main(args)
+        code = 0
+    except SystemExit as done:
+        code = done.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+BAD_INPUTS = {
+    "empty.csv": ("", [], "is empty"),
+    "header_only.csv": ("x,y,z\n", [], "a header row but no data"),
+    "two_columns.csv": ("1,2\n3,4\n", [], "2 data columns, but the model reads 3"),
+    "ragged.csv": ("1,2,3\n4,5\n", [], "line 2 has 2 columns"),
+    "words.csv": ("1,2,3\n4,five,6\n", [], "line 2, column 2: 'five' is not a number"),
+    "nan.csv": ("1,2,3\n4,nan,6\n", [], "sample 2 is NaN or infinite"),
+    "rate_zero.csv": ("1,2,3\n4,5,6\n", ["--rate", "0"], "--rate 0"),
+    "short.csv": ("1,2,3\n4,5,6\n", [], "shorter than one"),
+    "backwards.csv": ("t,x,y,z\n0,1,2,3\n0.02,1,2,3\n0.01,1,2,3\n", [], "not strictly increasing"),
+    "hop.csv": ("\n".join(["0,0,1"] * 500), ["--hop", "-1"], "--hop -1"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD_INPUTS))
+def test_predict_bad_inputs_are_one_line_errors(trained, tmp_path, capsys, name):
+    run_dir, _ = trained
+    text, extra, message = BAD_INPUTS[name]
+    path = tmp_path / name
+    path.write_text(text)
+    code, _, err = run_cli(["predict", str(run_dir), "--input", str(path), "--out", str(tmp_path / "w.csv"), *extra],
+                           capsys)
+    assert code == 2 and err.strip().count("\n") == 0 and message in err, err
+    assert not (tmp_path / "w.csv").exists()
+
+
+def test_predict_bad_npy_and_model_files(trained, tmp_path, capsys):
+    run_dir, _ = trained
+    np.save(tmp_path / "cube.npy", np.zeros((10, 3, 2)))
+    code, _, err = run_cli(["predict", str(run_dir), "--input", str(tmp_path / "cube.npy")], capsys)
+    assert code == 2 and "shape (10, 3, 2)" in err
+    (tmp_path / "junk.onnx").write_bytes(b"not a model")
+    np.save(tmp_path / "ok.npy", np.zeros((1000, 3)))
+    code, _, err = run_cli(["predict", str(tmp_path / "junk.onnx"), "--input", str(tmp_path / "ok.npy")], capsys)
+    assert code == 2 and "not a readable ONNX model" in err
+
+
+class Payload:
+    def __reduce__(self):
+        return (print, ("this must never run",))
+
+
+def test_checkpoints_load_without_running_pickled_code(trained, tmp_path):
+    run_dir, _ = trained
+    evil = tmp_path / "evil.pt"
+    evil.write_bytes(pickle.dumps({"state_dict": {}, "meta": {}, "x": Payload()}))
+    with pytest.raises(DataError, match="not a safe pskd checkpoint"):
+        load_student(evil)
+    truncated = tmp_path / "cut.pt"
+    truncated.write_bytes((run_dir / "checkpoints" / "best.pt").read_bytes()[:200])
+    with pytest.raises(DataError, match="not a safe pskd checkpoint"):
+        load_student(truncated)
+    with pytest.raises(DataError, match="no such checkpoint"):
+        load_student(tmp_path / "missing")
+
+
+def test_cut_windows_resample_each_window_as_training_clips_are():
+    rng = np.random.default_rng(0)
+    signal = rng.normal(size=(400, 3))
+    # without shortening there is no filter: each window is exactly transforms.resample of that window
+    clips, starts = cut_windows(signal, 60, 25, 64)
+    assert starts.tolist()[:3] == [0, 25, 50] and starts[-1] == 400 - 60
+    for clip, start in zip(clips, starts):
+        np.testing.assert_allclose(clip, resample(signal[start : start + 60], 64, antialias=False), atol=1e-6)
+    # shortening low-passes once, over the whole signal: away from the ends it is the per-window filter
+    smooth_signal = np.sin(np.linspace(0, 12, 400))[:, None] * np.ones(3)
+    clips, starts = cut_windows(smooth_signal, 150, 50, 64)
+    np.testing.assert_allclose(clips[2], resample(smooth_signal[starts[2] : starts[2] + 150], 64), atol=2e-3)
+
+
+def test_segments_merge_short_runs_and_tile_the_recording():
+    labels = np.array([0, 0, 0, 0, 1, 0, 0, 2, 2, 2, 2, 2])
+    centres = np.arange(len(labels)) * 0.5 + 1.0
+    found = segments(labels, centres, 0.5, 7.0, min_s=1.0)
+    assert [s["label"] for s in found] == [0, 2]  # the lone 1 is absorbed
+    assert found[0]["start_s"] == 0.0 and found[-1]["end_s"] == 7.0
+    assert found[0]["end_s"] == found[1]["start_s"] == pytest.approx(centres[6] + 0.25)
+
+
+def test_read_recording_units_and_rates(tmp_path):
+    card = ModelCard("compact_cnn", {}, [ACCELEROMETER], 3, 64, 50.0, 3.0, "g", ["a", "b"])
+    path = tmp_path / "r.csv"
+    path.write_text("0,0,9.80665\n0,0,9.80665\n")
+    recording = read_recording(path, card, units="m/s2")
+    np.testing.assert_allclose(recording.signal[:, 2], 1.0)
+    assert (recording.rate, recording.rate_from) == (50.0, "model")
+    with pytest.raises(UserError, match="--units furlongs"):
+        read_recording(path, card, units="furlongs")
