@@ -15,8 +15,10 @@ from pskd.data.clip import ACCELEROMETER
 from pskd.data.transforms import resample
 from pskd.deploy import export as export_module
 from pskd.deploy.bench import bench_run, ratios, table
-from pskd.deploy.card import ModelCard, load_student
-from pskd.deploy.export import ExportError, export_run, onnx_card
+from pskd.deploy.card import ModelCard
+from pskd.deploy.export import ExportError, export_run
+from pskd.deploy.runtime import onnx_card
+from pskd.deploy.student import load_student
 from pskd.deploy.predict import (G, Recording, cut_windows, open_classifier, predict_recording, read_recording,
                                  segments)
 from pskd.errors import DataError, UserError

@@ -159,8 +159,8 @@ def export(run_dir: Path, int8: bool, out: Path | None, atol: float, max_int8_dr
                f"{fp32['max_abs_logit_difference']:.2g}, {fp32['size_bytes'] / 1e3:,.1f} kB: {fp32['path']}")
     if "onnx_int8" in report:
         q = report["onnx_int8"]
-        click.echo(f"ONNX int8   test accuracy {100 * q['accuracy']:.2f} % ({100 * q['accuracy_drop']:+.2f} points "
-                   f"lost), agrees with fp32 on {100 * q['agreement_with_fp32']:.1f} %, {q['size_bytes'] / 1e3:,.1f} kB: "
+        click.echo(f"ONNX int8   test accuracy {100 * q['accuracy']:.2f} % ({100 * q['accuracy_drop']:.2f} points "
+                   f"below fp32), agrees with fp32 on {100 * q['agreement_with_fp32']:.1f} %, {q['size_bytes'] / 1e3:,.1f} kB: "
                    f"{q['path']}")
 
 

@@ -18,8 +18,10 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from pskd.console import log_stderr
-from pskd.deploy.card import DeployedStudent, ModelCard, checkpoint_path, load_student
-from pskd.deploy.export import INPUT, export_run, onnx_card, ort_session
+from pskd.deploy.card import ModelCard
+from pskd.deploy.export import export_run
+from pskd.deploy.runtime import INPUT, onnx_card, ort_session
+from pskd.deploy.student import DeployedStudent, checkpoint_path, load_student
 
 
 def count_flops(model: DeployedStudent, card: ModelCard) -> int:

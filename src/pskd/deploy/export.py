@@ -21,56 +21,15 @@ import torch
 
 from pskd.config import load_config
 from pskd.console import log_stderr
-from pskd.deploy.card import CARD_KEY, DeployedStudent, ModelCard, checkpoint_path, load_student
+from pskd.deploy.card import CARD_KEY, ModelCard
+from pskd.deploy.runtime import INPUT, LOGITS, PROBABILITIES, ort_session, require_onnx, run_onnx
+from pskd.deploy.student import DeployedStudent, checkpoint_path, load_student
 from pskd.errors import UserError
-
-INPUT, LOGITS, PROBABILITIES = "clips", "logits", "probabilities"
-
 
 class ExportError(UserError):
     """The exported model does not reproduce PyTorch (exit code 3: not the user's mistake, but a refusal)."""
 
     exit_code = 3
-
-
-def _require_onnx():
-    try:
-        import onnx  # noqa: F401
-        import onnxruntime  # noqa: F401
-    except ImportError:
-        raise UserError("export needs onnx and onnxruntime: pip install 'pskd[export]'") from None
-
-
-def ort_session(path: Path, threads: int = 1):
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.log_severity_level = 3
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
-def onnx_card(path: Path) -> ModelCard:
-    """The card stored in an exported model, read by ONNX Runtime (no code executes)."""
-    try:
-        meta = ort_session(path).get_modelmeta().custom_metadata_map
-    except Exception as err:
-        raise UserError(f"{path}: not a readable ONNX model ({str(err).splitlines()[0][:160]})") from None
-    if CARD_KEY not in meta:
-        raise UserError(f"{path}: an ONNX model without a pskd card (was it written by `pskd export`?)")
-    try:
-        values = json.loads(meta[CARD_KEY])
-    except json.JSONDecodeError:
-        raise UserError(f"{path}: its pskd card is not valid JSON") from None
-    return ModelCard.from_dict(values, str(path))
-
-
-def run_onnx(session, clips: np.ndarray, batch: int = 512) -> np.ndarray:
-    """Logits of an ONNX session over clips [N, T, C] (float32)."""
-    out = [session.run([LOGITS], {INPUT: clips[i : i + batch]})[0] for i in range(0, len(clips), batch)]
-    return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
 
 def _set_card(path: Path, card: ModelCard) -> None:
@@ -158,7 +117,7 @@ def _accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
 def export_run(run_dir: Path, out: Path | None = None, int8: bool = False, atol: float = 1e-4,
                max_int8_drop: float = 0.02, log=log_stderr) -> dict:
     """Export a run's delivered student; return the report (also written as export.json beside the files)."""
-    _require_onnx()
+    require_onnx()
     run_dir = Path(run_dir)
     model, card = load_student(run_dir)
     checkpoint = checkpoint_path(run_dir)

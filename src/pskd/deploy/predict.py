@@ -282,9 +282,9 @@ def open_classifier(path: Path, threads: int = 1):
     read with weights_only). classify(clips) returns class probabilities."""
     path = Path(path)
     if path.suffix.lower() == ".onnx":
-        from pskd.deploy.export import INPUT, PROBABILITIES, _require_onnx, onnx_card, ort_session
+        from pskd.deploy.runtime import INPUT, PROBABILITIES, onnx_card, ort_session, require_onnx
 
-        _require_onnx()
+        require_onnx()
         if not path.is_file():
             raise DataError(f"{path}: no such model file")
         card = onnx_card(path)
@@ -292,7 +292,7 @@ def open_classifier(path: Path, threads: int = 1):
         return card, lambda clips: session.run([PROBABILITIES], {INPUT: clips})[0]
     import torch
 
-    from pskd.deploy.card import load_student
+    from pskd.deploy.student import load_student
 
     torch.set_num_threads(threads)
     model, card = load_student(path)

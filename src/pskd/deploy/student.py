@@ -1,0 +1,77 @@
+"""A trained student loaded for deployment, without unpickling any code.
+
+Checkpoints are read with `torch.load(weights_only=True)`: tensors and plain values only, no code runs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from pskd.data.layouts import get_layout
+from pskd.deploy.card import ModelCard
+from pskd.errors import ConfigError, DataError
+from pskd.models.zoo import InputSpec, StreamModel, build_model
+
+
+class DeployedStudent(nn.Module):
+    """The student as a device runs it: raw clips [B, seq_len, channels] in the card's unit (the streams'
+    channels concatenated) -> (logits, probabilities). Standardisation is done inside."""
+
+    def __init__(self, student: StreamModel):
+        super().__init__()
+        self.net = student.net
+        self.register_buffer("mean", student.mean.clone())
+        self.register_buffer("std", student.std.clone())
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        _, logits = self.net((x.transpose(1, 2) - self.mean) / self.std)
+        return logits, torch.softmax(logits, dim=1)
+
+
+def checkpoint_path(path: Path) -> Path:
+    """A run directory means its delivered student, checkpoints/best.pt."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "checkpoints" / "best.pt"
+    if not path.is_file():
+        raise DataError(f"{path}: no such checkpoint (give a run directory or a .pt file)")
+    return path
+
+
+def read_checkpoint(path: Path) -> tuple[dict, dict]:
+    """(state dict, meta) of a checkpoint written by pskd, read without unpickling any code."""
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # a foreign pickle, a truncated or tampered file: refused, whatever the cause
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise DataError(f"{path}: not a safe pskd checkpoint ({reason[:160]})") from None
+    if not (isinstance(blob, dict) and isinstance(blob.get("state_dict"), dict) and isinstance(blob.get("meta"), dict)):
+        raise DataError(f"{path}: not a pskd checkpoint (expected state_dict and meta)")
+    return blob["state_dict"], blob["meta"]
+
+
+def load_student(path: Path) -> tuple[DeployedStudent, ModelCard]:
+    """The delivered student of a run (or a checkpoint file) in eval mode, with its card."""
+    path = checkpoint_path(path)
+    state, meta = read_checkpoint(path)
+    card = ModelCard.from_checkpoint_meta(meta, str(path))
+    stream = card.streams[0]
+    spec = InputSpec(
+        num_classes=card.num_classes,
+        lengths={s: card.seq_len for s in card.streams},
+        channels={s: int(meta["channels"][s]) for s in card.streams},
+        layout=get_layout(meta["layout"]) if meta.get("layout") else None,
+        mean={s: np.zeros(int(meta["channels"][s])) for s in card.streams},
+        std={s: np.ones(int(meta["channels"][s])) for s in card.streams},
+    )
+    try:
+        student = build_model(card.model, card.streams, card.options, spec, where=str(path))
+        student.load_state_dict(state)
+    except (ConfigError, RuntimeError) as err:
+        raise DataError(f"{path}: weights do not fit a {card.model} on {stream} "
+                        f"({str(err).splitlines()[0][:160]})") from None
+    return DeployedStudent(student).eval(), card
