@@ -248,7 +248,7 @@ class Payload:
 def test_checkpoints_load_without_running_pickled_code(trained, tmp_path):
     run_dir, _ = trained
     evil = tmp_path / "evil.pt"
-    evil.write_bytes(pickle.dumps({"state_dict": {}, "meta": {}, "x": Payload()}))
+    evil.write_bytes(pickle.dumps({"state_dict": {}, "meta": {}, "x": Payload()}, protocol=2))
     with pytest.raises(DataError, match="not a safe pskd checkpoint"):
         load_student(evil)
     truncated = tmp_path / "cut.pt"

@@ -62,14 +62,18 @@ def sweep(base: RunConfig, methods: list[str], seeds: list[int], out: Path, abla
     rows: dict[str, list[dict]] = {name: [] for name in variants}
     teacher_rows: dict[str, list[float]] = {}
     for seed in seeds:
-        teacher_sets = {}  # chain used or not -> trained teachers, shared by every method of this seed
+        # (chain used or not, cross-fitting folds) -> trained teachers, shared by every method of this seed
+        teacher_sets = {}
         for name, by_seed in configs.items():
             config = by_seed[seed]
-            key = teacher_chain_used(config) if config.teachers and config.method != "ce" else None
+            key = None
+            if config.teachers and config.method != "ce":
+                key = (teacher_chain_used(config), config.distill.cross_fit_folds)
             if key is not None and key not in teacher_sets:
-                log(f"seed {seed}: training teachers ({'with' if key else 'without'} the teacher chain)")
+                log(f"seed {seed}: training teachers ({'with' if key[0] else 'without'} the teacher chain"
+                    + (f", cross-fitted over {key[1]} folds)" if key[1] else ")"))
                 teacher_sets[key] = train_teachers(open_session(config, log))
-                if key:
+                if key == (True, base.distill.cross_fit_folds):
                     for teacher_name, teacher in teacher_sets[key].items():
                         teacher_rows.setdefault(teacher_name, []).append(teacher.trained.summary["test"]["accuracy"])
             folder = out / f"seed{seed}" / name.replace(" ", "_").replace("(", "").replace(")", "").replace(",", "")
