@@ -99,9 +99,9 @@ def test_sweep_shares_teachers_and_tabulates_methods_over_seeds(tmp_path, monkey
     calls = []
     original = sweep_module.train_teachers
 
-    def counting(session):
+    def counting(session, ready=None):
         calls.append(session.config.seed)
-        return original(session)
+        return original(session, ready)
 
     monkeypatch.setattr(sweep_module, "train_teachers", counting)
     base = tiny("pskd")
@@ -129,6 +129,54 @@ def test_sweep_ablation_variants_and_errors(tmp_path):
     assert {"pskd without PL", "pskd without ACS", "pskd single teacher", "pskd soft ACS", "pskd schedule B"} <= set(variants)
     with pytest.raises(ConfigError, match="unknown method"):
         sweep(tiny("pskd"), ["ce", "magic"], [0], tmp_path / "x")
+
+
+def test_sweep_without_the_chain_reuses_the_teachers_that_distil_from_none(tmp_path, monkeypatch):
+    from pskd import pipeline
+    from pskd.sweep import sweep
+
+    trained = []
+    original = pipeline.train_and_evaluate
+
+    def recording(role, *args, **kwargs):
+        trained.append(role)
+        return original(role, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "train_and_evaluate", recording)
+    base = tiny("pskd")
+    results = sweep(base, ["pskd"], [0], tmp_path / "s", ablation=False, log=lambda *a, **k: None)
+    assert trained == ["teachers.skeleton", "teachers.fusion", "student"]
+    trained.clear()
+    variant = build_config({**TINY, "method": "pskd", "distill": {"progressive": "none"}})
+    sweep(variant, ["pskd"], [0], tmp_path / "t", log=lambda *a, **k: None)
+    assert trained == ["teachers.skeleton", "teachers.fusion", "student"]
+    # both in one sweep: the skeleton teacher (no distill_from) is trained once, the fusion teacher twice
+    trained.clear()
+    from pskd import sweep as sweep_module
+
+    monkeypatch.setattr(sweep_module, "ablations", lambda base: {"pskd without PL": {
+        "method": "pskd", "distill": {"progressive": "none"}}})
+    sweep_module.sweep(base, ["pskd"], [0], tmp_path / "u", ablation=True, log=lambda *a, **k: None)
+    assert trained == ["teachers.skeleton", "teachers.fusion", "student", "teachers.fusion", "student"]
+    assert results["methods"]["pskd"]["accuracy"]["values"]
+
+
+def test_sweeps_over_disjoint_seeds_merge(tmp_path):
+    from pskd.errors import ConfigError
+    from pskd.sweep import merge, sweep
+
+    quiet = lambda *a, **k: None  # noqa: E731
+    a = sweep(tiny("pskd"), ["ce", "kd"], [0], tmp_path / "a", log=quiet)
+    b = sweep(tiny("pskd"), ["ce", "kd"], [1], tmp_path / "b", log=quiet)
+    both = sweep(tiny("pskd"), ["ce", "kd"], [0, 1], tmp_path / "both", log=quiet)
+    merged = merge([a, b])
+    assert merged["seeds"] == [0, 1]
+    for name in ("ce", "kd"):
+        assert merged["methods"][name]["accuracy"]["values"] == both["methods"][name]["accuracy"]["values"]
+        assert merged["methods"][name]["accuracy"]["mean"] == pytest.approx(both["methods"][name]["accuracy"]["mean"])
+    assert merged["teachers"]["skeleton"]["accuracy"]["values"] == both["teachers"]["skeleton"]["accuracy"]["values"]
+    with pytest.raises(ConfigError, match="share seeds"):
+        merge([a, a])
 
 
 def test_cross_fitted_targets_come_from_teachers_that_did_not_see_the_clip(tmp_path):
@@ -170,3 +218,13 @@ def test_sweep_command_writes_the_results_table(tmp_path, capsys):
     except SystemExit as done:
         code = done.code
     assert code == 2 and "unknown method" in capsys.readouterr().err
+
+
+def test_seeds_option_takes_a_count_or_a_list():
+    from pskd.cli import parse_seeds
+    from pskd.errors import UserError
+
+    assert parse_seeds("3") == [0, 1, 2] and parse_seeds("3,4") == [3, 4] and parse_seeds("7,") == [7]
+    for bad in ("0", "x", "1,1", ""):
+        with pytest.raises(UserError, match="--seeds"):
+            parse_seeds(bad)

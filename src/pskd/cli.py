@@ -109,17 +109,31 @@ def demo(overrides: tuple[str, ...], out: Path | None, quiet: bool) -> None:
     click.echo((run_dir / "report.md").read_text(encoding="utf-8"))
 
 
+def parse_seeds(text: str) -> list[int]:
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise UserError(f"--seeds {text}: expected a count N or a comma-separated list of integers") from None
+    if not values or (len(values) == 1 and "," not in text and values[0] < 1):
+        raise UserError(f"--seeds {text}: expected a count N >= 1 or a comma-separated list of integers")
+    seeds = list(range(values[0])) if len(values) == 1 and "," not in text else values
+    if len(set(seeds)) != len(seeds):
+        raise UserError(f"--seeds {text}: a seed is repeated")
+    return seeds
+
+
 @cli.command()
 @click.argument("config_path", metavar="CONFIG", type=click.Path(path_type=Path))
 @click.option("--methods", default="ce,kd,dkd,takd,avg_kd,camkd,dask,pskd", show_default=True,
               help="Comma-separated methods to compare.")
-@click.option("--seeds", default=5, show_default=True, type=click.IntRange(1), help="Seeds 0..N-1.")
+@click.option("--seeds", default="5", show_default=True,
+              help="N for seeds 0..N-1, or a comma-separated list of seeds (e.g. 3,4 to run part of a sweep elsewhere).")
 @click.option("--ablation", is_flag=True, help="Add PSKD's ablation variants.")
 @_set_option
 @click.option("--out", type=click.Path(path_type=Path), help="Folder for the runs and results (default: runs/sweep-...).")
 @click.option("--data-dir", type=click.Path(path_type=Path), help="Shorthand for --set data.data_dir=DIR.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def sweep(config_path: Path, methods: str, seeds: int, ablation: bool, overrides: tuple[str, ...], out: Path | None,
+def sweep(config_path: Path, methods: str, seeds: str, ablation: bool, overrides: tuple[str, ...], out: Path | None,
           data_dir: Path | None, quiet: bool) -> None:
     """Compare methods over seeds with shared teachers; write results.md and results.json."""
     import time
@@ -135,7 +149,7 @@ def sweep(config_path: Path, methods: str, seeds: int, ablation: bool, overrides
     base = load_config(config_path, overrides)
     out = out or Path("runs") / f"sweep-{base.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     names = [m.strip() for m in methods.split(",") if m.strip()]
-    results = run_sweep(base, names, list(range(seeds)), out, ablation)
+    results = run_sweep(base, names, parse_seeds(seeds), out, ablation)
     click.echo(results_table(results))
     click.echo(f"results: {out / 'results.md'}")
 

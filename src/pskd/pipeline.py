@@ -339,13 +339,17 @@ class TrainedTeacher:
     outputs: TeacherOutputs
 
 
-def train_teachers(session: Session) -> dict[str, TrainedTeacher]:
+def train_teachers(session: Session, ready: dict[str, TrainedTeacher] | None = None) -> dict[str, TrainedTeacher]:
     """The configured teachers, each after the one it distils from; a teacher with distill_from (when the method
-    uses the chain) learns from that already trained teacher too. Each is frozen, its outputs computed once."""
+    uses the chain) learns from that already trained teacher too. Each is frozen, its outputs computed once.
+    Teachers in `ready` (trained earlier on the same split and seed) are taken as they are."""
     config, device = session.config, session.device
     teachers: dict[str, TrainedTeacher] = {}
     chain = teacher_chain_used(config)
     for name in config.teacher_order():
+        if ready and name in ready:
+            teachers[name] = ready[name]
+            continue
         teacher = config.teachers[name]
         stages = [Stage(1, [teacher.distill_from], "kd")] if chain and teacher.distill_from else []
         targets = [t.outputs for t in teachers.values()]

@@ -72,7 +72,10 @@ def sweep(base: RunConfig, methods: list[str], seeds: list[int], out: Path, abla
             if key is not None and key not in teacher_sets:
                 log(f"seed {seed}: training teachers ({'with' if key[0] else 'without'} the teacher chain"
                     + (f", cross-fitted over {key[1]} folds)" if key[1] else ")"))
-                teacher_sets[key] = train_teachers(open_session(config, log))
+                # a teacher that distils from no other is the same with or without the chain: trained once
+                ready = {n: t for (chain, folds), trained in teacher_sets.items() if folds == key[1]
+                         for n, t in trained.items() if not config.teachers[n].distill_from}
+                teacher_sets[key] = train_teachers(open_session(config, log), ready)
                 if key == (True, base.distill.cross_fit_folds):
                     for teacher_name, teacher in teacher_sets[key].items():
                         teacher_rows.setdefault(teacher_name, []).append(teacher.trained.summary["test"]["accuracy"])
@@ -82,18 +85,40 @@ def sweep(base: RunConfig, methods: list[str], seeds: list[int], out: Path, abla
             rows[name].append({"seed": seed, "accuracy": student["test"]["accuracy"],
                                "macro_f1": student["test"]["macro_f1"], "run": str(folder)})
             log(f"seed {seed} {name}: test accuracy {100 * student['test']['accuracy']:.2f} %")
-    results = {
-        "dataset": base.data.dataset, "protocol": base.data.protocol, "student": base.student.name,
-        "seeds": seeds, "wall_time_s": time.perf_counter() - started,
+    results = summarise(base.data.dataset, base.data.protocol, base.student.name, seeds, rows, teacher_rows,
+                        time.perf_counter() - started)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(results, indent=2))
+    (out / "results.md").write_text(results_table(results))
+    return results
+
+
+def summarise(dataset: str, protocol: str, student: str, seeds: list[int], rows: dict[str, list[dict]],
+              teacher_rows: dict[str, list[float]], wall_time_s: float) -> dict:
+    return {
+        "dataset": dataset, "protocol": protocol, "student": student, "seeds": seeds, "wall_time_s": wall_time_s,
         "methods": {name: {"accuracy": _mean_std([r["accuracy"] for r in runs]),
                            "macro_f1": _mean_std([r["macro_f1"] for r in runs]), "runs": runs}
                     for name, runs in rows.items()},
         "teachers": {name: {"accuracy": _mean_std(values)} for name, values in teacher_rows.items()},
     }
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(results, indent=2))
-    (out / "results.md").write_text(results_table(results))
-    return results
+
+
+def merge(parts: list[dict]) -> dict:
+    """One results tree from sweeps of the same config over disjoint seeds (run on several machines)."""
+    first = parts[0]
+    for part in parts[1:]:
+        same = all(part[k] == first[k] for k in ("dataset", "protocol", "student"))
+        if not same or list(part["methods"]) != list(first["methods"]):
+            raise ConfigError("the sweeps to merge differ in dataset, protocol, student or methods")
+    seeds = [seed for part in parts for seed in part["seeds"]]
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError(f"the sweeps to merge share seeds: {sorted(seeds)}")
+    rows = {name: [run for part in parts for run in part["methods"][name]["runs"]] for name in first["methods"]}
+    teacher_rows = {name: [v for part in parts for v in part["teachers"].get(name, {}).get("accuracy", {})
+                           .get("values", [])] for name in first["teachers"]}
+    return summarise(first["dataset"], first["protocol"], first["student"], seeds, rows, teacher_rows,
+                     sum(part["wall_time_s"] for part in parts))
 
 
 def results_table(results: dict) -> str:
