@@ -188,6 +188,10 @@ def test_predict_command_at_another_rate_in_m_s2(trained, tmp_path, capsys):
     assert "at 100 Hz (rate from timestamps)" in out
     found = [json.loads(line) for line in (tmp_path / "s.jsonl").read_text().splitlines()]
     assert [s["label"] for s in found] == [synthetic.CLASS_NAMES[1], synthetic.CLASS_NAMES[3]]
+    code, out, err = run_cli(["predict", str(run_dir / "export" / "student.onnx"), "--input", str(path),
+                              "--units", "m/s2", "--out", "-"], capsys)
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert code == 0 and rows[0]["window"] == 0 and "p_wave" in rows[0] and "segments" in err
     header = (tmp_path / "w.csv").read_text().splitlines()[0].split(",")
     assert header[:6] == ["window", "start_s", "end_s", "label", "confidence", "smoothed_label"]
     assert header[6:] == [f"p_{name}" for name in synthetic.CLASS_NAMES[:CLASSES]]

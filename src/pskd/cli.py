@@ -207,7 +207,8 @@ def bench(run_dirs: tuple[Path, ...], json_path: Path | None, repeats: int, warm
 @click.option("--hop", default=0.5, show_default=True, type=float, help="Seconds between window starts.")
 @click.option("--smooth", "smooth_windows", type=click.IntRange(1), help="Windows averaged (default: half a window's worth, odd).")
 @click.option("--min-segment", type=float, help="Shorter segments are absorbed by a neighbour (default: half a window).")
-@click.option("--out", type=click.Path(path_type=Path), help="Per-window labels and probabilities (.csv or .jsonl).")
+@click.option("--out", type=click.Path(path_type=Path),
+              help="Per-window labels and probabilities (.csv or .jsonl; '-' prints JSON lines on stdout).")
 @click.option("--segments", "segments_path", type=click.Path(path_type=Path), help="Segments (.csv or .jsonl).")
 @click.option("--threads", default=1, show_default=True, type=click.IntRange(1))
 def predict(model_path: Path, input_path: Path, rate: float | None, units: str | None, window: float | None,
@@ -222,16 +223,21 @@ def predict(model_path: Path, input_path: Path, rate: float | None, units: str |
     card, classify = open_classifier(model_path, threads)
     recording = read_recording(input_path, card, rate, units)
     result = predict_recording(recording, card, classify, window, hop, smooth_windows, min_segment)
-    if out is not None:
+    to_stdout = out is not None and str(out) == "-"
+    if to_stdout:  # per-window JSON lines on stdout; the summary and segments go to stderr
+        for row in result.window_rows():
+            click.echo(json.dumps(row))
+    elif out is not None:
         write_rows(result.window_rows(), out)
     if segments_path is not None:
         write_rows(result.segments, segments_path)
-    click.echo(f"{input_path}: {recording.duration:.1f} s at {recording.rate:g} Hz (rate from {recording.rate_from}), "
+    echo = (lambda text: click.echo(text, err=True)) if to_stdout else click.echo
+    echo(f"{input_path}: {recording.duration:.1f} s at {recording.rate:g} Hz (rate from {recording.rate_from}), "
                f"{len(result.start_s)} windows of {window or card.window_s:.2f} s every {hop:g} s, "
                f"{len(result.segments)} segments, {time.perf_counter() - tic:.2f} s")
-    click.echo("start_s\tend_s\tlabel\tconfidence")
+    echo("start_s\tend_s\tlabel\tconfidence")
     for segment in result.segments:
-        click.echo(f"{segment['start_s']:.2f}\t{segment['end_s']:.2f}\t{segment['label']}\t{segment['confidence']:.3f}")
+        echo(f"{segment['start_s']:.2f}\t{segment['end_s']:.2f}\t{segment['label']}\t{segment['confidence']:.3f}")
 
 
 def main(argv: list[str] | None = None) -> None:
