@@ -33,7 +33,7 @@ from pskd.distill.methods import student_stages, teacher_chain_used
 from pskd.errors import ConfigError, UserError
 from pskd.evaluate.metrics import summarize
 from pskd.evaluate.report import plot_confusion, plot_learning_curves, write_report
-from pskd.models.zoo import InputSpec, build_model, count_parameters
+from pskd.models.zoo import MODEL_NAMES, InputSpec, build_model, count_parameters
 from pskd.train.loop import cross_entropy, fit, pick_device, predict, seed_everything
 
 INCOMPLETE = ".incomplete"
@@ -106,6 +106,15 @@ def _write_history(history: list[dict], path: Path) -> None:
         writer.writerows(history)
 
 
+def check_names(config: RunConfig) -> None:
+    """Model names of the student and every teacher, known to the zoo."""
+    models = {"student": config.student.name,
+              **{f"teachers.{name}": teacher.name for name, teacher in config.teachers.items()}}
+    for where, name in models.items():
+        if name not in MODEL_NAMES:
+            raise ConfigError(f"{where}.name: unknown model '{name}'; known: {', '.join(MODEL_NAMES)}")
+
+
 def run(config: RunConfig, out: Path | None = None, log=log_stderr,
         teachers: dict[str, "TrainedTeacher"] | None = None) -> tuple[Path, dict]:
     """Train and evaluate what `config` describes; return the run directory and its metrics.
@@ -113,6 +122,7 @@ def run(config: RunConfig, out: Path | None = None, log=log_stderr,
     teachers: already trained teachers to reuse (a sweep trains them once per seed); by default they are trained
     here as the config says.
     """
+    check_names(config)  # before any data is read or any folder made
     out = Path(out) if out is not None else default_out_dir(config)
     staging = stage_run_dir(out)
     try:

@@ -101,6 +101,8 @@ def scan(data_dir: str | Path) -> Scan:
             if not (1 <= key[0] <= ACTIONS and 1 <= key[1] <= SUBJECTS and 1 <= key[2] <= TRIALS):
                 found.skipped.append(f"{sub}/{path.name} (action, subject or trial out of range)")
                 continue
+            if key in table:  # a1_s1_t1 and a01_s1_t1 name the same clip: neither is chosen silently
+                raise DataError(f"{path}: the same clip as {table[key].name} ({clip_name(key)}); remove one")
             table[key] = path
     return found
 
@@ -156,6 +158,18 @@ def check_complete(found: Scan) -> None:
         raise DataError(f"{found.root}: incomplete UTD-MHAD copy: " + "; ".join(problems))
 
 
+# On the official release the skeleton covers 0.37 to 0.70 of the inertial recording's duration; far outside
+# that, the two files cannot be one recording.
+PAIR_RATIO = (0.2, 2.0)
+
+
+def check_pair(found: Scan, key: tuple[int, int, int], skeleton: np.ndarray, inertial: np.ndarray) -> None:
+    skeleton_s, inertial_s = len(skeleton) / SKELETON_RATE, len(inertial) / INERTIAL_RATE
+    if not PAIR_RATIO[0] <= skeleton_s / inertial_s <= PAIR_RATIO[1]:
+        raise DataError(f"{found.skeleton[key]}: {skeleton_s:.2f} s of skeleton against {inertial_s:.2f} s in "
+                        f"{found.inertial[key].name}: not the same recording")
+
+
 def load(data_dir: str | Path) -> tuple[DatasetInfo, list[Clip]]:
     """Read every clip; any missing, unpaired or malformed file is a DataError naming it."""
     found = scan(data_dir)
@@ -163,6 +177,8 @@ def load(data_dir: str | Path) -> tuple[DatasetInfo, list[Clip]]:
     clips = []
     for key in found.keys:
         inertial = read_inertial(found.inertial[key])
+        skeleton = read_skeleton(found.skeleton[key])
+        check_pair(found, key, skeleton, inertial)
         clips.append(
             Clip(
                 clip_id=clip_name(key),
@@ -170,7 +186,7 @@ def load(data_dir: str | Path) -> tuple[DatasetInfo, list[Clip]]:
                 subject=key[1],
                 trial=key[2],
                 streams={
-                    SKELETON: read_skeleton(found.skeleton[key]),
+                    SKELETON: skeleton,
                     ACCELEROMETER: inertial[:, :3].copy(),
                     GYROSCOPE: inertial[:, 3:].copy(),
                 },

@@ -1,0 +1,206 @@
+"""Hostile input corpus: malformed data, configs and command lines through the `pskd` command itself.
+
+Every case must end with one line on stderr naming the problem, exit code 2, no traceback, and no run directory
+(finished or half-written) left behind.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.io
+import torch
+
+from pskd.cli import main
+
+from conftest import REPO
+from test_utd_mhad import make_copy
+
+CE = str(REPO / "configs/utd_mhad/student_ce.yaml")
+NO_CACHE = ["--set", "data.cache=false", "--set", "train.epochs=1", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def pristine(tmp_path_factory) -> Path:
+    return make_copy(tmp_path_factory.mktemp("hostile") / "utd_mhad")
+
+
+def copy_of(pristine: Path, tmp_path: Path) -> Path:
+    target = tmp_path / "utd_mhad"
+    shutil.copytree(pristine, target)
+    return target
+
+
+def savemat(path: Path, **variables) -> None:
+    scipy.io.savemat(path, variables)
+
+
+# Each case: (prepare(root, tmp_path) -> command line, text the error must contain). `root` is a fresh copy of a
+# complete made-up UTD-MHAD folder; a case breaks it, or breaks something else.
+def _truncated(root, tmp):
+    path = root / "Inertial" / "a3_s2_t1_inertial.mat"
+    path.write_bytes(path.read_bytes()[:60])
+    return ["train", CE, "--data-dir", str(root), "--out", str(tmp / "run"), *NO_CACHE]
+
+
+def _text_as_mat(root, tmp):
+    (root / "Skeleton" / "a5_s5_t2_skeleton.mat").write_text("this is not a MAT file\n")
+    return ["data", "check", "utd_mhad", "--data-dir", str(root)]
+
+
+def _wrong_variable(root, tmp):
+    savemat(root / "Inertial" / "a2_s1_t1_inertial.mat", acc=np.zeros((9, 6)))
+    return ["data", "check", "utd_mhad", "--data-dir", str(root)]
+
+
+def _nan(root, tmp):
+    values = np.zeros((9, 6))
+    values[4, 2] = np.nan
+    savemat(root / "Inertial" / "a9_s3_t3_inertial.mat", d_iner=values)
+    return ["train", CE, "--data-dir", str(root), "--out", str(tmp / "run"), *NO_CACHE]
+
+
+def _infinite(root, tmp):
+    values = np.zeros((20, 3, 5))
+    values[0, 0, 0] = np.inf
+    savemat(root / "Skeleton" / "a9_s3_t3_skeleton.mat", d_skel=values)
+    return ["data", "check", "utd_mhad", "--data-dir", str(root)]
+
+
+def _wrong_shape(root, tmp):
+    savemat(root / "Skeleton" / "a1_s1_t1_skeleton.mat", d_skel=np.zeros((20, 2, 5)))
+    return ["data", "check", "utd_mhad", "--data-dir", str(root)]
+
+
+def _zero_length(root, tmp):
+    savemat(root / "Inertial" / "a1_s2_t1_inertial.mat", d_iner=np.zeros((0, 6)))
+    return ["data", "check", "utd_mhad", "--data-dir", str(root)]
+
+
+def _mismatched_pair(root, tmp):
+    # 10 s of skeleton for an inertial recording of 0.18 s: not one recording
+    savemat(root / "Skeleton" / "a4_s4_t4_skeleton.mat", d_skel=np.zeros((20, 3, 300)))
+    return ["data", "check", "utd_mhad", "--data-dir", str(root)]
+
+
+def _duplicate(root, tmp):
+    shutil.copy(root / "Inertial" / "a7_s1_t1_inertial.mat", root / "Inertial" / "a07_s1_t1_inertial.mat")
+    return ["data", "check", "utd_mhad", "--data-dir", str(root)]
+
+
+def _missing_file(root, tmp):
+    (root / "Inertial" / "a6_s6_t2_inertial.mat").unlink()
+    return ["train", CE, "--data-dir", str(root), "--out", str(tmp / "run"), *NO_CACHE]
+
+
+def _data_dir_is_a_file(root, tmp):
+    (tmp / "file").write_text("x")
+    return ["data", "check", "utd_mhad", "--data-dir", str(tmp / "file")]
+
+
+def _data_dir_absent(root, tmp):
+    return ["train", CE, "--data-dir", str(tmp / "nowhere"), "--out", str(tmp / "run"), *NO_CACHE]
+
+
+def _config(text: str, *extra):
+    def prepare(root, tmp):
+        (tmp / "c.yaml").write_text(text)
+        return ["train", str(tmp / "c.yaml"), "--data-dir", str(root), "--out", str(tmp / "run"), *extra]
+
+    return prepare
+
+
+def _set(*overrides):
+    def prepare(root, tmp):
+        return ["train", CE, "--data-dir", str(root), "--out", str(tmp / "run"),
+                *[x for o in overrides for x in ("--set", o)]]
+
+    return prepare
+
+
+def _out_under_a_file(root, tmp):
+    (tmp / "taken").write_text("x")
+    return ["train", CE, "--data-dir", str(root), "--out", str(tmp / "taken" / "run"), *NO_CACHE]
+
+
+def _out_not_empty(root, tmp):
+    (tmp / "run").mkdir()
+    (tmp / "run" / "keep.txt").write_text("mine")
+    return ["train", CE, "--data-dir", str(root), "--out", str(tmp / "run"), *NO_CACHE]
+
+
+def _export_not_a_run(root, tmp):
+    (tmp / "run").mkdir()
+    return ["export", str(tmp / "run")]
+
+
+def _predict_foreign_checkpoint(root, tmp):
+    torch.save({"weights": torch.zeros(2)}, tmp / "model.pt")  # a valid torch file, but not a pskd checkpoint
+    (tmp / "rec.csv").write_text("0,0,1\n" * 400)
+    return ["predict", str(tmp / "model.pt"), "--input", str(tmp / "rec.csv")]
+
+
+CASES = {
+    "truncated MAT file": (_truncated, "not a readable MAT file"),
+    "text file named .mat": (_text_as_mat, "not a readable MAT file"),
+    "wrong variable name": (_wrong_variable, "no variable 'd_iner'"),
+    "NaN in the accelerometer": (_nan, "NaN or infinite"),
+    "infinite skeleton value": (_infinite, "NaN or infinite"),
+    "wrong skeleton shape": (_wrong_shape, "expected (20, 3, T)"),
+    "zero-length clip": (_zero_length, "expected at least 2"),
+    "mismatched skeleton/inertial pair": (_mismatched_pair, "not the same recording"),
+    "duplicate clip": (_duplicate, "the same clip as"),
+    "missing file": (_missing_file, "incomplete UTD-MHAD copy"),
+    "data dir is a file": (_data_dir_is_a_file, "not a folder"),
+    "data dir absent": (_data_dir_absent, "UTD-MHAD folder not found"),
+    "unknown dataset": (_set("data.dataset=kinetics"), "unknown dataset 'kinetics'"),
+    "unknown method": (_set("method=magic"), "method"),
+    "unknown model": (_set("student.name=transformer9000"), "transformer9000"),
+    "unknown protocol": (_set("protocol=leave_one_out", "data.protocol=leave_one_out"), "protocol"),
+    "wrong type in the config": (_config("train: {epochs: many}\n"), "train.epochs"),
+    "negative learning rate": (_set("train.lr=-0.1"), "train.lr"),
+    "unknown config key": (_config("trian: {epochs: 5}\n"), "trian: unknown key"),
+    "config is not YAML": (_config("train: [\n"), "not valid YAML"),
+    "config is a list": (_config("- a\n- b\n"), "top level must be a mapping"),
+    "override without =": (_set("train.epochs"), "expected key=value"),
+    "validation subject not a training subject": (_set("data.val_subjects=[2]"), "val"),
+    "output inside a regular file": (_out_under_a_file, "taken"),
+    "output folder not empty": (_out_not_empty, "already exists and is not empty"),
+    "export of a folder that is no run": (_export_not_a_run, "no such checkpoint"),
+    "foreign checkpoint": (_predict_foreign_checkpoint, "not a pskd checkpoint"),
+}
+
+
+def run_cli(args, capsys):
+    try:
+        main(args)
+        code = 0
+    except SystemExit as done:
+        code = done.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_hostile_input_is_one_line_exit_2_and_leaves_nothing(name, pristine, tmp_path, capsys):
+    prepare, message = CASES[name]
+    root = copy_of(pristine, tmp_path / "data")
+    args = prepare(root, tmp_path)
+    before = set(tmp_path.iterdir())
+    code, _, err = run_cli(args, capsys)
+    assert code == 2, f"{name}: exit {code}, stderr {err!r}"
+    # progress lines may come first; the error is one line, the last
+    errors = [line for line in err.splitlines() if "error" in line.lower()]
+    assert len(errors) == 1 and err.splitlines()[-1] == errors[0], err
+    assert errors[0].startswith("pskd: error: ") and message in errors[0], err
+    assert "Traceback" not in err
+    # no run directory or half-written one appeared
+    assert not [p.name for p in set(tmp_path.iterdir()) - before]
+    assert not list(tmp_path.rglob("*.incomplete"))
+
+
+def test_the_corpus_is_large_enough():
+    assert len(CASES) >= 20
