@@ -62,6 +62,46 @@ def data_check(dataset: str, data_dir: Path | None, as_json: bool) -> None:
         click.echo(f"  skipped   {item}")
 
 
+@cli.command()
+@click.argument("dataset")
+@click.option("--data-dir", type=click.Path(path_type=Path), help="Data root to download into [$PSKD_DATA_DIR].")
+@click.option("--url", help="Base URL of the archives (a mirror) [$PSKD_<DATASET>_URL].")
+@click.option("--sha256", "digests", multiple=True, metavar="NAME=HEX", help="Expected SHA-256 of an archive.")
+@click.option("--manifest", type=click.Path(path_type=Path, dir_okay=False),
+              help="Per-file SHA-256 list ('<hex>  ./<path>' lines) replacing the one shipped with pskd.")
+@click.option("--keep-archives", is_flag=True, help="Keep the downloaded archives under DATA_DIR/.downloads.")
+def download(dataset: str, data_dir: Path | None, url: str | None, digests: tuple[str, ...], manifest: Path | None,
+             keep_archives: bool) -> None:
+    """Download DATASET's official archives, verify their SHA-256 and extract them safely."""
+    from tqdm import tqdm
+
+    from pskd.data.download import download as fetch_dataset
+    from pskd.data.sources import resolve_data_dir
+
+    expected = {}
+    for item in digests:
+        name, sep, value = item.partition("=")
+        if not sep or len(value) != 64 or any(c not in "0123456789abcdefABCDEF" for c in value):
+            raise UserError(f"--sha256 {item}: expected NAME=<64 hex digits>")
+        expected[name] = value
+    if manifest is not None and not manifest.is_file():
+        raise UserError(f"{manifest}: manifest not found")
+    bars: dict[str, tqdm] = {}
+
+    def progress(name: str, done: int, total: int | None) -> None:
+        bar = bars.get(name) or bars.setdefault(name, tqdm(total=total, unit="B", unit_scale=True, desc=name,
+                                                            leave=False, disable=None))
+        bar.update(done - bar.n)
+
+    try:
+        target = fetch_dataset(dataset, resolve_data_dir(dataset, data_dir), url, expected, manifest, keep_archives,
+                               log=lambda text: click.echo(text, err=True), progress=progress)
+    finally:
+        for bar in bars.values():
+            bar.close()
+    click.echo(f"{dataset}: ready at {target} (check it with: pskd data check {dataset} --data-dir {target})")
+
+
 def _train(config, out: Path | None, quiet: bool) -> Path:
     from pskd.pipeline import run
 
