@@ -102,12 +102,12 @@ def download(dataset: str, data_dir: Path | None, url: str | None, digests: tupl
     click.echo(f"{dataset}: ready at {target} (check it with: pskd data check {dataset} --data-dir {target})")
 
 
-def _train(config, out: Path | None, quiet: bool) -> Path:
+def _train(config, out: Path | None, quiet: bool, resume: bool = False) -> Path:
     from pskd.pipeline import run
 
     if quiet:
         config.progress = False
-    run_dir, metrics = run(config, out)
+    run_dir, metrics = run(config, out, resume=resume)
     student = metrics["student"]
     click.echo(
         f"{metrics['method']} student on {metrics['dataset']} {metrics['protocol']} (seed {metrics['seed']}): "
@@ -120,18 +120,32 @@ def _train(config, out: Path | None, quiet: bool) -> Path:
 
 
 @cli.command()
-@click.argument("config_path", metavar="CONFIG", type=click.Path(path_type=Path))
+@click.argument("config_path", metavar="[CONFIG]", required=False, type=click.Path(path_type=Path))
 @_set_option
 @click.option("--out", type=click.Path(path_type=Path), help="Run directory (default: runs/<name>-...-<time>).")
 @click.option("--data-dir", type=click.Path(path_type=Path), help="Shorthand for --set data.data_dir=DIR.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def train(config_path: Path, overrides: tuple[str, ...], out: Path | None, data_dir: Path | None, quiet: bool) -> None:
+@click.option("--resume", "resume_dir", type=click.Path(path_type=Path),
+              help="Continue a killed run from its last checkpoint (CONFIG may be left out: the run's own is used).")
+def train(config_path: Path | None, overrides: tuple[str, ...], out: Path | None, data_dir: Path | None, quiet: bool,
+          resume_dir: Path | None) -> None:
     """Train and evaluate what CONFIG describes; write a run directory."""
     from pskd.config import load_config
+    from pskd.pipeline import INCOMPLETE
 
     if data_dir is not None:
         overrides = overrides + (f"data.data_dir={data_dir}",)
-    _train(load_config(config_path, overrides), out, quiet)
+    if resume_dir is not None:
+        if out is not None:
+            raise UserError("--resume continues the run where it is; leave out --out")
+        resume_dir = Path(str(resume_dir).removesuffix("/").removesuffix(INCOMPLETE))
+        if config_path is None:
+            config_path = resume_dir.with_name(resume_dir.name + INCOMPLETE) / "config.yaml"
+            if not config_path.is_file():
+                raise UserError(f"{resume_dir}: no interrupted run here (expected {config_path})")
+    elif config_path is None:
+        raise UserError("train needs a CONFIG (or --resume RUN_DIR)")
+    _train(load_config(config_path, overrides), resume_dir or out, quiet, resume=resume_dir is not None)
 
 
 @cli.command()

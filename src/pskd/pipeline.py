@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 
 from pskd import __version__
 from pskd.config import ModelConfig, RunConfig, TeacherConfig, TrainConfig, dump_config
@@ -34,9 +35,10 @@ from pskd.errors import ConfigError, UserError
 from pskd.evaluate.metrics import summarize
 from pskd.evaluate.report import plot_confusion, plot_learning_curves, write_report
 from pskd.models.zoo import MODEL_NAMES, InputSpec, build_model, count_parameters
-from pskd.train.loop import cross_entropy, fit, pick_device, predict, seed_everything
+from pskd.train.loop import checkpointing, cross_entropy, fit, pick_device, predict, seed_everything
 
 INCOMPLETE = ".incomplete"
+STATE = "state"  # per-epoch checkpoints of every training in the run, while it runs
 
 
 def default_out_dir(config: RunConfig) -> Path:
@@ -115,21 +117,55 @@ def check_names(config: RunConfig) -> None:
             raise ConfigError(f"{where}.name: unknown model '{name}'; known: {', '.join(MODEL_NAMES)}")
 
 
+def resume_run_dir(out: Path, config: RunConfig) -> Path:
+    """The staging folder of a run that was killed, after checking it was started with this very config."""
+    staging = out.with_name(out.name + INCOMPLETE)
+    if out.is_dir() and (out / "metrics.json").is_file():
+        raise UserError(f"{out}: this run has finished; there is nothing to resume")
+    saved = staging / "config.yaml"
+    if not saved.is_file():
+        raise UserError(f"{out}: no interrupted run here (expected {saved})")
+    before = yaml.safe_load(saved.read_text(encoding="utf-8"))
+    now = yaml.safe_load(dump_config(config))
+    for tree in (before, now):  # showing a progress bar or not changes no result
+        tree.pop("progress", None)
+    if before != now:
+        changed = sorted(_differences(before, now))
+        raise ConfigError(f"{out}: the run was started with another config (differs at {', '.join(changed[:5])}); "
+                          "resume it with its own config.yaml")
+    return staging
+
+
+def _differences(a, b, prefix: str = "") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [d for key in sorted(set(a) | set(b), key=str)
+                for d in _differences(a.get(key), b.get(key), f"{prefix}{key}.")]
+    return [] if a == b else [prefix.rstrip(".")]
+
+
 def run(config: RunConfig, out: Path | None = None, log=log_stderr,
-        teachers: dict[str, "TrainedTeacher"] | None = None) -> tuple[Path, dict]:
+        teachers: dict[str, "TrainedTeacher"] | None = None, resume: bool = False) -> tuple[Path, dict]:
     """Train and evaluate what `config` describes; return the run directory and its metrics.
 
     teachers: already trained teachers to reuse (a sweep trains them once per seed); by default they are trained
-    here as the config says.
+    here as the config says. Every training checkpoints each epoch under `<out>.incomplete/state/`; a run killed
+    on the way continues from there with resume=True (`pskd train --resume`), to the same figures.
     """
     check_names(config)  # before any data is read or any folder made
+    if resume and out is None:
+        raise UserError("resuming needs the run directory")
     out = Path(out) if out is not None else default_out_dir(config)
-    staging = stage_run_dir(out)
+    staging = resume_run_dir(out, config) if resume else stage_run_dir(out)
     try:
-        metrics = _run_into(config, staging, log, teachers)
+        with checkpointing(staging / STATE):
+            metrics = _run_into(config, staging, log, teachers)
+        shutil.rmtree(staging / STATE, ignore_errors=True)
         if out.exists():
             out.rmdir()  # an existing empty folder was allowed
         staging.rename(out)
+    except KeyboardInterrupt:
+        log(f"interrupted: the checkpoints are kept; continue with: pskd train --resume {out}")
+        raise
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

@@ -6,12 +6,17 @@ the terms, logs each, and selects the checkpoint on the validation split (never 
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import copy
 import math
+import os
 import random
+import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -134,6 +139,72 @@ def _state(model: nn.Module) -> dict:
     return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
 
 
+# Where fit() keeps its per-epoch checkpoints: set by the pipeline for the run being written (a folder), unset
+# elsewhere (then nothing is written). Each fit writes <folder>/<its description>.pt.
+_CHECKPOINTS: contextvars.ContextVar[Path | None] = contextvars.ContextVar("checkpoints", default=None)
+
+
+@contextlib.contextmanager
+def checkpointing(folder: Path | None) -> Iterator[None]:
+    """Within this block every fit() checkpoints each epoch under `folder`, and resumes from what it finds."""
+    token = _CHECKPOINTS.set(folder)
+    try:
+        yield
+    finally:
+        _CHECKPOINTS.reset(token)
+
+
+def checkpoint_file(description: str) -> Path | None:
+    folder = _CHECKPOINTS.get()
+    if folder is None:
+        return None
+    return folder / (re.sub(r"[^A-Za-z0-9_.-]+", "_", description).strip("_") + ".pt")
+
+
+def save_atomically(blob: dict, path: Path) -> None:
+    """Write then rename: a kill at any moment leaves either the previous file or the new one, never half of one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(blob, tmp)
+    with open(tmp, "rb") as handle:
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def _rng_states(order: torch.Generator, augment) -> dict:
+    numpy_state = np.random.get_state()
+    states = {
+        "torch": torch.get_rng_state(),
+        "order": order.get_state(),
+        "python": random.getstate(),
+        "numpy": [numpy_state[0], torch.from_numpy(numpy_state[1].astype(np.int64)), *numpy_state[2:]],
+    }
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    generator = getattr(augment, "generator", None)
+    if generator is not None:
+        states["augment"] = generator.get_state()
+    return states
+
+
+def _set_rng_states(states: dict, order: torch.Generator, augment) -> None:
+    torch.set_rng_state(states["torch"])
+    order.set_state(states["order"])
+    random.setstate(_tuples(states["python"]))
+    name, keys, *rest = states["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+    generator = getattr(augment, "generator", None)
+    if generator is not None and "augment" in states:
+        generator.set_state(states["augment"])
+
+
+def _tuples(value):
+    """random.setstate wants the nested tuples random.getstate gave (a checkpoint may hold lists)."""
+    return tuple(_tuples(v) for v in value) if isinstance(value, (list, tuple)) else value
+
+
 def fit(
     model: nn.Module,
     train: PairedClips,
@@ -170,7 +241,43 @@ def fit(
     since_best = 0
     start = time.perf_counter()
     last_epoch = min(config.epochs, stop_after or config.epochs)
-    bar = tqdm(range(1, last_epoch + 1), desc=description, disable=not progress, unit="epoch", leave=False)
+    first_epoch = 1
+    checkpoint = checkpoint_file(description)
+    holds_state = isinstance(criterion, nn.Module)  # a distiller's projections and prototypes
+
+    def save(epoch: int, complete: bool) -> None:
+        save_atomically({
+            "epoch": epoch, "complete": complete, "model": _state(model),
+            "average": _state(average.model) if average else None, "average_updates": average.updates if average else 0,
+            "criterion": criterion.state_dict() if holds_state else None,
+            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": _rng_states(order, augment),
+            "history": result.history, "best_epoch": result.best_epoch, "best_state": result.best_state,
+            "best_key": list(best_key) if best_key else None, "since_best": since_best,
+            "stopped_early": result.stopped_early, "seconds": time.perf_counter() - start,
+        }, checkpoint)
+
+    if checkpoint is not None and checkpoint.is_file():
+        saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        model.load_state_dict(saved["model"])
+        if average is not None:
+            average.model.load_state_dict(saved["average"])
+            average.updates = saved["average_updates"]
+        if holds_state:
+            criterion.load_state_dict(saved["criterion"])
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        _set_rng_states(saved["rng"], order, augment)
+        result.history, result.best_epoch, result.best_state = saved["history"], saved["best_epoch"], saved["best_state"]
+        best_key = tuple(saved["best_key"]) if saved["best_key"] else None
+        since_best, result.stopped_early = saved["since_best"], saved["stopped_early"]
+        start -= saved["seconds"]
+        first_epoch = saved["epoch"] + 1
+        if saved["complete"]:
+            result.last_state = _state(judged)
+            result.seconds = saved["seconds"]
+            return result
+    bar = tqdm(range(first_epoch, last_epoch + 1), desc=description, disable=not progress, unit="epoch",
+               leave=False, initial=first_epoch - 1, total=last_epoch)
     for epoch in bar:
         model.train()
         if hasattr(criterion, "set_epoch"):
@@ -223,6 +330,9 @@ def fit(
         bar.set_postfix(shown)
         if config.patience is not None and since_best >= config.patience:
             result.stopped_early = True
+        if checkpoint is not None:
+            save(epoch, complete=result.stopped_early or epoch == last_epoch)
+        if result.stopped_early:
             break
     bar.close()
     result.last_state = _state(judged)

@@ -1,0 +1,120 @@
+"""A run killed with SIGKILL in the middle of a stage, then resumed, ends with the very figures of a run that was
+never interrupted (CPU, deterministic flag)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from pskd.cli import main
+from pskd.config import build_config, dump_config
+from pskd.train.loop import checkpoint_file, checkpointing
+
+GCN = {"widths": [8, 16], "strides": [1, 2], "embedding_dim": 16}
+CONFIG = {
+    "name": "resume",
+    "method": "pskd",
+    "threads": 1,
+    "progress": False,
+    "data": {"dataset": "synthetic", "synthetic": {"subjects": 6, "trials": 4, "classes": 4}},
+    "preprocess": {"accelerometer_length": 32, "skeleton_length": 16},
+    "student": {"name": "compact_cnn", "options": {"widths": [16, 32], "embedding_dim": 16}},
+    "train": {"epochs": 40, "batch_size": 8, "refit": True},
+    "teachers": {
+        "skeleton": {"name": "skeleton_gcn", "options": GCN, "train": {"epochs": 3, "batch_size": 8}},
+        "fusion": {
+            "name": "fusion", "streams": ["skeleton", "accelerometer"], "distill_from": "skeleton",
+            "options": {"embedding_dim": 16, "skeleton": GCN, "inertial": {"widths": [8, 8], "embedding_dim": 8}},
+            "train": {"epochs": 3, "batch_size": 8},
+        },
+    },
+    # schedule B: the student learns from the nearest teacher, then from both after epoch 20
+    "distill": {"progressive": "B", "switch_epoch": 20},
+}
+
+
+def figures(metrics: dict):
+    """metrics.json without wall-clock times."""
+    if isinstance(metrics, dict):
+        return {k: figures(v) for k, v in metrics.items() if "seconds" not in k and k != "wall_time_s"}
+    if isinstance(metrics, list):
+        return [figures(v) for v in metrics]
+    return metrics
+
+
+def run_cli(args, capsys):
+    try:
+        main(args)
+        code = 0
+    except SystemExit as done:
+        code = done.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_to_the_same_figures(tmp_path, capsys):
+    config = tmp_path / "resume.yaml"
+    config.write_text(yaml.safe_dump(CONFIG))
+    code, _, err = run_cli(["train", str(config), "--out", str(tmp_path / "straight"), "--quiet"], capsys)
+    assert code == 0, err
+    straight = json.loads((tmp_path / "straight" / "metrics.json").read_text())
+
+    out = tmp_path / "killed"
+    student = out.with_name("killed.incomplete") / "state" / "student.pt"
+    process = subprocess.Popen([sys.executable, "-m", "pskd", "train", str(config), "--out", str(out), "--quiet"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ})
+    deadline = time.monotonic() + 120
+    while not student.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.05)  # a few more epochs, so that the kill lands somewhere in the student's training
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    assert not out.exists()
+    saved = torch.load(student, weights_only=True)
+    assert not saved["complete"] and 1 <= saved["epoch"] < CONFIG["train"]["epochs"]
+
+    code, _, err = run_cli(["train", "--resume", str(out), "--quiet"], capsys)
+    assert code == 0, err
+    resumed = json.loads((out / "metrics.json").read_text())
+    assert figures(resumed) == figures(straight)
+    assert not (out / "state").exists() and not out.with_name("killed.incomplete").exists()
+    # the delivered weights are the same too
+    a = torch.load(tmp_path / "straight" / "checkpoints" / "best.pt", weights_only=True)["state_dict"]
+    b = torch.load(out / "checkpoints" / "best.pt", weights_only=True)["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resume_refuses_another_config_and_a_finished_run(tmp_path, capsys):
+    staging = tmp_path / "run.incomplete"
+    staging.mkdir()
+    (staging / "config.yaml").write_text(dump_config(build_config({**CONFIG, "seed": 0})))  # as a run writes it
+    other = tmp_path / "other.yaml"
+    other.write_text(yaml.safe_dump({**CONFIG, "seed": 3}))
+    code, _, err = run_cli(["train", str(other), "--resume", str(tmp_path / "run")], capsys)
+    assert code == 2 and "started with another config (differs at seed)" in err
+    code, _, err = run_cli(["train", "--resume", str(tmp_path / "nothing")], capsys)
+    assert code == 2 and "no interrupted run here" in err
+    (tmp_path / "done").mkdir()
+    (tmp_path / "done" / "metrics.json").write_text("{}")
+    code, _, err = run_cli(["train", str(other), "--resume", str(tmp_path / "done")], capsys)
+    assert code == 2 and "has finished" in err
+    code, _, err = run_cli(["train"], capsys)
+    assert code == 2 and "needs a CONFIG" in err
+
+
+def test_checkpoints_are_written_only_inside_a_run(tmp_path):
+    assert checkpoint_file("student") is None
+    with checkpointing(tmp_path):
+        assert checkpoint_file("teachers.skeleton fold [1, 3]") == tmp_path / "teachers.skeleton_fold_1_3.pt"
+    assert checkpoint_file("student") is None
