@@ -102,12 +102,38 @@ def download(dataset: str, data_dir: Path | None, url: str | None, digests: tupl
     click.echo(f"{dataset}: ready at {target} (check it with: pskd data check {dataset} --data-dir {target})")
 
 
+def _launch(nproc: int) -> None:
+    """Run this very command again under torchrun with nproc processes (without --nproc)."""
+    import subprocess
+
+    args, skip = [], False
+    for arg in _ARGV:
+        if skip:
+            skip = False
+        elif arg == "--nproc":
+            skip = True
+        elif not arg.startswith("--nproc="):
+            args.append(arg)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+               "-m", "pskd", *args]
+    done = subprocess.run(command)
+    if done.returncode:
+        raise UserError(f"the {nproc} training processes failed (exit code {done.returncode}); see above")
+
+
 def _train(config, out: Path | None, quiet: bool, resume: bool = False) -> Path:
     from pskd.pipeline import run
+    from pskd.train import distributed
 
     if quiet:
         config.progress = False
-    run_dir, metrics = run(config, out, resume=resume)
+    try:
+        run_dir, metrics = run(config, out, resume=resume)
+        main_rank = distributed.is_main()
+    finally:
+        distributed.shutdown()
+    if not main_rank:
+        return run_dir
     student = metrics["student"]
     click.echo(
         f"{metrics['method']} student on {metrics['dataset']} {metrics['protocol']} (seed {metrics['seed']}): "
@@ -127,11 +153,19 @@ def _train(config, out: Path | None, quiet: bool, resume: bool = False) -> Path:
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.option("--resume", "resume_dir", type=click.Path(path_type=Path),
               help="Continue a killed run from its last checkpoint (CONFIG may be left out: the run's own is used).")
+@click.option("--nproc", type=click.IntRange(1), default=1, show_default=True,
+              help="Processes on this machine (DistributedDataParallel: one per GPU, or gloo on CPU cores).")
 def train(config_path: Path | None, overrides: tuple[str, ...], out: Path | None, data_dir: Path | None, quiet: bool,
-          resume_dir: Path | None) -> None:
+          resume_dir: Path | None, nproc: int) -> None:
     """Train and evaluate what CONFIG describes; write a run directory."""
     from pskd.config import load_config
-    from pskd.pipeline import INCOMPLETE
+    from pskd.pipeline import INCOMPLETE, check_names
+
+    if nproc > 1:
+        if config_path is not None:
+            check_names(load_config(config_path, overrides))  # a mistake is reported once, here, not by N ranks
+        _launch(nproc)
+        return
 
     if data_dir is not None:
         overrides = overrides + (f"data.data_dir={data_dir}",)
@@ -294,7 +328,12 @@ def predict(model_path: Path, input_path: Path, rate: float | None, units: str |
         echo(f"{segment['start_s']:.2f}\t{segment['end_s']:.2f}\t{segment['label']}\t{segment['confidence']:.3f}")
 
 
+_ARGV: list[str] = []  # the command line main() was given (--nproc runs it again under torchrun)
+
+
 def main(argv: list[str] | None = None) -> None:
+    global _ARGV
+    _ARGV = list(sys.argv[1:] if argv is None else argv)
     try:
         cli.main(args=argv, prog_name="pskd", standalone_mode=False)
     except UserError as err:

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,6 +37,7 @@ from pskd.errors import ConfigError, UserError
 from pskd.evaluate.metrics import summarize
 from pskd.evaluate.report import plot_confusion, plot_learning_curves, write_report
 from pskd.models.zoo import MODEL_NAMES, InputSpec, build_model, count_parameters
+from pskd.train import distributed
 from pskd.train.loop import checkpointing, cross_entropy, fit, pick_device, predict, seed_everything
 
 INCOMPLETE = ".incomplete"
@@ -154,11 +157,20 @@ def run(config: RunConfig, out: Path | None = None, log=log_stderr,
     check_names(config)  # before any data is read or any folder made
     if resume and out is None:
         raise UserError("resuming needs the run directory")
+    distributed.init(pick_device(config.device))
+    if distributed.active():  # rank 0 prepares (and caches) the data first; the others then read the cache
+        if distributed.is_main():
+            prepare(config.data, config.preprocess, log=log)
+        distributed.barrier()
+    if not distributed.is_main():
+        return _run_as_helper(config, out, log, teachers)
     out = Path(out) if out is not None else default_out_dir(config)
     staging = resume_run_dir(out, config) if resume else stage_run_dir(out)
+    _share_run_dir(out)
     try:
         with checkpointing(staging / STATE):
             metrics = _run_into(config, staging, log, teachers)
+        distributed.barrier()  # every rank is done with the checkpoints
         shutil.rmtree(staging / STATE, ignore_errors=True)
         if out.exists():
             out.rmdir()  # an existing empty folder was allowed
@@ -169,6 +181,27 @@ def run(config: RunConfig, out: Path | None = None, log=log_stderr,
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    return out, metrics
+
+
+def _share_run_dir(out: Path | None) -> Path | None:
+    """Rank 0 tells the other ranks where the run is written (its default name holds a time stamp)."""
+    if not distributed.active():
+        return out
+    names = [str(out) if out is not None else None]
+    torch.distributed.broadcast_object_list(names, src=0)
+    return Path(names[0])
+
+
+def _run_as_helper(config: RunConfig, out: Path | None, log, teachers) -> tuple[Path, dict]:
+    """A rank other than 0: the same training, reading rank 0's checkpoints to resume, writing nothing of the run
+    (its own copy of the run directory goes to a temporary folder, deleted at the end)."""
+    out = _share_run_dir(out)
+    staging = out.with_name(out.name + INCOMPLETE)
+    with tempfile.TemporaryDirectory(prefix="pskd-rank") as private:
+        with checkpointing(staging / STATE):
+            metrics = _run_into(config, Path(private), lambda *a, **k: None, teachers)
+        distributed.barrier()
     return out, metrics
 
 
@@ -367,6 +400,8 @@ class Session:
 def open_session(config: RunConfig, log=log_stderr) -> Session:
     if config.threads:
         torch.set_num_threads(config.threads)
+    elif distributed.active():  # ranks on one machine share its cores
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
     seed_everything(config.seed, config.deterministic)
     device = pick_device(config.device)
     tic = time.perf_counter()

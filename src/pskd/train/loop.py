@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 from pskd.config import TrainConfig
 from pskd.data.batches import LABEL, PairedClips
 from pskd.errors import ConfigError
+from pskd.train import distributed
 
 Outputs = tuple[torch.Tensor, torch.Tensor]  # (embedding, logits)
 Criterion = Callable[[Outputs, dict[str, torch.Tensor]], dict[str, torch.Tensor]]
@@ -44,6 +45,9 @@ def seed_everything(seed: int, deterministic: bool) -> None:
 
 
 def pick_device(name: str) -> torch.device:
+    device = distributed.local_device(name)  # under torchrun: this rank's GPU, or the CPU
+    if device is not None:
+        return device
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
@@ -205,6 +209,20 @@ def _tuples(value):
     return tuple(_tuples(v) for v in value) if isinstance(value, (list, tuple)) else value
 
 
+class _Step(nn.Module):
+    """The model and its criterion as one module, so that DistributedDataParallel synchronises the gradients of
+    both (a distiller has parameters of its own)."""
+
+    def __init__(self, model: nn.Module, criterion):
+        super().__init__()
+        self.model = model
+        self.criterion = criterion
+
+    def forward(self, batch: dict[str, torch.Tensor]):
+        outputs = self.model(batch)
+        return outputs, self.criterion(outputs, batch)
+
+
 def fit(
     model: nn.Module,
     train: PairedClips,
@@ -256,6 +274,13 @@ def fit(
             "stopped_early": result.stopped_early, "seconds": time.perf_counter() - start,
         }, checkpoint)
 
+    step = _Step(model, criterion)
+    if distributed.active():
+        # a distiller's heads for teachers outside the current stage get no gradient in that stage
+        unused = holds_state and any(True for _ in criterion.parameters())
+        step = nn.parallel.DistributedDataParallel(
+            step, device_ids=[device] if device.type == "cuda" else None, find_unused_parameters=unused
+        )
     if checkpoint is not None and checkpoint.is_file():
         saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
         model.load_state_dict(saved["model"])
@@ -287,10 +312,9 @@ def fit(
         correct = seen = 0
         for batch in train.batches(config.batch_size, shuffle=True, generator=order):
             if augment is not None:
-                batch = augment(batch)
-            batch = to_device(batch, device)
-            outputs = model(batch)
-            terms = criterion(outputs, batch)
+                batch = augment(batch)  # the whole global batch, the same on every rank
+            batch = to_device(distributed.shard(batch), device)
+            outputs, terms = step(batch)
             loss = sum(terms.values())
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -306,6 +330,10 @@ def fit(
             sums["loss"] = sums.get("loss", 0.0) + loss.item() * size
             correct += (outputs[1].argmax(1) == batch[LABEL]).sum().item()
             seen += size
+        if distributed.active():
+            names = sorted(sums)
+            totals = distributed.all_sum([sums[n] for n in names] + [correct, seen])
+            sums, correct, seen = dict(zip(names, totals[:-2])), totals[-2], totals[-1]
         record = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"]}
         record.update({f"train_{k}": v / seen for k, v in sums.items()})
         record["train_accuracy"] = correct / seen
@@ -330,7 +358,7 @@ def fit(
         bar.set_postfix(shown)
         if config.patience is not None and since_best >= config.patience:
             result.stopped_early = True
-        if checkpoint is not None:
+        if checkpoint is not None and distributed.is_main():  # the other ranks only read it, to resume
             save(epoch, complete=result.stopped_early or epoch == last_epoch)
         if result.stopped_early:
             break
