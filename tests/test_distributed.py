@@ -3,6 +3,7 @@ whole `pskd train --nproc 2` against one process."""
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import subprocess
@@ -94,11 +95,12 @@ SMALL = {
 
 @pytest.mark.slow
 def test_pskd_train_on_two_processes_matches_one(tmp_path):
-    """Batch norm sees a shard of 16 clips instead of the batch of 32, so the runs differ like two close seeds:
-    the stated tolerance is 10 points of test accuracy (48 test clips) and 15 % of the final training loss."""
+    """Batch norm sees a shard of 16 clips instead of the batch of 32, so the runs are close but not equal. The
+    stated tolerance: at every epoch the student's training loss and cross-entropy within 5 % and its validation
+    loss within 2 % of one process's; test accuracy (48 clips) within 15 points."""
     config = tmp_path / "c.yaml"
     config.write_text(yaml.safe_dump(SMALL))
-    results = {}
+    results, histories = {}, {}
     for nproc in (1, 2):
         out = tmp_path / f"run{nproc}"
         done = subprocess.run([sys.executable, "-m", "pskd", "train", str(config), "--out", str(out), "--quiet",
@@ -107,10 +109,11 @@ def test_pskd_train_on_two_processes_matches_one(tmp_path):
         assert done.returncode == 0, done.stderr[-2000:]
         assert done.stdout.count("run directory:") == 1  # rank 1 prints and writes nothing
         results[nproc] = json.loads((out / "metrics.json").read_text())
-        history = (out / "history.csv").read_text().splitlines()
-        results[nproc]["final_loss"] = float(history[-1].split(",")[history[0].split(",").index("train_loss")])
+        with (out / "history.csv").open() as handle:
+            histories[nproc] = list(csv.DictReader(handle))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.yaml", "run1", "run2"]  # nothing else written
-    one, two = results[1], results[2]
-    assert abs(one["student"]["test"]["accuracy"] - two["student"]["test"]["accuracy"]) <= 0.10
-    assert abs(one["teachers"]["skeleton"]["test"]["accuracy"] - two["teachers"]["skeleton"]["test"]["accuracy"]) <= 0.10
-    assert two["final_loss"] == pytest.approx(one["final_loss"], rel=0.15)
+    assert len(histories[1]) == len(histories[2]) == SMALL["train"]["epochs"]
+    for one, two in zip(histories[1], histories[2]):
+        for key, tolerance in (("train_loss", 0.05), ("train_ce", 0.05), ("val_loss", 0.02)):
+            assert float(two[key]) == pytest.approx(float(one[key]), rel=tolerance), (one["epoch"], key)
+    assert abs(results[1]["student"]["test"]["accuracy"] - results[2]["student"]["test"]["accuracy"]) <= 0.15

@@ -331,7 +331,7 @@ def fit(
             correct += (outputs[1].argmax(1) == batch[LABEL]).sum().item()
             seen += size
         if distributed.active():
-            names = sorted(sums)
+            names = list(sums)  # the same terms in the same order on every rank
             totals = distributed.all_sum([sums[n] for n in names] + [correct, seen])
             sums, correct, seen = dict(zip(names, totals[:-2])), totals[-2], totals[-1]
         record = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"]}
