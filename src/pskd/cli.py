@@ -58,6 +58,9 @@ def data_check(dataset: str, data_dir: Path | None, as_json: bool) -> None:
     click.echo(f"  missing   {missing} ({summary['missing_note']})")
     if summary.get("sensor_placement"):
         click.echo(f"  sensor    {summary['sensor_placement']}")
+    if summary.get("found"):
+        click.echo("  found     " + "; ".join(f"{name}: {'yes' if there else 'no'}"
+                                           for name, there in summary["found"].items()))
     for item in summary["skipped"]:
         click.echo(f"  skipped   {item}")
 

@@ -27,6 +27,12 @@ class SyntheticConfig(Section):
     seed: int = 0
 
 
+class BerkeleyConfig(Section):
+    """Berkeley-MHAD: which of the six accelerometers is the watch (the others are teacher streams acc_hKK)."""
+
+    watch: Literal["h01", "h02", "h03", "h04", "h05", "h06"] = "h02"
+
+
 class DataConfig(Section):
     dataset: str = "utd_mhad"
     data_dir: str | None = None  # falls back to $PSKD_DATA_DIR/<dataset>, then the dataset's own folder name
@@ -36,6 +42,7 @@ class DataConfig(Section):
     cache: bool = True
     cache_dir: str | None = None  # default: $PSKD_CACHE_DIR, else ~/.cache/pskd
     synthetic: SyntheticConfig = SyntheticConfig()
+    berkeley_mhad: BerkeleyConfig = BerkeleyConfig()
 
 
 class PreprocessConfig(Section):

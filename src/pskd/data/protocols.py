@@ -38,10 +38,16 @@ def _first_half_trials(subjects: np.ndarray, trials: np.ndarray) -> np.ndarray:
     return trials <= 2
 
 
+def _first_seven_subjects(subjects: np.ndarray, trials: np.ndarray) -> np.ndarray:
+    """Subjects 1-7 train, 8-12 test: Berkeley-MHAD's protocol (Ofli et al., as PSKD and VSKD use it)."""
+    return subjects <= 7
+
+
 # dataset name -> protocol name -> rule giving a boolean "is a training clip" mask
 PROTOCOLS = {
     "utd_mhad": {"cross_subject": _odd_even_subjects, "trial_split": _first_half_trials},
     "synthetic": {"cross_subject": _odd_even_subjects, "trial_split": _first_half_trials},
+    "berkeley_mhad": {"cross_subject": _first_seven_subjects},
 }
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from types import ModuleType
 
 from pskd.config import DataConfig
-from pskd.data import synthetic, utd_mhad
+from pskd.data import berkeley_mhad, synthetic, utd_mhad
 from pskd.data.clip import Clip, DatasetInfo
 from pskd.errors import ConfigError, DataError
 
@@ -41,6 +41,11 @@ def _utd_fingerprint(config: DataConfig, root: Path | None) -> str:
     return "utd_mhad-v1-" + _file_fingerprint(utd_mhad.resolve_root(root))
 
 
+def _berkeley_fingerprint(config: DataConfig, root: Path | None) -> str:
+    return (f"berkeley_mhad-v1-{config.berkeley_mhad.watch}-"
+            + _file_fingerprint(berkeley_mhad.resolve_root(root) / "Accelerometer"))
+
+
 def _synthetic_fingerprint(config: DataConfig, root: Path | None) -> str:
     return "synthetic-v1-" + config.synthetic.model_dump_json()
 
@@ -53,6 +58,14 @@ SOURCES = {
         fingerprint=_utd_fingerprint,
         module=utd_mhad,
         summarize=utd_mhad.summarize,
+    ),
+    "berkeley_mhad": Source(
+        name="berkeley_mhad",
+        needs_data_dir=True,
+        load=lambda config, root: berkeley_mhad.load(root, config.berkeley_mhad.watch),
+        fingerprint=_berkeley_fingerprint,
+        module=berkeley_mhad,
+        summarize=berkeley_mhad.summarize,
     ),
     "synthetic": Source(
         name="synthetic",

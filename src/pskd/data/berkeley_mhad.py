@@ -1,0 +1,212 @@
+"""Berkeley MHAD (Ofli et al., WACV 2013): six wireless accelerometers (and, in the full release, optical motion
+capture and a BVH skeleton, synchronised through Unix timestamps).
+
+Accelerometer layout, as released:
+    Accelerometer/Shimmer0K/acc_hKK_sSS_aAA_rRR.txt   ax ay az (g) and a Unix timestamp (s), whitespace-separated
+12 subjects x 11 actions x 5 repetitions, minus sequences absent from the release. Placement (from motion
+energy): h01 left wrist, h02 right wrist, h03 and h04 hips, h05 and h06 ankles.
+
+Each sensor streams about 30 samples a second over Bluetooth, and its timestamps are arrival times (bursts of
+packets 1 ms apart, then gaps). The samples themselves are evenly spaced, so a sensor's recording is taken as
+uniform between its first and last timestamp. The six sensors are then cut to the time they all cover and
+resampled onto one 30 Hz grid: the timestamps synchronise them, not the sample counts.
+
+The watch is one sensor (`data.berkeley_mhad.watch`, default h02, the right wrist): it is the `accelerometer`
+stream. The others are streams `acc_hKK`, the privileged modality teachers may read.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from pskd.data.clip import ACCELEROMETER, Clip, DatasetInfo
+from pskd.errors import DataError
+
+NAME = "berkeley_mhad"
+RATE = 30.0
+SENSORS = [f"h{k:02d}" for k in range(1, 7)]
+PLACEMENT = {"h01": "left wrist", "h02": "right wrist", "h03": "hip", "h04": "hip", "h05": "ankle", "h06": "ankle"}
+SUBJECTS, ACTIONS, REPETITIONS = 12, 11, 5
+KNOWN_MISSING = {(4, 8, 5)}  # (subject, action, repetition) absent from the official release
+CLASS_NAMES = [
+    "jumping in place", "jumping jacks", "bending (hands up all the way down)", "punching (boxing)",
+    "waving two hands", "waving one hand (right)", "clapping hands", "throwing a ball", "sit down then stand up",
+    "sit down", "stand up",
+]
+_PATTERN = re.compile(r"^acc_(h0[1-6])_s(\d+)_a(\d+)_r(\d+)\.txt$")
+MIN_OVERLAP_S = 0.5
+
+
+def stream_name(sensor: str, watch: str) -> str:
+    return ACCELEROMETER if sensor == watch else f"acc_{sensor}"
+
+
+def key_name(key: tuple[int, int, int]) -> str:
+    return "s{:02d}_a{:02d}_r{:02d}".format(*key)
+
+
+@dataclass
+class Scan:
+    root: Path
+    files: dict[tuple[int, int, int], dict[str, Path]] = field(default_factory=dict)
+    skipped: list[str] = field(default_factory=list)
+    modalities: dict[str, bool] = field(default_factory=dict)
+
+
+def resolve_root(data_dir: str | Path) -> Path:
+    root = Path(data_dir).expanduser()
+    if not root.exists():
+        raise DataError(f"{root}: Berkeley-MHAD folder not found")
+    if not root.is_dir():
+        raise DataError(f"{root}: not a folder")
+    if not (root / "Accelerometer").is_dir() and (root / NAME).is_dir():
+        root = root / NAME
+    if not (root / "Accelerometer").is_dir():
+        raise DataError(f"{root}: not a Berkeley-MHAD folder: missing Accelerometer/")
+    return root
+
+
+def scan(data_dir: str | Path) -> Scan:
+    root = resolve_root(data_dir)
+    found = Scan(root=root)
+    for sensor in SENSORS:
+        folder = root / "Accelerometer" / f"Shimmer{sensor[1:]}"
+        if not folder.is_dir():
+            raise DataError(f"{folder}: missing (the release has Shimmer01 to Shimmer06)")
+        for path in sorted(folder.iterdir()):
+            match = _PATTERN.match(path.name)
+            if not match or match.group(1) != sensor or not path.is_file():
+                found.skipped.append(f"{folder.name}/{path.name} (not named acc_{sensor}_sSS_aAA_rRR.txt)")
+                continue
+            key = (int(match.group(2)), int(match.group(3)), int(match.group(4)))
+            if not (1 <= key[0] <= SUBJECTS and 1 <= key[1] <= ACTIONS and 1 <= key[2] <= REPETITIONS):
+                found.skipped.append(f"{folder.name}/{path.name} (subject, action or repetition out of range)")
+                continue
+            per_key = found.files.setdefault(key, {})
+            if sensor in per_key:
+                raise DataError(f"{path}: the same recording as {per_key[sensor].name}; remove one")
+            per_key[sensor] = path
+    found.modalities = {
+        "accelerometers": bool(found.files),
+        "optical motion capture": (root / "Mocap" / "OpticalData").is_dir(),
+        "bvh skeleton": (root / "Mocap" / "SkeletalData").is_dir(),
+    }
+    return found
+
+
+def read_sensor(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(samples [T, 3] in g, timestamps [T] in s) of one accelerometer file."""
+    try:
+        text = path.read_text(encoding="ascii")
+    except (UnicodeDecodeError, OSError) as err:
+        raise DataError(f"{path}: not a readable text file ({err.__class__.__name__})") from None
+    rows = [line.split() for line in text.splitlines() if line.strip()]
+    if len(rows) < 2:
+        raise DataError(f"{path}: {len(rows)} samples, expected at least 2")
+    for number, row in enumerate(rows, 1):
+        if len(row) != 4:
+            raise DataError(f"{path}: line {number} has {len(row)} columns, expected 4 (ax ay az timestamp)")
+    try:
+        values = np.array(rows, dtype=np.float64)
+    except ValueError:
+        bad = next(n for n, row in enumerate(rows, 1) if not all(_is_number(c) for c in row))
+        raise DataError(f"{path}: line {bad} holds a value that is not a number") from None
+    if not np.isfinite(values).all():
+        bad = int(np.argwhere(~np.isfinite(values))[0, 0]) + 1
+        raise DataError(f"{path}: line {bad} holds NaN or infinite values")
+    times = values[:, 3]
+    if np.any(np.diff(times) < 0):
+        raise DataError(f"{path}: the timestamps go backwards")
+    if times[-1] - times[0] <= 0:
+        raise DataError(f"{path}: all samples have the same timestamp")
+    return values[:, :3].astype(np.float32), times
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
+
+
+def synchronise(recordings: dict[str, tuple[np.ndarray, np.ndarray]], where: str) -> dict[str, np.ndarray]:
+    """Each sensor's samples, taken as evenly spaced between its first and last timestamp, interpolated onto a
+    common RATE grid over the interval every sensor covers."""
+    start = max(times[0] for _, times in recordings.values())
+    stop = min(times[-1] for _, times in recordings.values())
+    if stop - start < MIN_OVERLAP_S:
+        raise DataError(f"{where}: the sensors overlap for {max(stop - start, 0):.2f} s only; not one recording")
+    grid = start + np.arange(int(np.floor((stop - start) * RATE)) + 1) / RATE
+    out = {}
+    for sensor, (samples, times) in recordings.items():
+        even = np.linspace(times[0], times[-1], len(samples))
+        out[sensor] = np.stack([np.interp(grid, even, samples[:, c]) for c in range(3)], axis=1).astype(np.float32)
+    return out
+
+
+def load(data_dir: str | Path, watch: str = "h02") -> tuple[DatasetInfo, list[Clip]]:
+    if watch not in SENSORS:
+        raise DataError(f"watch sensor '{watch}' is not one of {', '.join(SENSORS)}")
+    found = scan(data_dir)
+    if not found.files:
+        raise DataError(f"{found.root}: no accelerometer recordings found")
+    clips, notes = [], [f"skipped {item}" for item in found.skipped]
+    incomplete = {key: sorted(set(SENSORS) - set(files)) for key, files in found.files.items()
+                  if set(files) != set(SENSORS)}
+    if incomplete:
+        first = sorted(incomplete)[0]
+        raise DataError(f"{found.root}: {len(incomplete)} recording(s) lack sensors, e.g. {key_name(first)} has "
+                        f"no {', '.join(incomplete[first])}")
+    for key in sorted(found.files):
+        files = found.files[key]
+        streams = synchronise({s: read_sensor(files[s]) for s in SENSORS}, f"{found.root}/{key_name(key)}")
+        clips.append(Clip(
+            clip_id=key_name(key), label=key[1] - 1, subject=key[0], trial=key[2],
+            streams={stream_name(s, watch): streams[s] for s in SENSORS},
+            rates={stream_name(s, watch): RATE for s in SENSORS},
+        ))
+    expected = {(s, a, r) for s in range(1, SUBJECTS + 1) for a in range(1, ACTIONS + 1)
+                for r in range(1, REPETITIONS + 1)}
+    absent = sorted(expected - set(found.files))
+    unexpected = [k for k in absent if k not in KNOWN_MISSING]
+    if absent:
+        notes.append(f"{len(absent)} recording(s) absent: {', '.join(key_name(k) for k in absent)} "
+                     f"({len(absent) - len(unexpected)} also absent from the official release)")
+    names = [stream_name(s, watch) for s in SENSORS]
+    info = DatasetInfo(
+        name=NAME, class_names=list(CLASS_NAMES), streams=names, rates={n: RATE for n in names},
+        units={n: "g" for n in names}, notes=notes,
+    )
+    return info, clips
+
+
+def summarize(data_dir: str | Path, watch: str = "h02") -> dict:
+    info, clips = load(data_dir, watch)
+    found = scan(data_dir)
+    lengths = [len(c.streams[ACCELEROMETER]) for c in clips]
+    absent = [n for n in info.notes if "absent" in n]
+    return {
+        "dataset": NAME,
+        "root": str(found.root),
+        "clips": len(clips),
+        "classes": info.num_classes,
+        "subjects": sorted({c.subject for c in clips}),
+        "trials": sorted({c.trial for c in clips}),
+        "modalities": {
+            f"{stream} ({sensor}, {PLACEMENT[sensor]})": {
+                "rate_hz": RATE, "min_length": int(min(lengths)), "max_length": int(max(lengths)),
+                "median_length": float(np.median(lengths)),
+            }
+            for sensor, stream in ((s, stream_name(s, watch)) for s in SENSORS)
+        },
+        "found": found.modalities,
+        "missing": [n for n in absent],
+        "missing_note": "recordings absent from this copy",
+        "skipped": [n.removeprefix("skipped ") for n in info.notes if n.startswith("skipped ")],
+        "sensor_placement": f"watch = {watch} ({PLACEMENT[watch]}); the other five are streams acc_hKK",
+    }
