@@ -28,7 +28,7 @@ from pskd.console import log_stderr
 from pskd.data.batches import PairedClips
 from pskd.data.cache import Prepared, prepare
 from pskd.data.clip import SKELETON
-from pskd.data.layouts import get_layout
+from pskd.data.layouts import dataset_layout
 from pskd.data.protocols import Split, make_split
 from pskd.data.transforms import Augmenter, Standardizer
 from pskd.distill.distiller import Distiller, LossWeights, Stage, TeacherOutputs
@@ -84,7 +84,7 @@ def input_spec(prepared: Prepared, fit_on: np.ndarray) -> InputSpec:
         num_classes=prepared.info.num_classes,
         lengths={name: int(v.shape[1]) for name, v in prepared.streams.items()},
         channels={name: int(np.prod(prepared.streams[name].shape[2:])) for name in inertial},
-        layout=get_layout(prepared.info.layout) if prepared.info.layout else None,
+        layout=dataset_layout(prepared.info.layout, prepared.info.layout_spec),
         mean=mean,
         std=std,
     )

@@ -21,7 +21,7 @@ import numpy as np
 from pskd.config import DataConfig, PreprocessConfig
 from pskd.console import log_stderr
 from pskd.data.clip import SKELETON, Clip, DatasetInfo
-from pskd.data.layouts import get_layout
+from pskd.data.layouts import dataset_layout
 from pskd.data.sources import get_source, resolve_data_dir
 from pskd.data import transforms
 from pskd.data.transforms import center_skeleton, resample, scale_skeleton
@@ -51,7 +51,7 @@ def stream_length(stream: str, preprocess: PreprocessConfig) -> int:
 
 
 def prepare_clips(info: DatasetInfo, clips: list[Clip], preprocess: PreprocessConfig) -> Prepared:
-    layout = get_layout(info.layout) if info.layout else None
+    layout = dataset_layout(info.layout, info.layout_spec)
     streams = {}
     for name in info.streams:
         rows = []

@@ -41,6 +41,7 @@ class DatasetInfo:
     rates: dict[str, float]  # nominal sampling rate of each stream
     layout: str | None = None  # skeleton graph layout name, when there is a skeleton
     units: dict[str, str] = field(default_factory=dict)  # physical unit of each inertial stream ("g", "deg/s")
+    layout_spec: dict | None = None  # a layout carried by the dataset itself (Layout.to_json), e.g. layout.json
     notes: list[str] = field(default_factory=list)  # what the loader skipped or noticed, to be shown to a user
 
     @property

@@ -10,12 +10,16 @@ from dataclasses import dataclass
 from pskd.errors import ConfigError
 
 
+ROLES = ("hip", "spine", "shoulder")  # body landmarks preprocessing uses, when a layout names them
+
+
 @dataclass(frozen=True)
 class Layout:
     name: str
     joints: tuple[str, ...]
     bones: tuple[tuple[int, int], ...]  # (child, parent), 0-based; the tree is rooted at `center`
     center: int
+    roles: tuple[tuple[str, int], ...] = ()  # (role, joint index) for the ROLES this layout has
 
     @property
     def num_joints(self) -> int:
@@ -23,6 +27,61 @@ class Layout:
 
     def index(self, joint: str) -> int:
         return self.joints.index(joint)
+
+    def role(self, name: str) -> int | None:
+        return dict(self.roles).get(name)
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "joints": list(self.joints), "bones": [list(b) for b in self.bones],
+                "center": self.center, "roles": {k: v for k, v in self.roles}}
+
+
+def adaptive_layout(num_joints: int) -> Layout:
+    """No known edges: self links only, and the graph network learns the rest (its adaptive offset)."""
+    return Layout(name=f"adaptive_{num_joints}", joints=tuple(f"j{i + 1}" for i in range(num_joints)), bones=(),
+                  center=0)
+
+
+def layout_from_json(data: object, source: str) -> Layout:
+    """A layout from layout.json: {"joints": [names], "edges": [[a, b], ...] (names or 0-based indices),
+    optional "center" (the root of the bone tree; default the first joint) and "hip", "spine", "shoulder"."""
+    if not isinstance(data, dict) or not isinstance(data.get("joints"), list) or not data["joints"]:
+        raise ConfigError(f"{source}: expected an object with a non-empty list 'joints'")
+    joints = [str(j) for j in data["joints"]]
+    if len(set(joints)) != len(joints):
+        raise ConfigError(f"{source}: joint names repeat")
+
+    def joint(value, what: str) -> int:
+        if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < len(joints):
+            return value
+        if isinstance(value, str) and value in joints:
+            return joints.index(value)
+        raise ConfigError(f"{source}: {what} {value!r} is not one of the {len(joints)} joints")
+
+    edges = data.get("edges") or []
+    if not isinstance(edges, list) or not all(isinstance(e, list) and len(e) == 2 for e in edges):
+        raise ConfigError(f"{source}: 'edges' must be a list of [joint, joint] pairs")
+    pairs = [(joint(a, "edge end"), joint(b, "edge end")) for a, b in edges]
+    center = joint(data.get("center", 0), "center")
+    neighbours: dict[int, list[int]] = {i: [] for i in range(len(joints))}
+    for a, b in pairs:
+        if a == b:
+            raise ConfigError(f"{source}: edge [{joints[a]}, {joints[a]}] joins a joint to itself")
+        neighbours[a].append(b)
+        neighbours[b].append(a)
+    bones, seen, frontier = [], {center}, [center]
+    while frontier:  # orient the edges away from the centre: (child, parent)
+        following = []
+        for parent in frontier:
+            for child in neighbours[parent]:
+                if child not in seen:
+                    seen.add(child)
+                    bones.append((child, parent))
+                    following.append(child)
+        frontier = following
+    roles = tuple((role, joint(data[role], role)) for role in ROLES if role in data)
+    return Layout(name=str(data.get("name", "custom")), joints=tuple(joints), bones=tuple(bones), center=center,
+                  roles=roles)
 
 
 UTD_KINECT_V1 = Layout(
@@ -42,9 +101,18 @@ UTD_KINECT_V1 = Layout(
         (16, 3), (17, 16), (18, 17), (19, 18),
     ),
     center=2,
+    roles=(("hip", 3), ("spine", 2), ("shoulder", 1)),
 )
 
 LAYOUTS = {layout.name: layout for layout in (UTD_KINECT_V1,)}
+
+
+def dataset_layout(name: str | None, spec: dict | None = None) -> Layout | None:
+    """A dataset's layout: a registered one by name, or one it carries (a folder dataset's layout.json)."""
+    if spec is not None:
+        return Layout(name=spec["name"], joints=tuple(spec["joints"]), bones=tuple(tuple(b) for b in spec["bones"]),
+                      center=spec["center"], roles=tuple(spec["roles"].items()))
+    return get_layout(name) if name else None
 
 
 def get_layout(name: str) -> Layout:

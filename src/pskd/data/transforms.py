@@ -55,15 +55,20 @@ def center_skeleton(skeleton: np.ndarray, layout: Layout, joint: str = "hip") ->
     """Subtract the clip's mean position of a body-centre joint: keeps motion, removes where the person stood."""
     if joint == "none":
         return skeleton
-    name = {"hip": "hip_center", "spine": "spine"}[joint]
-    origin = skeleton[:, layout.index(name), :].mean(axis=0)
+    index = layout.role(joint)
+    # a layout that names no such joint is centred on the mean of all its joints
+    origin = (skeleton[:, index, :] if index is not None else skeleton.mean(axis=1)).mean(axis=0)
     return (skeleton - origin).astype(np.float32)
 
 
 def scale_skeleton(skeleton: np.ndarray, layout: Layout) -> np.ndarray:
-    """Divide by the clip's mean torso length (shoulder centre to hip centre), so body size does not matter."""
-    top, bottom = layout.index("shoulder_center"), layout.index("hip_center")
-    torso = np.linalg.norm(skeleton[:, top] - skeleton[:, bottom], axis=-1).mean()
+    """Divide by the clip's mean torso length (shoulder centre to hip centre), so body size does not matter; for a
+    layout without those joints, by the mean distance of the joints from their centroid."""
+    top, bottom = layout.role("shoulder"), layout.role("hip")
+    if top is not None and bottom is not None:
+        torso = np.linalg.norm(skeleton[:, top] - skeleton[:, bottom], axis=-1).mean()
+    else:
+        torso = np.linalg.norm(skeleton - skeleton.mean(axis=1, keepdims=True), axis=-1).mean()
     if not np.isfinite(torso) or torso < 1e-6:
         return skeleton
     return (skeleton / torso).astype(np.float32)

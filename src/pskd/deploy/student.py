@@ -11,7 +11,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from pskd.data.layouts import get_layout
 from pskd.deploy.card import ModelCard
 from pskd.errors import ConfigError, DataError
 from pskd.models.zoo import InputSpec, StreamModel, build_model
@@ -64,7 +63,7 @@ def load_student(path: Path) -> tuple[DeployedStudent, ModelCard]:
         num_classes=card.num_classes,
         lengths={s: card.seq_len for s in card.streams},
         channels={s: int(meta["channels"][s]) for s in card.streams},
-        layout=get_layout(meta["layout"]) if meta.get("layout") else None,
+        layout=None,  # a deployed student reads inertial streams only
         mean={s: np.zeros(int(meta["channels"][s])) for s in card.streams},
         std={s: np.ones(int(meta["channels"][s])) for s in card.streams},
     )
