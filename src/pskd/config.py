@@ -33,6 +33,14 @@ class BerkeleyConfig(Section):
     watch: Literal["h01", "h02", "h03", "h04", "h05", "h06"] = "h02"
 
 
+class FolderConfig(Section):
+    """Protocols of a folder dataset: leave_subjects_out (test_subjects) or kfold over subjects (folds, fold)."""
+
+    test_subjects: list[int] = []
+    folds: int = Field(5, ge=2)
+    fold: int = Field(0, ge=0)
+
+
 class DataConfig(Section):
     dataset: str = "utd_mhad"
     data_dir: str | None = None  # falls back to $PSKD_DATA_DIR/<dataset>, then the dataset's own folder name
@@ -43,6 +51,7 @@ class DataConfig(Section):
     cache_dir: str | None = None  # default: $PSKD_CACHE_DIR, else ~/.cache/pskd
     synthetic: SyntheticConfig = SyntheticConfig()
     berkeley_mhad: BerkeleyConfig = BerkeleyConfig()
+    folder: FolderConfig = FolderConfig()
 
 
 class PreprocessConfig(Section):

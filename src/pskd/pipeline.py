@@ -67,8 +67,10 @@ def stage_run_dir(out: Path) -> Path:
 
 
 def split_data(config: RunConfig, prepared: Prepared) -> Split:
+    options = config.data.folder.model_dump() if prepared.info.name == "folder" else None
     return make_split(
-        prepared.info.name, config.data.protocol, prepared.subjects, prepared.trials, config.data.val_subjects
+        prepared.info.name, config.data.protocol, prepared.subjects, prepared.trials, config.data.val_subjects,
+        options,
     )
 
 

@@ -28,19 +28,39 @@ class Split:
         )
 
 
-def _odd_even_subjects(subjects: np.ndarray, trials: np.ndarray) -> np.ndarray:
+def _odd_even_subjects(subjects: np.ndarray, trials: np.ndarray, **_) -> np.ndarray:
     """Odd subjects train, even subjects test: UTD-MHAD's standard cross-subject protocol (1,3,5,7 / 2,4,6,8)."""
     return subjects % 2 == 1
 
 
-def _first_half_trials(subjects: np.ndarray, trials: np.ndarray) -> np.ndarray:
+def _first_half_trials(subjects: np.ndarray, trials: np.ndarray, **_) -> np.ndarray:
     """Trials 1-2 train, 3-4 test (every subject in both)."""
     return trials <= 2
 
 
-def _first_seven_subjects(subjects: np.ndarray, trials: np.ndarray) -> np.ndarray:
+def _first_seven_subjects(subjects: np.ndarray, trials: np.ndarray, **_) -> np.ndarray:
     """Subjects 1-7 train, 8-12 test: Berkeley-MHAD's protocol (Ofli et al., as PSKD and VSKD use it)."""
     return subjects <= 7
+
+
+def _given_test_subjects(subjects: np.ndarray, trials: np.ndarray, test_subjects=(), **_) -> np.ndarray:
+    """Leave the subjects `data.folder.test_subjects` out for testing."""
+    if not test_subjects:
+        raise ConfigError("protocol leave_subjects_out needs data.folder.test_subjects")
+    unknown = sorted(set(test_subjects) - set(int(s) for s in subjects))
+    if unknown:
+        raise ConfigError(f"data.folder.test_subjects {unknown} are not subjects of this dataset")
+    return ~np.isin(subjects, list(test_subjects))
+
+
+def _subject_fold(subjects: np.ndarray, trials: np.ndarray, folds: int = 5, fold: int = 0, **_) -> np.ndarray:
+    """k folds over the sorted subjects (contiguous groups); fold `fold` is the test part."""
+    ordered = np.unique(subjects)
+    if not 2 <= folds <= len(ordered):
+        raise ConfigError(f"data.folder.folds {folds}: needs 2 to {len(ordered)} (the number of subjects)")
+    if not 0 <= fold < folds:
+        raise ConfigError(f"data.folder.fold {fold}: must be 0 to {folds - 1}")
+    return ~np.isin(subjects, np.array_split(ordered, folds)[fold])
 
 
 # dataset name -> protocol name -> rule giving a boolean "is a training clip" mask
@@ -48,6 +68,7 @@ PROTOCOLS = {
     "utd_mhad": {"cross_subject": _odd_even_subjects, "trial_split": _first_half_trials},
     "synthetic": {"cross_subject": _odd_even_subjects, "trial_split": _first_half_trials},
     "berkeley_mhad": {"cross_subject": _first_seven_subjects},
+    "folder": {"leave_subjects_out": _given_test_subjects, "kfold": _subject_fold},
 }
 
 
@@ -61,6 +82,7 @@ def make_split(
     subjects: np.ndarray,
     trials: np.ndarray,
     val_subjects: list[int] | str = "auto",
+    options: dict | None = None,
 ) -> Split:
     """Apply a named protocol, then hold out validation subjects from its training part.
 
@@ -72,7 +94,7 @@ def make_split(
         raise ConfigError(f"no protocols are defined for dataset '{dataset}'")
     if protocol not in rules:
         raise ConfigError(f"unknown protocol '{protocol}' for {dataset}; known: {', '.join(sorted(rules))}")
-    is_train = rules[protocol](subjects, trials)
+    is_train = rules[protocol](subjects, trials, **(options or {}))
     train_subjects = sorted(int(s) for s in np.unique(subjects[is_train]))
     if val_subjects == "auto":
         chosen = [train_subjects[-1]]

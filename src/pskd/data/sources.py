@@ -10,7 +10,7 @@ from pathlib import Path
 from types import ModuleType
 
 from pskd.config import DataConfig
-from pskd.data import berkeley_mhad, synthetic, utd_mhad
+from pskd.data import berkeley_mhad, folder, synthetic, utd_mhad
 from pskd.data.clip import Clip, DatasetInfo
 from pskd.errors import ConfigError, DataError
 
@@ -66,6 +66,14 @@ SOURCES = {
         fingerprint=_berkeley_fingerprint,
         module=berkeley_mhad,
         summarize=berkeley_mhad.summarize,
+    ),
+    "folder": Source(
+        name="folder",
+        needs_data_dir=True,
+        load=lambda config, root: folder.load(root),
+        fingerprint=lambda config, root: "folder-v1-" + _file_fingerprint(folder.resolve_root(root)),
+        module=folder,
+        summarize=folder.summarize,
     ),
     "synthetic": Source(
         name="synthetic",

@@ -1,0 +1,259 @@
+"""A user's own paired recordings, in a documented folder format (no code needed).
+
+    DIR/manifest.csv     one row per clip
+    DIR/layout.json      optional: the skeleton's joints and edges (without it, an adaptive graph is learned)
+    DIR/...              one array file per stream of each clip (.npy, or .csv without a header)
+
+manifest.csv columns:
+    clip_id, label, subject        required; label is a class name, subject an integer or a name
+    session, trial                 optional integers (trial is what trial-based protocols use)
+    <stream>, <stream>_rate        for each stream: the file (relative to DIR) and its sampling rate in Hz
+
+A stream named `skeleton` holds [frames, joints, 3] (.npy) or [frames, 3 x joints] (.csv, x y z per joint in
+order); any other stream (accelerometer, gyroscope, ...) holds [samples, channels] with channels a multiple of 3.
+Every clip has every stream. Class names are sorted alphabetically to give class indices. layout.json is
+{"joints": [...], "edges": [[a, b], ...], "center": a, "hip": a, "spine": a, "shoulder": a}; edges and landmarks
+name joints or give 0-based indices.
+
+Every problem is reported with its row (the header is row 1), not only the first.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from pskd.data.clip import ACCELEROMETER, SKELETON, Clip, DatasetInfo
+from pskd.data.layouts import Layout, adaptive_layout, layout_from_json
+from pskd.errors import ConfigError, DataError
+
+NAME = "folder"
+MANIFEST = "manifest.csv"
+LAYOUT = "layout.json"
+FIXED = ("clip_id", "label", "subject", "session", "trial")
+REQUIRED = ("clip_id", "label", "subject")
+MAX_LISTED = 50
+
+
+class ManifestError(DataError):
+    """Several problems at once; `problems` holds one line each."""
+
+    def __init__(self, source: Path, problems: list[str]):
+        self.problems = problems
+        shown = "; ".join(problems[:3]) + ("; ..." if len(problems) > 3 else "")
+        super().__init__(f"{source}: {len(problems)} problem(s): {shown}")
+
+
+def resolve_root(data_dir: str | Path) -> Path:
+    root = Path(data_dir).expanduser()
+    if not root.exists():
+        raise DataError(f"{root}: folder not found")
+    if not root.is_dir():
+        raise DataError(f"{root}: not a folder")
+    if not (root / MANIFEST).is_file() and (root / NAME / MANIFEST).is_file():
+        root = root / NAME
+    if not (root / MANIFEST).is_file():
+        raise DataError(f"{root}: no {MANIFEST} (see the README: 'Your own recordings')")
+    return root
+
+
+def read_array(path: Path) -> np.ndarray:
+    """A numeric array from .npy or a header-less .csv; ValueError with the reason otherwise."""
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
+        try:
+            array = np.load(path, allow_pickle=False)
+        except (ValueError, OSError) as err:
+            raise ValueError(f"not a readable .npy file ({str(err).splitlines()[0][:80]})") from None
+        if array.dtype.kind not in "iuf":
+            raise ValueError(f"dtype {array.dtype} is not numeric")
+        return array.astype(np.float32)
+    if suffix == ".csv":
+        try:
+            array = np.loadtxt(path, delimiter=",", dtype=np.float64, ndmin=2)
+        except ValueError as err:
+            raise ValueError(f"not a numeric CSV without header ({str(err).splitlines()[0][:80]})") from None
+        return array.astype(np.float32)
+    raise ValueError("expected a .npy or .csv file")
+
+
+def _layout(root: Path) -> tuple[Layout | None, str | None]:
+    path = root / LAYOUT
+    if not path.is_file():
+        return None, None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise DataError(f"{path}: not valid JSON ({err})") from None
+    try:
+        return layout_from_json(data, str(path)), str(path)
+    except ConfigError as err:
+        raise DataError(str(err)) from None
+
+
+def load(data_dir: str | Path) -> tuple[DatasetInfo, list[Clip]]:
+    root = resolve_root(data_dir)
+    manifest = root / MANIFEST
+    try:
+        text = manifest.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        raise DataError(f"{manifest}: not a UTF-8 text file") from None
+    rows = list(csv.reader(text.splitlines()))
+    if not rows or not any(cell.strip() for cell in rows[0]):
+        raise DataError(f"{manifest}: empty (expected a header row: clip_id,label,subject,<stream>,<stream>_rate)")
+    header = [cell.strip() for cell in rows[0]]
+    problems: list[str] = []
+    missing = [c for c in REQUIRED if c not in header]
+    streams = [c for c in header if c not in FIXED and not c.endswith("_rate")]
+    for stream in streams:
+        if f"{stream}_rate" not in header:
+            missing.append(f"{stream}_rate")
+    strays = [c for c in header if c.endswith("_rate") and c[: -len("_rate")] not in streams]
+    if len(set(header)) != len(header):
+        problems.append("row 1: a column name repeats")
+    if missing or strays or not streams:
+        problems += [f"row 1: missing column '{c}'" for c in missing]
+        problems += [f"row 1: column '{c}' has no stream column" for c in strays]
+        if not streams:
+            problems.append("row 1: no stream column (e.g. accelerometer with accelerometer_rate)")
+        raise ManifestError(manifest, problems)
+    layout, layout_source = _layout(root)
+    column = {name: i for i, name in enumerate(header)}
+    records, seen, channels = [], {}, {}
+    for number, row in enumerate(rows[1:], start=2):
+        if not any(cell.strip() for cell in row):
+            continue
+        if len(row) != len(header):
+            problems.append(f"row {number}: {len(row)} fields, the header has {len(header)}")
+            continue
+        cell = {name: row[i].strip() for name, i in column.items()}
+        where = f"row {number}"
+        if not cell["clip_id"]:
+            problems.append(f"{where}: empty clip_id")
+        elif cell["clip_id"] in seen:
+            problems.append(f"{where}: clip_id '{cell['clip_id']}' repeats row {seen[cell['clip_id']]}")
+        else:
+            seen[cell["clip_id"]] = number
+        for name in ("label", "subject"):
+            if not cell[name]:
+                problems.append(f"{where}: empty {name}")
+        for name in ("session", "trial"):
+            if name in cell and cell[name] and not cell[name].lstrip("-").isdigit():
+                problems.append(f"{where}: {name} '{cell[name]}' is not an integer")
+        arrays, rates = {}, {}
+        for stream in streams:
+            try:
+                rate = float(cell[f"{stream}_rate"])
+                if not math.isfinite(rate) or rate <= 0:
+                    raise ValueError
+                rates[stream] = rate
+            except ValueError:
+                problems.append(f"{where}: {stream}_rate '{cell[f'{stream}_rate']}' is not a positive number of Hz")
+            path = root / cell[stream]
+            if not cell[stream]:
+                problems.append(f"{where}: no {stream} file")
+                continue
+            if not path.resolve().is_relative_to(root.resolve()):
+                problems.append(f"{where}: {stream} file '{cell[stream]}' is outside the folder")
+                continue
+            if not path.is_file():
+                problems.append(f"{where}: {stream} file '{cell[stream]}' not found")
+                continue
+            try:
+                array = read_array(path)
+            except ValueError as err:
+                problems.append(f"{where}: {cell[stream]}: {err}")
+                continue
+            array, problem = _shape(stream, array, layout)
+            if problem:
+                problems.append(f"{where}: {cell[stream]}: {problem}")
+                continue
+            if not np.isfinite(array).all():
+                problems.append(f"{where}: {cell[stream]}: NaN or infinite values")
+                continue
+            width = array.shape[1:]
+            if channels.setdefault(stream, width) != width:
+                problems.append(f"{where}: {cell[stream]}: shape {array.shape}, other clips have "
+                                f"[T, {', '.join(map(str, channels[stream]))}]")
+                continue
+            arrays[stream] = array
+        if len(arrays) == len(streams) and len(rates) == len(streams):
+            records.append((number, cell, arrays, rates))
+        if len(problems) > MAX_LISTED:
+            problems.append(f"... stopped after {MAX_LISTED} problems")
+            break
+    if problems:
+        raise ManifestError(manifest, problems)
+    if not records:
+        raise DataError(f"{manifest}: no clips")
+    names = sorted({cell["label"] for _, cell, _, _ in records})
+    if len(names) < 2:
+        raise DataError(f"{manifest}: a single class '{names[0]}'; at least two are needed")
+    subject_names = sorted({cell["subject"] for _, cell, _, _ in records})
+    numeric = all(s.lstrip("-").isdigit() for s in subject_names)
+    subject_id = {s: (int(s) if numeric else i + 1) for i, s in enumerate(subject_names)}
+    clips = [
+        Clip(clip_id=cell["clip_id"], label=names.index(cell["label"]), subject=subject_id[cell["subject"]],
+             trial=int(cell["trial"]) if cell.get("trial") else 1, streams=arrays, rates=rates)
+        for _, cell, arrays, rates in records
+    ]
+    rates = {s: float(np.median([c.rates[s] for c in clips])) for s in streams}
+    if SKELETON in streams and layout is None:
+        layout = adaptive_layout(channels[SKELETON][0])
+    notes = [] if numeric else ["subjects numbered by name: " + ", ".join(f"{s}={subject_id[s]}"
+                                                                          for s in subject_names)]
+    spec = layout.to_json() if layout is not None and SKELETON in streams else None
+    info = DatasetInfo(
+        name=NAME, class_names=names, streams=streams, rates=rates,
+        units={s: "g" for s in streams if s == ACCELEROMETER},
+        layout=spec["name"] if spec else None, layout_spec=spec, notes=notes,
+    )
+    if layout_source and SKELETON not in streams:
+        info.notes.append(f"{layout_source} is not used: there is no skeleton stream")
+    return info, clips
+
+
+def _shape(stream: str, array: np.ndarray, layout: Layout | None) -> tuple[np.ndarray, str | None]:
+    if stream == SKELETON:
+        if array.ndim == 2 and array.shape[1] % 3 == 0:
+            array = array.reshape(len(array), -1, 3)
+        if array.ndim != 3 or array.shape[2] != 3:
+            return array, f"shape {array.shape}, expected [frames, joints, 3] (or [frames, 3 x joints] in CSV)"
+        if layout is not None and array.shape[1] != layout.num_joints:
+            return array, f"{array.shape[1]} joints, layout.json has {layout.num_joints}"
+    elif array.ndim != 2 or array.shape[1] % 3:
+        return array, f"shape {array.shape}, expected [samples, channels] with x y z per sensor"
+    if len(array) < 2:
+        return array, f"{len(array)} samples, expected at least 2"
+    return array, None
+
+
+def summarize(data_dir: str | Path) -> dict:
+    info, clips = load(data_dir)
+    return {
+        "dataset": NAME,
+        "root": str(resolve_root(data_dir)),
+        "clips": len(clips),
+        "classes": info.num_classes,
+        "subjects": sorted({c.subject for c in clips}),
+        "trials": sorted({c.trial for c in clips}),
+        "modalities": {
+            stream: {
+                "rate_hz": info.rates[stream],
+                "min_length": int(min(len(c.streams[stream]) for c in clips)),
+                "max_length": int(max(len(c.streams[stream]) for c in clips)),
+                "median_length": float(np.median([len(c.streams[stream]) for c in clips])),
+            }
+            for stream in info.streams
+        },
+        "missing": [],
+        "missing_note": "every row has every stream",
+        "skipped": [],
+        "sensor_placement": (f"skeleton layout: {info.layout} ({len(info.layout_spec['joints'])} joints, "
+                             f"{len(info.layout_spec['bones'])} bones)") if info.layout_spec else "",
+        "notes": info.notes,
+    }

@@ -1,0 +1,157 @@
+"""A user's own recordings in the folder format: loading, checking every row, protocols, and training on it."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pskd.cli import main
+from pskd.config import build_config
+from pskd.data import folder, synthetic
+from pskd.data.layouts import UTD_KINECT_V1
+from pskd.data.protocols import make_split
+from pskd.errors import ConfigError, DataError
+from pskd.pipeline import run
+
+
+def write_folder(root: Path, subjects=(1, 2, 3, 4), classes=3, trials=2, layout=True) -> Path:
+    """Synthetic clips written the way a user would: skeleton as .npy, accelerometer as header-less CSV."""
+    root.mkdir(parents=True)
+    rows = []
+    for subject in subjects:
+        for action in range(classes):
+            for trial in range(1, trials + 1):
+                clip = synthetic.generate_clip(0, subject, action, trial)
+                cid = f"p{subject}_{action}_{trial}"
+                (root / "skel").mkdir(exist_ok=True)
+                (root / "acc").mkdir(exist_ok=True)
+                np.save(root / "skel" / f"{cid}.npy", clip.streams["skeleton"])
+                np.savetxt(root / "acc" / f"{cid}.csv", clip.streams["accelerometer"], delimiter=",")
+                rows.append({"clip_id": cid, "label": synthetic.CLASS_NAMES[action], "subject": f"person{subject}",
+                             "trial": trial, "skeleton": f"skel/{cid}.npy", "skeleton_rate": 30,
+                             "accelerometer": f"acc/{cid}.csv", "accelerometer_rate": 50})
+    with (root / "manifest.csv").open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    if layout:
+        joints = list(UTD_KINECT_V1.joints)
+        (root / "layout.json").write_text(json.dumps({
+            "joints": joints, "edges": [[joints[a], joints[b]] for a, b in UTD_KINECT_V1.bones],
+            "center": "spine", "hip": "hip_center", "spine": "spine", "shoulder": "shoulder_center"}))
+    return root
+
+
+@pytest.fixture(scope="module")
+def users_folder(tmp_path_factory) -> Path:
+    return write_folder(tmp_path_factory.mktemp("own") / "recordings")
+
+
+def test_folder_loads_with_its_layout(users_folder):
+    info, clips = folder.load(users_folder)
+    assert len(clips) == 24 and info.class_names == sorted(synthetic.CLASS_NAMES[:3])
+    assert info.streams == ["skeleton", "accelerometer"] and info.rates == {"skeleton": 30.0, "accelerometer": 50.0}
+    assert sorted({c.subject for c in clips}) == [1, 2, 3, 4]  # person1..person4, numbered by name
+    assert any("person1=1" in note for note in info.notes)
+    assert info.layout_spec["bones"] and len(info.layout_spec["joints"]) == 20
+    assert info.layout_spec["roles"] == {"hip": 3, "spine": 2, "shoulder": 1}
+    assert clips[0].streams["skeleton"].shape[1:] == (20, 3) and clips[0].streams["accelerometer"].shape[1] == 3
+
+
+def test_protocols_for_a_folder(users_folder):
+    _, clips = folder.load(users_folder)
+    subjects, trials = np.array([c.subject for c in clips]), np.array([c.trial for c in clips])
+    split = make_split("folder", "leave_subjects_out", subjects, trials, "auto", {"test_subjects": [4]})
+    assert split.test_subjects == [4] and split.val_subjects == [3] and split.train_subjects == [1, 2]
+    split = make_split("folder", "kfold", subjects, trials, "auto", {"folds": 2, "fold": 1})
+    assert split.test_subjects == [3, 4]
+    with pytest.raises(ConfigError, match="needs data.folder.test_subjects"):
+        make_split("folder", "leave_subjects_out", subjects, trials, "auto", {"test_subjects": []})
+    with pytest.raises(ConfigError, match="data.folder.fold 2"):
+        make_split("folder", "kfold", subjects, trials, "auto", {"folds": 2, "fold": 2})
+
+
+def test_pskd_trains_on_a_folder_without_a_layout(tmp_path):
+    """No layout.json: the skeleton teacher learns an adaptive graph."""
+    root = write_folder(tmp_path / "noskel", layout=False)
+    config = build_config({
+        "method": "pskd", "progress": False, "threads": 1,
+        "data": {"dataset": "folder", "data_dir": str(root), "protocol": "kfold", "folder": {"folds": 2, "fold": 1}},
+        "preprocess": {"accelerometer_length": 32, "skeleton_length": 16},
+        "student": {"name": "compact_cnn", "options": {"widths": [8, 16], "embedding_dim": 16}},
+        "train": {"epochs": 3, "batch_size": 8},
+        "teachers": {"skeleton": {"name": "skeleton_gcn", "options": {"widths": [8, 16], "strides": [1, 2],
+                                                                      "embedding_dim": 16},
+                                  "train": {"epochs": 3, "batch_size": 8}}},
+    })
+    out, metrics = run(config, tmp_path / "run", log=lambda *a, **k: None)
+    assert metrics["dataset"] == "folder" and metrics["split"]["test_subjects"] == [3, 4]
+    assert "skeleton" in metrics["teachers"] and (out / "metrics.json").is_file()
+
+
+def run_cli(args, capsys):
+    try:
+        main(args)
+        code = 0
+    except SystemExit as done:
+        code = done.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_data_check_folder(users_folder, capsys):
+    code, out, err = run_cli(["data", "check", "folder", "--data-dir", str(users_folder)], capsys)
+    assert code == 0, err
+    assert "clips     24" in out and "skeleton layout: custom (20 joints, 19 bones)" in out
+
+
+def test_data_check_reports_every_problem_with_its_row(tmp_path, capsys):
+    root = write_folder(tmp_path / "broken", subjects=(1, 2), classes=2, trials=1)
+    lines = (root / "manifest.csv").read_text().splitlines()
+    header = lines[0].split(",")
+    rows = [line.split(",") for line in lines[1:]]
+    rows[0][header.index("accelerometer_rate")] = "0"                       # row 2: a rate of zero
+    rows[1][header.index("skeleton")] = "skel/nowhere.npy"                   # row 3: a missing file
+    rows[2][header.index("clip_id")] = rows[0][header.index("clip_id")]      # row 4: a repeated clip id
+    np.savetxt(root / rows[3][header.index("accelerometer")], np.zeros((9, 2)), delimiter=",")  # row 5: 2 channels
+    (root / "manifest.csv").write_text("\n".join([lines[0], *(",".join(r) for r in rows)]) + "\n")
+    code, _, err = run_cli(["data", "check", "folder", "--data-dir", str(root)], capsys)
+    assert code == 2
+    listed = err.strip().splitlines()
+    assert listed[-1].startswith("pskd: error:") and "4 problem(s)" in listed[-1]
+    assert any(line.strip().startswith("row 2: accelerometer_rate '0'") for line in listed)
+    assert any("row 3: skeleton file 'skel/nowhere.npy' not found" in line for line in listed)
+    assert any("row 4: clip_id 'p1_0_1' repeats row 2" in line for line in listed)
+    assert any(line.strip().startswith("row 5:") and "x y z per sensor" in line for line in listed)
+
+
+@pytest.mark.parametrize("header, message", [
+    ("clip_id,label,accelerometer,accelerometer_rate", "missing column 'subject'"),
+    ("clip_id,label,subject,accelerometer", "missing column 'accelerometer_rate'"),
+    ("clip_id,label,subject,gyro_rate", "column 'gyro_rate' has no stream column"),
+])
+def test_manifest_header_problems(tmp_path, header, message):
+    root = tmp_path / "h"
+    root.mkdir()
+    (root / "manifest.csv").write_text(header + "\n")
+    with pytest.raises(DataError, match=message):
+        folder.load(root)
+
+
+def test_layout_json_problems_and_paths_outside(tmp_path):
+    root = write_folder(tmp_path / "l", subjects=(1, 2), classes=2, trials=1)
+    (root / "layout.json").write_text(json.dumps({"joints": ["a", "b"], "edges": [["a", "c"]]}))
+    with pytest.raises(DataError, match="edge end 'c' is not one of the 2 joints"):
+        folder.load(root)
+    (root / "layout.json").write_text(json.dumps({"joints": ["a", "b"], "edges": [["a", "b"]]}))
+    with pytest.raises(DataError, match="20 joints, layout.json has 2"):
+        folder.load(root)
+    (root / "layout.json").unlink()
+    text = (root / "manifest.csv").read_text().replace("acc/p1_0_1.csv", "../../etc/passwd")
+    (root / "manifest.csv").write_text(text)
+    with pytest.raises(DataError, match="is outside the folder"):
+        folder.load(root)
