@@ -41,6 +41,12 @@ class FolderConfig(Section):
     fold: int = Field(0, ge=0)
 
 
+class MmactConfig(Section):
+    """MMAct: the camera whose keypoints are the skeleton stream."""
+
+    camera: int = Field(1, ge=1, le=4)
+
+
 class DataConfig(Section):
     dataset: str = "utd_mhad"
     data_dir: str | None = None  # falls back to $PSKD_DATA_DIR/<dataset>, then the dataset's own folder name
@@ -52,6 +58,7 @@ class DataConfig(Section):
     synthetic: SyntheticConfig = SyntheticConfig()
     berkeley_mhad: BerkeleyConfig = BerkeleyConfig()
     folder: FolderConfig = FolderConfig()
+    mmact: MmactConfig = MmactConfig()
 
 
 class PreprocessConfig(Section):

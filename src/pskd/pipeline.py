@@ -67,7 +67,9 @@ def stage_run_dir(out: Path) -> Path:
 
 
 def split_data(config: RunConfig, prepared: Prepared) -> Split:
-    options = config.data.folder.model_dump() if prepared.info.name == "folder" else None
+    options = {"scenes": prepared.scenes}
+    if prepared.info.name == "folder":
+        options.update(config.data.folder.model_dump())
     return make_split(
         prepared.info.name, config.data.protocol, prepared.subjects, prepared.trials, config.data.val_subjects,
         options,

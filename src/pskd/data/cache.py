@@ -26,7 +26,7 @@ from pskd.data.sources import get_source, resolve_data_dir
 from pskd.data import transforms
 from pskd.data.transforms import center_skeleton, resample, scale_skeleton
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 CACHE_VARIABLE = "PSKD_CACHE_DIR"
 
 
@@ -41,6 +41,7 @@ class Prepared:
     trials: np.ndarray
     clip_ids: list[str]
     source_lengths: dict[str, np.ndarray]  # name -> [N], samples before resampling
+    scenes: np.ndarray | None = None  # [N]; 1 everywhere for single-scene datasets
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -69,6 +70,7 @@ def prepare_clips(info: DatasetInfo, clips: list[Clip], preprocess: PreprocessCo
         labels=np.array([c.label for c in clips], dtype=np.int64),
         subjects=np.array([c.subject for c in clips], dtype=np.int64),
         trials=np.array([c.trial for c in clips], dtype=np.int64),
+        scenes=np.array([c.scene for c in clips], dtype=np.int64),
         clip_ids=[c.clip_id for c in clips],
         source_lengths={n: np.array([len(c.streams[n]) for c in clips], dtype=np.int64) for n in info.streams},
     )
@@ -102,7 +104,8 @@ def cache_key(fingerprint: str, preprocess: PreprocessConfig, code: str = "") ->
 def _save(path: Path, prepared: Prepared) -> None:
     arrays = {f"stream/{n}": v for n, v in prepared.streams.items()}
     arrays.update({f"length/{n}": v for n, v in prepared.source_lengths.items()})
-    arrays.update(labels=prepared.labels, subjects=prepared.subjects, trials=prepared.trials)
+    arrays.update(labels=prepared.labels, subjects=prepared.subjects, trials=prepared.trials,
+                  scenes=prepared.scenes)
     meta = {"info": asdict(prepared.info), "clip_ids": prepared.clip_ids}
     arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -127,6 +130,7 @@ def _load(path: Path) -> Prepared:
             labels=data["labels"],
             subjects=data["subjects"],
             trials=data["trials"],
+            scenes=data["scenes"],
             clip_ids=meta["clip_ids"],
             source_lengths=lengths,
         )

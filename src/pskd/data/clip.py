@@ -26,6 +26,7 @@ class Clip:
     trial: int
     streams: dict[str, np.ndarray]
     rates: dict[str, float]  # samples per second of each stream
+    scene: int = 1  # where it was recorded (MMAct's cross-scene protocol); 1 for single-scene datasets
 
     def duration(self, stream: str) -> float:
         return len(self.streams[stream]) / self.rates[stream]

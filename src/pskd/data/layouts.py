@@ -104,7 +104,24 @@ UTD_KINECT_V1 = Layout(
     roles=(("hip", 3), ("spine", 2), ("shoulder", 1)),
 )
 
-LAYOUTS = {layout.name: layout for layout in (UTD_KINECT_V1,)}
+COCO17 = Layout(
+    name="coco17",
+    joints=(
+        "nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_shoulder", "right_shoulder", "left_elbow",
+        "right_elbow", "left_wrist", "right_wrist", "left_hip", "right_hip", "left_knee", "right_knee",
+        "left_ankle", "right_ankle",
+    ),
+    # a tree rooted at the left hip: the two hips, each side's leg and arm, the shoulders, then the face
+    bones=(
+        (12, 11), (13, 11), (15, 13), (14, 12), (16, 14),
+        (5, 11), (6, 12), (7, 5), (9, 7), (8, 6), (10, 8),
+        (0, 5), (1, 0), (2, 0), (3, 1), (4, 2),
+    ),
+    center=11,
+    roles=(("hip", 11), ("shoulder", 5)),
+)
+
+LAYOUTS = {layout.name: layout for layout in (UTD_KINECT_V1, COCO17)}
 
 
 def dataset_layout(name: str | None, spec: dict | None = None) -> Layout | None:

@@ -63,12 +63,25 @@ def _subject_fold(subjects: np.ndarray, trials: np.ndarray, folds: int = 5, fold
     return ~np.isin(subjects, np.array_split(ordered, folds)[fold])
 
 
+def _first_sixteen_subjects(subjects: np.ndarray, trials: np.ndarray, **_) -> np.ndarray:
+    """MMAct cross-subject: subjects 1-16 train, 17-20 test."""
+    return subjects <= 16
+
+
+def _not_scene_two(subjects: np.ndarray, trials: np.ndarray, scenes=None, **_) -> np.ndarray:
+    """MMAct cross-scene: scene 2 is the test scene."""
+    if scenes is None:
+        raise ConfigError("the cross_scene protocol needs each clip's scene")
+    return scenes != 2
+
+
 # dataset name -> protocol name -> rule giving a boolean "is a training clip" mask
 PROTOCOLS = {
     "utd_mhad": {"cross_subject": _odd_even_subjects, "trial_split": _first_half_trials},
     "synthetic": {"cross_subject": _odd_even_subjects, "trial_split": _first_half_trials},
     "berkeley_mhad": {"cross_subject": _first_seven_subjects},
     "folder": {"leave_subjects_out": _given_test_subjects, "kfold": _subject_fold},
+    "mmact": {"cross_subject": _first_sixteen_subjects, "cross_scene": _not_scene_two},
 }
 
 

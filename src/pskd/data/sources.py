@@ -10,7 +10,7 @@ from pathlib import Path
 from types import ModuleType
 
 from pskd.config import DataConfig
-from pskd.data import berkeley_mhad, folder, synthetic, utd_mhad
+from pskd.data import berkeley_mhad, folder, mmact, synthetic, utd_mhad
 from pskd.data.clip import Clip, DatasetInfo
 from pskd.errors import ConfigError, DataError
 
@@ -74,6 +74,15 @@ SOURCES = {
         fingerprint=lambda config, root: "folder-v1-" + _file_fingerprint(folder.resolve_root(root)),
         module=folder,
         summarize=folder.summarize,
+    ),
+    "mmact": Source(
+        name="mmact",
+        needs_data_dir=True,
+        load=lambda config, root: mmact.load(root, config.mmact.camera),
+        fingerprint=lambda config, root: (f"mmact-v1-cam{config.mmact.camera}-"
+                                          + _file_fingerprint(mmact.resolve_root(root))),
+        module=mmact,
+        summarize=mmact.summarize,
     ),
     "synthetic": Source(
         name="synthetic",
