@@ -110,3 +110,103 @@ def test_missing_sensor_duplicate_and_unsynchronised_recordings(tmp_path):
         bm.load(root)
     with pytest.raises(DataError, match="watch sensor 'h09'"):
         bm.load(root, watch="h09")
+
+
+BVH = """HIERARCHY
+ROOT Hips
+{
+  OFFSET 0 0 0
+  CHANNELS 6 Xposition Yposition Zposition Zrotation Xrotation Yrotation
+  JOINT Spine
+  {
+    OFFSET 0 100 0
+    CHANNELS 3 Zrotation Xrotation Yrotation
+    JOINT RightArm
+    {
+      OFFSET 200 0 0
+      CHANNELS 3 Zrotation Xrotation Yrotation
+      End Site
+      {
+        OFFSET 250 0 0
+      }
+    }
+  }
+}
+MOTION
+Frames: {frames}
+Frame Time: 0.0020833
+{rows}
+"""
+
+
+def write_mocap(root: Path, key=(1, 1, 1), frames=1400, start=1.3e9, bvh=True):
+    """Optical markers at 480 Hz (marker 5 hidden for a while, written as zeros) and a 3-joint BVH whose arm
+    swings about Z (the spine turns) by 90 degrees over the recording."""
+    name = "s{:02d}_a{:02d}_r{:02d}".format(*key)
+    times = start + np.arange(frames) / 480.0
+    markers = np.tile(np.arange(43 * 3, dtype=float), (frames, 1)) + np.arange(frames)[:, None]
+    markers[100:200, 12:15] = 0.0
+    optical = root / "Mocap" / "OpticalData" / f"moc_{name}.txt"
+    optical.parent.mkdir(parents=True, exist_ok=True)
+    np.savetxt(optical, np.column_stack([markers, np.arange(frames), times]), fmt="%.6f")
+    if bvh:
+        angles = np.linspace(0, 90, frames)
+        rows = "\n".join(f"0 1000 0 0 0 0 {a:.4f} 0 0 0 0 0" for a in angles)  # the spine turns
+        skeletal = root / "Mocap" / "SkeletalData" / f"skl_{name}.bvh"
+        skeletal.parent.mkdir(parents=True, exist_ok=True)
+        skeletal.write_text(BVH.replace("{frames}", str(frames)).replace("{rows}", rows))
+    return times
+
+
+def test_bvh_skeleton_is_synchronised_with_the_accelerometers(tmp_path):
+    root = make_copy(tmp_path / "berkeley_mhad", keys=((1, 1, 1),))
+    times = write_mocap(root, start=1.3e9 - 0.2)  # mocap starts before, ends after the sensors' common span
+    info, clips = bm.load(root)
+    assert info.layout == "berkeley_mocap" and info.layout_spec["joints"] == ["Hips", "Spine", "RightArm"]
+    assert info.layout_spec["bones"] == [[1, 0], [2, 1]]
+    clip = clips[0]
+    skeleton = clip.streams["skeleton"]
+    assert skeleton.shape == (len(clip.streams[ACCELEROMETER]), 3, 3)
+    # forward kinematics in metres: hips at 1 m, the spine 0.1 m above, the arm 0.2 m along the rotated x axis
+    np.testing.assert_allclose(skeleton[:, 0], np.tile([0.0, 1.0, 0.0], (len(skeleton), 1)), atol=1e-6)
+    np.testing.assert_allclose(np.linalg.norm(skeleton[:, 2] - skeleton[:, 1], axis=1), 0.2, atol=1e-5)
+    # synchronised by the Unix timestamps: the grid starts where all sensors are on, 0.06 s after 1.3e9
+    first_angle = np.degrees(np.arctan2(skeleton[0, 2, 1] - skeleton[0, 1, 1], skeleton[0, 2, 0]))
+    start_in_mocap = (1.3e9 + 0.06) - times[0]
+    assert first_angle == pytest.approx(90 * start_in_mocap / ((len(times) - 1) / 480), abs=0.05)
+    assert bm.summarize(root)["found"] == {"accelerometers": True, "optical motion capture": True,
+                                           "bvh skeleton": True}
+
+
+def test_optical_markers_alone_and_their_occlusions(tmp_path):
+    root = make_copy(tmp_path / "berkeley_mhad", keys=((1, 1, 1),))
+    write_mocap(root, start=1.3e9 - 0.2, bvh=False)
+    from pskd.data.mocap import read_optical
+
+    markers, _ = read_optical(root / "Mocap/OpticalData/moc_s01_a01_r01.txt")
+    # marker 5 was hidden in frames 100-199: filled by interpolation between frames 99 and 200 (mm -> m)
+    np.testing.assert_allclose(markers[150, 4], (np.arange(12, 15) + 150) * 1e-3, atol=1e-6)
+    info, clips = bm.load(root)
+    assert info.layout == "berkeley_markers" and clips[0].streams["skeleton"].shape[1:] == (43, 3)
+
+
+def test_mocap_problems_are_named(tmp_path):
+    root = make_copy(tmp_path / "a" / "berkeley_mhad", keys=((1, 1, 1),))
+    write_mocap(root)
+    (root / "Mocap/OpticalData/moc_s01_a01_r01.txt").unlink()
+    with pytest.raises(DataError, match="no optical file moc_s01_a01_r01.txt to time it by"):
+        bm.load(root)
+    root = make_copy(tmp_path / "b" / "berkeley_mhad", keys=((1, 1, 1),))
+    write_mocap(root)
+    optical = root / "Mocap/OpticalData/moc_s01_a01_r01.txt"
+    optical.write_text("\n".join(optical.read_text().splitlines()[:-10]) + "\n")
+    with pytest.raises(DataError, match="1400 frames, but moc_s01_a01_r01.txt has 1390"):
+        bm.load(root)
+    optical.write_text("1 2 3\n4 5 6\n")
+    with pytest.raises(DataError, match="3 columns, expected 131"):
+        bm.load(root)
+    skeletal = root / "Mocap/SkeletalData/skl_s01_a01_r01.bvh"
+    skeletal.write_text("HIERARCHY\nROOT Hips\n{\n OFFSET 0 0 0\n")
+    write_mocap(root, bvh=False)
+    with pytest.raises(DataError, match="not a valid BVH file|incomplete joint hierarchy"):
+        bm.load(root)

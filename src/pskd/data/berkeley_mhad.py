@@ -12,7 +12,10 @@ uniform between its first and last timestamp. The six sensors are then cut to th
 resampled onto one 30 Hz grid: the timestamps synchronise them, not the sample counts.
 
 The watch is one sensor (`data.berkeley_mhad.watch`, default h02, the right wrist): it is the `accelerometer`
-stream. The others are streams `acc_hKK`, the privileged modality teachers may read.
+stream. The others are streams `acc_hKK`, the privileged modality teachers may read. When the motion capture is
+there (`Mocap/OpticalData`, `Mocap/SkeletalData`, see pskd.data.mocap), the `skeleton` stream is the BVH
+skeleton's joints (or, without BVH files, the 43 optical markers), put on the same grid through the optical
+frames' Unix timestamps.
 """
 
 from __future__ import annotations
@@ -23,7 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
-from pskd.data.clip import ACCELEROMETER, Clip, DatasetInfo
+from pskd.data.clip import ACCELEROMETER, SKELETON, Clip, DatasetInfo
+from pskd.data.layouts import Layout
+from pskd.data.mocap import read_bvh, read_optical
 from pskd.errors import DataError
 
 NAME = "berkeley_mhad"
@@ -134,19 +139,44 @@ def _is_number(text: str) -> bool:
         return False
 
 
-def synchronise(recordings: dict[str, tuple[np.ndarray, np.ndarray]], where: str) -> dict[str, np.ndarray]:
-    """Each sensor's samples, taken as evenly spaced between its first and last timestamp, interpolated onto a
-    common RATE grid over the interval every sensor covers."""
+def synchronise(recordings: dict[str, tuple[np.ndarray, np.ndarray]], where: str,
+                even: tuple[str, ...] = tuple(SENSORS)) -> dict[str, np.ndarray]:
+    """Every stream interpolated onto a common RATE grid over the interval all of them cover. The samples of the
+    streams in `even` (the accelerometers) are taken as evenly spaced between their first and last timestamp;
+    the others (motion capture) at their own timestamps."""
     start = max(times[0] for _, times in recordings.values())
     stop = min(times[-1] for _, times in recordings.values())
     if stop - start < MIN_OVERLAP_S:
-        raise DataError(f"{where}: the sensors overlap for {max(stop - start, 0):.2f} s only; not one recording")
+        raise DataError(f"{where}: the streams overlap for {max(stop - start, 0):.2f} s only; not one recording")
     grid = start + np.arange(int(np.floor((stop - start) * RATE)) + 1) / RATE
     out = {}
-    for sensor, (samples, times) in recordings.items():
-        even = np.linspace(times[0], times[-1], len(samples))
-        out[sensor] = np.stack([np.interp(grid, even, samples[:, c]) for c in range(3)], axis=1).astype(np.float32)
+    for name, (samples, times) in recordings.items():
+        at = np.linspace(times[0], times[-1], len(samples)) if name in even else times
+        flat = samples.reshape(len(samples), -1)
+        columns = [np.interp(grid, at, flat[:, c]) for c in range(flat.shape[1])]
+        out[name] = np.stack(columns, axis=1).reshape((len(grid),) + samples.shape[1:]).astype(np.float32)
     return out
+
+
+def read_mocap(root: Path, key: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray, list, list] | None:
+    """(skeleton [T, J, 3] in metres, Unix timestamps [T], joint names, bones) of one recording, from the BVH
+    skeleton when there is one (timed by the optical frames), else from the optical markers; None when neither
+    file exists."""
+    name = "s{:02d}_a{:02d}_r{:02d}".format(*key)
+    optical = root / "Mocap" / "OpticalData" / f"moc_{name}.txt"
+    skeletal = root / "Mocap" / "SkeletalData" / f"skl_{name}.bvh"
+    markers, times = read_optical(optical) if optical.is_file() else (None, None)
+    if skeletal.is_file():
+        bvh = read_bvh(skeletal)
+        positions = bvh.positions()
+        if times is None:
+            raise DataError(f"{skeletal}: no optical file {optical.name} to time it by (its Unix timestamps)")
+        if len(positions) != len(times):
+            raise DataError(f"{skeletal}: {len(positions)} frames, but {optical.name} has {len(times)}")
+        return positions, times, bvh.joints, bvh.bones()
+    if markers is not None:
+        return markers, times, [f"marker{i + 1}" for i in range(markers.shape[1])], []
+    return None
 
 
 def load(data_dir: str | Path, watch: str = "h02") -> tuple[DatasetInfo, list[Clip]]:
@@ -162,14 +192,32 @@ def load(data_dir: str | Path, watch: str = "h02") -> tuple[DatasetInfo, list[Cl
         first = sorted(incomplete)[0]
         raise DataError(f"{found.root}: {len(incomplete)} recording(s) lack sensors, e.g. {key_name(first)} has "
                         f"no {', '.join(incomplete[first])}")
+    with_mocap = found.modalities["optical motion capture"] or found.modalities["bvh skeleton"]
+    layout_joints, layout_bones, lacking_mocap = None, None, []
     for key in sorted(found.files):
         files = found.files[key]
-        streams = synchronise({s: read_sensor(files[s]) for s in SENSORS}, f"{found.root}/{key_name(key)}")
+        recordings = {s: read_sensor(files[s]) for s in SENSORS}
+        mocap = read_mocap(found.root, key) if with_mocap else None
+        if mocap is not None:
+            skeleton, times, joints, bones = mocap
+            if layout_joints is None:
+                layout_joints, layout_bones = joints, bones
+            elif joints != layout_joints:
+                raise DataError(f"{found.root}: {key_name(key)}'s skeleton has other joints than the first one's")
+            recordings[SKELETON] = (skeleton, times)
+        elif with_mocap:
+            lacking_mocap.append(key_name(key))
+        streams = synchronise(recordings, f"{found.root}/{key_name(key)}")
+        names = {s: stream_name(s, watch) for s in SENSORS}
+        if SKELETON in streams:
+            names[SKELETON] = SKELETON
         clips.append(Clip(
             clip_id=key_name(key), label=key[1] - 1, subject=key[0], trial=key[2],
-            streams={stream_name(s, watch): streams[s] for s in SENSORS},
-            rates={stream_name(s, watch): RATE for s in SENSORS},
+            streams={names[s]: streams[s] for s in streams}, rates={names[s]: RATE for s in streams},
         ))
+    if lacking_mocap and layout_joints is not None:
+        raise DataError(f"{found.root}: motion capture is missing for {len(lacking_mocap)} recording(s), e.g. "
+                        f"{lacking_mocap[0]}; every recording needs it, or none")
     expected = {(s, a, r) for s in range(1, SUBJECTS + 1) for a in range(1, ACTIONS + 1)
                 for r in range(1, REPETITIONS + 1)}
     absent = sorted(expected - set(found.files))
@@ -178,9 +226,16 @@ def load(data_dir: str | Path, watch: str = "h02") -> tuple[DatasetInfo, list[Cl
         notes.append(f"{len(absent)} recording(s) absent: {', '.join(key_name(k) for k in absent)} "
                      f"({len(absent) - len(unexpected)} also absent from the official release)")
     names = [stream_name(s, watch) for s in SENSORS]
+    units = {n: "g" for n in names}
+    spec = None
+    if layout_joints is not None:
+        names.append(SKELETON)
+        layout = Layout(name="berkeley_mocap" if layout_bones else "berkeley_markers", joints=tuple(layout_joints),
+                        bones=tuple(layout_bones), center=0)
+        spec = layout.to_json()
     info = DatasetInfo(
-        name=NAME, class_names=list(CLASS_NAMES), streams=names, rates={n: RATE for n in names},
-        units={n: "g" for n in names}, notes=notes,
+        name=NAME, class_names=list(CLASS_NAMES), streams=names, rates={n: RATE for n in names}, units=units,
+        layout=spec["name"] if spec else None, layout_spec=spec, notes=notes,
     )
     return info, clips
 
@@ -203,7 +258,9 @@ def summarize(data_dir: str | Path, watch: str = "h02") -> dict:
                 "median_length": float(np.median(lengths)),
             }
             for sensor, stream in ((s, stream_name(s, watch)) for s in SENSORS)
-        },
+        } | ({f"skeleton ({info.layout}, {len(info.layout_spec['joints'])} joints)": {
+            "rate_hz": RATE, "min_length": int(min(lengths)), "max_length": int(max(lengths)),
+            "median_length": float(np.median(lengths))}} if info.layout_spec else {}),
         "found": found.modalities,
         "missing": [n for n in absent],
         "missing_note": "recordings absent from this copy",
