@@ -17,19 +17,7 @@ import numpy as np
 
 from pskd.data import utd_mhad
 from pskd.data.sources import resolve_data_dir
-from pskd.deploy.predict import Recording, open_classifier, predict_recording
-
-
-def score(segments: list[dict], truth: list[tuple[int, float, float]], names: list[str]) -> tuple[float, int]:
-    grid = np.arange(0.0, truth[-1][2], 0.05)
-    expected = np.zeros(len(grid), int)
-    for action, start, end in truth:
-        expected[(grid >= start) & (grid < end)] = action
-    got = np.full(len(grid), -1)
-    for segment in segments:
-        got[(grid >= segment["start_s"]) & (grid < segment["end_s"])] = names.index(segment["label"])
-    right = sum(int(np.bincount(got[(grid >= s) & (grid < e)] + 1).argmax()) - 1 == a for a, s, e in truth)
-    return float((got == expected).mean()), right
+from pskd.deploy.predict import Recording, open_classifier, predict_recording, score_segments
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -54,7 +42,8 @@ def main(argv: list[str] | None = None) -> int:
             truth.append((int(action) - 1, start, t))
         result = predict_recording(Recording(np.concatenate(pieces).astype(np.float64), utd_mhad.INERTIAL_RATE,
                                              f"subject {subject}", "--rate"), card, classify)
-        fraction, right = score(result.segments, truth, card.class_names)
+        fraction, majority = score_segments(result.segments, truth, card.class_names)
+        right = sum(m == action for m, (action, _, _) in zip(majority, truth))
         times.append(fraction)
         rights, total = rights + right, total + len(truth)
         print(f"subject {subject}: {t:.0f} s, {100 * fraction:.1f} % of the time right, {right}/{len(truth)} "

@@ -15,6 +15,19 @@ def real_data_root() -> Path | None:
     return None
 
 
+def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
+    """The `pskd` command in this process: (exit code, stdout, stderr)."""
+    from pskd.cli import main
+
+    try:
+        main(args)
+        code = 0
+    except SystemExit as done:
+        code = done.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
 @pytest.fixture(scope="session")
 def utd_root() -> Path:
     root = real_data_root()

@@ -7,9 +7,8 @@ import sys
 import pytest
 import torch
 
-from pskd.cli import main
 
-from conftest import REPO
+from conftest import REPO, run_cli
 
 TINY = [
     "--set", "data.dataset=synthetic", "--set", "data.synthetic.subjects=4", "--set", "data.synthetic.trials=2",
@@ -17,16 +16,6 @@ TINY = [
     "--set", "preprocess.skeleton_length=16", "--set", "train.epochs=3", "--set", "train.batch_size=8",
     "--set", "student.options.widths=[8,16]", "--set", "student.options.embedding_dim=16",
 ]
-
-
-def run_cli(args, capsys):
-    try:
-        main(args)
-        code = 0
-    except SystemExit as done:
-        code = done.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_data_check_real_copy(utd_root, capsys):

@@ -8,7 +8,6 @@ import pytest
 import torch
 from torch import nn
 
-from pskd.cli import main
 from pskd.config import load_config
 from pskd.data import synthetic
 from pskd.data.clip import ACCELEROMETER
@@ -20,11 +19,11 @@ from pskd.deploy.export import ExportError, export_run
 from pskd.deploy.runtime import onnx_card
 from pskd.deploy.student import load_student
 from pskd.deploy.predict import (G, Recording, cut_windows, open_classifier, predict_recording, read_recording,
-                                 segments)
+                                 score_segments, segments)
 from pskd.errors import DataError, UserError
 from pskd.pipeline import run
 
-from conftest import REPO
+from conftest import REPO, run_cli
 
 pytest.importorskip("onnxruntime", reason="the export extra (onnx, onnxruntime) is not installed")
 
@@ -143,19 +142,6 @@ def recording_of(actions: list[int], per_action: int = 3) -> tuple[np.ndarray, l
     return np.concatenate(pieces), truth
 
 
-def scored(found: list[dict], truth: list[tuple[int, float, float]], names: list[str]) -> tuple[float, list[int]]:
-    """(fraction of the time labelled right, the label covering most of each true segment)."""
-    grid = np.arange(0.0, truth[-1][2], 0.05)
-    expected = np.zeros(len(grid), int)
-    for action, start, end in truth:
-        expected[(grid >= start) & (grid < end)] = action
-    got = np.full(len(grid), -1)
-    for segment in found:
-        got[(grid >= segment["start_s"]) & (grid < segment["end_s"])] = names.index(segment["label"])
-    majority = [int(np.bincount(got[(grid >= start) & (grid < end)] + 1).argmax()) - 1 for _, start, end in truth]
-    return float((got == expected).mean()), majority
-
-
 @pytest.mark.parametrize("form", ["onnx", "run_dir"])
 def test_predict_recovers_the_actions_of_a_recording(trained, form):
     run_dir, _ = trained
@@ -165,7 +151,7 @@ def test_predict_recovers_the_actions_of_a_recording(trained, form):
     result = predict_recording(Recording(signal.astype(np.float64), 50.0, "rec", "--rate"), card, classify)
     # the student is right on about 85 % of single clips: a stray short segment may remain, but most of the time
     # is labelled right and each action is what covers most of its own span
-    accuracy, majority = scored(result.segments, truth, card.class_names)
+    accuracy, majority = score_segments(result.segments, truth, card.class_names)
     assert accuracy >= 0.8 and majority == [2, 0, 3, 1, 2], result.segments
     assert len(result.segments) <= 8
     assert result.segments[0]["start_s"] == 0.0 and result.segments[-1]["end_s"] == pytest.approx(truth[-1][2], abs=0.05)
@@ -195,16 +181,6 @@ def test_predict_command_at_another_rate_in_m_s2(trained, tmp_path, capsys):
     header = (tmp_path / "w.csv").read_text().splitlines()[0].split(",")
     assert header[:6] == ["window", "start_s", "end_s", "label", "confidence", "smoothed_label"]
     assert header[6:] == [f"p_{name}" for name in synthetic.CLASS_NAMES[:CLASSES]]
-
-
-def run_cli(args, capsys):
-    try:
-        main(args)
-        code = 0
-    except SystemExit as done:
-        code = done.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 BAD_INPUTS = {

@@ -9,6 +9,8 @@ import yaml
 from pskd.config import build_config
 from pskd.pipeline import run
 
+from conftest import run_cli
+
 SMALL_GCN = {"widths": [8, 16], "strides": [1, 2], "embedding_dim": 16}
 TINY = {
     "name": "tiny",
@@ -200,24 +202,14 @@ def test_cross_fitted_targets_come_from_teachers_that_did_not_see_the_clip(tmp_p
 
 
 def test_sweep_command_writes_the_results_table(tmp_path, capsys):
-    from pskd.cli import main
-
     config = tmp_path / "tiny.yaml"
     config.write_text(yaml.safe_dump({**TINY, "method": "pskd"}))  # sorted keys: fusion is listed first
-    try:
-        main(["sweep", str(config), "--methods", "ce,avg_kd", "--seeds", "1", "--out", str(tmp_path / "s"), "--quiet"])
-        code = 0
-    except SystemExit as done:
-        code = done.code
-    out, err = capsys.readouterr()
+    code, out, err = run_cli(["sweep", str(config), "--methods", "ce,avg_kd", "--seeds", "1",
+                              "--out", str(tmp_path / "s"), "--quiet"], capsys)
     assert code == 0, err
     assert "| avg_kd |" in out and (tmp_path / "s" / "results.md").is_file()
-    try:
-        main(["sweep", str(config), "--methods", "ce,nonsense", "--out", str(tmp_path / "t")])
-        code = 0
-    except SystemExit as done:
-        code = done.code
-    assert code == 2 and "unknown method" in capsys.readouterr().err
+    code, _, err = run_cli(["sweep", str(config), "--methods", "ce,nonsense", "--out", str(tmp_path / "t")], capsys)
+    assert code == 2 and "unknown method" in err
 
 
 def test_seeds_option_takes_a_count_or_a_list():

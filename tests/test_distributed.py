@@ -21,7 +21,6 @@ from pskd.data.batches import PairedClips
 from pskd.data.transforms import Augmenter
 from pskd.train.loop import cross_entropy, fit
 
-from conftest import REPO
 
 
 class Mlp(nn.Module):

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from pskd.cli import main
 from pskd.data import utd_mhad
 from pskd.data.download import fetch, read_manifest, safe_extract
 from pskd.errors import DataError
 
+from conftest import run_cli
 from test_utd_mhad import make_copy
 
 KEYS = [(a, s, t) for a in range(1, 28) for s in range(1, 9) for t in range(1, 5)
@@ -92,16 +92,6 @@ def server():
     running = Server()
     yield running
     running.close()
-
-
-def run_cli(args, capsys):
-    try:
-        main(args)
-        code = 0
-    except SystemExit as done:
-        code = done.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def digest(data: bytes) -> str:

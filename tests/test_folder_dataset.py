@@ -9,13 +9,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pskd.cli import main
 from pskd.config import build_config
 from pskd.data import folder, synthetic
 from pskd.data.layouts import UTD_KINECT_V1
 from pskd.data.protocols import make_split
 from pskd.errors import ConfigError, DataError
 from pskd.pipeline import run
+
+from conftest import run_cli
 
 
 def write_folder(root: Path, subjects=(1, 2, 3, 4), classes=3, trials=2, layout=True) -> Path:
@@ -91,16 +92,6 @@ def test_pskd_trains_on_a_folder_without_a_layout(tmp_path):
     out, metrics = run(config, tmp_path / "run", log=lambda *a, **k: None)
     assert metrics["dataset"] == "folder" and metrics["split"]["test_subjects"] == [3, 4]
     assert "skeleton" in metrics["teachers"] and (out / "metrics.json").is_file()
-
-
-def run_cli(args, capsys):
-    try:
-        main(args)
-        code = 0
-    except SystemExit as done:
-        code = done.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_data_check_folder(users_folder, capsys):

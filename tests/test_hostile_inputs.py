@@ -14,10 +14,9 @@ import pytest
 import scipy.io
 import torch
 
-from pskd.cli import main
 
-from conftest import REPO
-from test_utd_mhad import make_copy
+from conftest import REPO, run_cli
+from test_utd_mhad import clone, make_copy
 
 CE = str(REPO / "configs/utd_mhad/student_ce.yaml")
 NO_CACHE = ["--set", "data.cache=false", "--set", "train.epochs=1", "--quiet"]
@@ -26,12 +25,6 @@ NO_CACHE = ["--set", "data.cache=false", "--set", "train.epochs=1", "--quiet"]
 @pytest.fixture(scope="module")
 def pristine(tmp_path_factory) -> Path:
     return make_copy(tmp_path_factory.mktemp("hostile") / "utd_mhad")
-
-
-def copy_of(pristine: Path, tmp_path: Path) -> Path:
-    target = tmp_path / "utd_mhad"
-    shutil.copytree(pristine, target)
-    return target
 
 
 def savemat(path: Path, **variables) -> None:
@@ -174,20 +167,10 @@ CASES = {
 }
 
 
-def run_cli(args, capsys):
-    try:
-        main(args)
-        code = 0
-    except SystemExit as done:
-        code = done.code
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 @pytest.mark.parametrize("name", list(CASES))
 def test_hostile_input_is_one_line_exit_2_and_leaves_nothing(name, pristine, tmp_path, capsys):
     prepare, message = CASES[name]
-    root = copy_of(pristine, tmp_path / "data")
+    root = clone(pristine, tmp_path / "data")
     args = prepare(root, tmp_path)
     before = set(tmp_path.iterdir())
     code, _, err = run_cli(args, capsys)

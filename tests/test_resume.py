@@ -9,15 +9,15 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
 import yaml
 
-from pskd.cli import main
 from pskd.config import build_config, dump_config
 from pskd.train.loop import checkpoint_file, checkpointing
+
+from conftest import run_cli
 
 GCN = {"widths": [8, 16], "strides": [1, 2], "embedding_dim": 16}
 CONFIG = {
@@ -49,16 +49,6 @@ def figures(metrics: dict):
     if isinstance(metrics, list):
         return [figures(v) for v in metrics]
     return metrics
-
-
-def run_cli(args, capsys):
-    try:
-        main(args)
-        code = 0
-    except SystemExit as done:
-        code = done.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.mark.slow

@@ -195,10 +195,10 @@ def segments(labels: np.ndarray, centres: np.ndarray, hop_s: float, duration: fl
                 else:
                     merged.append(run)
             runs, changed = merged, True
-    out = []
-    for label, first, last in runs:
-        start = 0.0 if not out else out[-1]["end_s"]
-        end = duration if (label, first, last) == tuple(runs[-1]) else float(centres[last] + hop_s / 2)
+    out = []  # the segments tile the recording: each starts where the one before ends, the last ends with it
+    for k, (label, _, last) in enumerate(runs):
+        start = out[-1]["end_s"] if out else 0.0
+        end = duration if k == len(runs) - 1 else float(centres[last] + hop_s / 2)
         out.append({"label": label, "start_s": round(max(0.0, start), 3), "end_s": round(min(duration, end), 3)})
     return out
 
@@ -253,6 +253,21 @@ def predict_recording(recording: Recording, card: ModelCard, classify, window_s:
         segment["confidence"] = round(float(smoothed[inside, segment["label"]].mean()) if inside.any() else 0.0, 4)
         segment["label"] = card.class_names[segment["label"]]
     return Prediction(card, recording, start_s, end_s, probabilities, smoothed, found)
+
+
+def score_segments(found: list[dict], truth: list[tuple[int, float, float]], names: list[str],
+                   step: float = 0.05) -> tuple[float, list[int]]:
+    """Recognised segments against known ones (class index, start s, end s), on a grid of `step` seconds:
+    (the fraction of the time labelled right, the class covering most of each true segment, -1 for none)."""
+    grid = np.arange(0.0, truth[-1][2], step)
+    expected = np.zeros(len(grid), int)
+    for action, start, end in truth:
+        expected[(grid >= start) & (grid < end)] = action
+    got = np.full(len(grid), -1)
+    for segment in found:
+        got[(grid >= segment["start_s"]) & (grid < segment["end_s"])] = names.index(segment["label"])
+    majority = [int(np.bincount(got[(grid >= start) & (grid < end)] + 1).argmax()) - 1 for _, start, end in truth]
+    return float((got == expected).mean()), majority
 
 
 def write_rows(rows: list[dict], path: Path) -> None:
