@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pskd.data.clip import ACCELEROMETER, SKELETON, Clip, DatasetInfo
+from pskd.data.clip import ACCELEROMETER, SKELETON, Clip, DatasetInfo, summary
 from pskd.data.layouts import Layout
 from pskd.data.mocap import read_bvh, read_optical
 from pskd.errors import DataError
@@ -179,10 +179,18 @@ def read_mocap(root: Path, key: tuple[int, int, int]) -> tuple[np.ndarray, np.nd
     return None
 
 
-def load(data_dir: str | Path, watch: str = "h02") -> tuple[DatasetInfo, list[Clip]]:
+def _check_watch(watch: str) -> None:
     if watch not in SENSORS:
         raise DataError(f"watch sensor '{watch}' is not one of {', '.join(SENSORS)}")
-    found = scan(data_dir)
+
+
+def load(data_dir: str | Path, watch: str = "h02") -> tuple[DatasetInfo, list[Clip]]:
+    _check_watch(watch)
+    return _load_scanned(scan(data_dir), watch)
+
+
+def _load_scanned(found: Scan, watch: str) -> tuple[DatasetInfo, list[Clip]]:
+    """Read the recordings a scan found."""
     if not found.files:
         raise DataError(f"{found.root}: no accelerometer recordings found")
     clips, notes = [], [f"skipped {item}" for item in found.skipped]
@@ -241,29 +249,16 @@ def load(data_dir: str | Path, watch: str = "h02") -> tuple[DatasetInfo, list[Cl
 
 
 def summarize(data_dir: str | Path, watch: str = "h02") -> dict:
-    info, clips = load(data_dir, watch)
+    _check_watch(watch)
     found = scan(data_dir)
-    lengths = [len(c.streams[ACCELEROMETER]) for c in clips]
-    absent = [n for n in info.notes if "absent" in n]
+    info, clips = _load_scanned(found, watch)
+    labels = {f"{stream_name(s, watch)} ({s}, {PLACEMENT[s]})": stream_name(s, watch) for s in SENSORS}
+    if info.layout_spec:
+        labels[f"skeleton ({info.layout}, {len(info.layout_spec['joints'])} joints)"] = SKELETON
     return {
-        "dataset": NAME,
-        "root": str(found.root),
-        "clips": len(clips),
-        "classes": info.num_classes,
-        "subjects": sorted({c.subject for c in clips}),
-        "trials": sorted({c.trial for c in clips}),
-        "modalities": {
-            f"{stream} ({sensor}, {PLACEMENT[sensor]})": {
-                "rate_hz": RATE, "min_length": int(min(lengths)), "max_length": int(max(lengths)),
-                "median_length": float(np.median(lengths)),
-            }
-            for sensor, stream in ((s, stream_name(s, watch)) for s in SENSORS)
-        } | ({f"skeleton ({info.layout}, {len(info.layout_spec['joints'])} joints)": {
-            "rate_hz": RATE, "min_length": int(min(lengths)), "max_length": int(max(lengths)),
-            "median_length": float(np.median(lengths))}} if info.layout_spec else {}),
+        **summary(NAME, found.root, info, clips, labels),
         "found": found.modalities,
-        "missing": [n for n in absent],
+        "missing": [n for n in info.notes if "absent" in n],
         "missing_note": "recordings absent from this copy",
-        "skipped": [n.removeprefix("skipped ") for n in info.notes if n.startswith("skipped ")],
         "sensor_placement": f"watch = {watch} ({PLACEMENT[watch]}); the other five are streams acc_hKK",
     }

@@ -48,3 +48,26 @@ class DatasetInfo:
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+
+def skipped_notes(info: DatasetInfo) -> list[str]:
+    """The files a loader skipped (its notes that start with "skipped "), without that prefix."""
+    return [note.removeprefix("skipped ") for note in info.notes if note.startswith("skipped ")]
+
+
+def summary(name: str, root, info: DatasetInfo, clips: list[Clip], labels: dict[str, str] | None = None) -> dict:
+    """What every dataset's `pskd data check` shows first: counts, subjects, trials, the skipped files, and per
+    stream its rate and the range and median of its lengths. labels: display name -> stream (default: each
+    stream under its own name)."""
+    labels = labels or {stream: stream for stream in info.streams}
+    modalities = {}
+    for label, stream in labels.items():
+        lengths = [len(c.streams[stream]) for c in clips]
+        modalities[label] = {"rate_hz": info.rates[stream], "min_length": int(min(lengths)),
+                             "max_length": int(max(lengths)), "median_length": float(np.median(lengths))}
+    return {
+        "dataset": name, "root": str(root), "clips": len(clips), "classes": info.num_classes,
+        "subjects": sorted({c.subject for c in clips}), "trials": sorted({c.trial for c in clips}),
+        "modalities": modalities, "skipped": skipped_notes(info),
+    }
+

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pskd.data.clip import ACCELEROMETER, SKELETON, Clip, DatasetInfo
+from pskd.data.clip import ACCELEROMETER, SKELETON, Clip, DatasetInfo, summary
 from pskd.data.layouts import Layout, adaptive_layout, layout_from_json
 from pskd.errors import ConfigError, DataError
 
@@ -235,24 +235,9 @@ def _shape(stream: str, array: np.ndarray, layout: Layout | None) -> tuple[np.nd
 def summarize(data_dir: str | Path) -> dict:
     info, clips = load(data_dir)
     return {
-        "dataset": NAME,
-        "root": str(resolve_root(data_dir)),
-        "clips": len(clips),
-        "classes": info.num_classes,
-        "subjects": sorted({c.subject for c in clips}),
-        "trials": sorted({c.trial for c in clips}),
-        "modalities": {
-            stream: {
-                "rate_hz": info.rates[stream],
-                "min_length": int(min(len(c.streams[stream]) for c in clips)),
-                "max_length": int(max(len(c.streams[stream]) for c in clips)),
-                "median_length": float(np.median([len(c.streams[stream]) for c in clips])),
-            }
-            for stream in info.streams
-        },
+        **summary(NAME, resolve_root(data_dir), info, clips),
         "missing": [],
         "missing_note": "every row has every stream",
-        "skipped": [],
         "sensor_placement": (f"skeleton layout: {info.layout} ({len(info.layout_spec['joints'])} joints, "
                              f"{len(info.layout_spec['bones'])} bones)") if info.layout_spec else "",
         "notes": info.notes,

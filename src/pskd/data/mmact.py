@@ -18,16 +18,18 @@ names. Protocols: cross_subject (subjects 1-16 train, 17-20 test) and cross_scen
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import zipfile
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from pskd.data.clip import ACCELEROMETER, GYROSCOPE, SKELETON, Clip, DatasetInfo
+from pskd.data.clip import ACCELEROMETER, GYROSCOPE, SKELETON, Clip, DatasetInfo, summary
 from pskd.data.layouts import COCO17
 from pskd.errors import DataError
 
@@ -170,14 +172,14 @@ def parse_pose(text: str, source: str) -> np.ndarray:
     return np.asarray(out, dtype=np.float32)
 
 
-def _read_pose(found: Scan, member: str) -> np.ndarray:
-    source = f"{found.pose_source}:{member}" if found.pose_source and found.pose_source.suffix == ".zip" else member
+@contextlib.contextmanager
+def _pose_reader(found: Scan) -> Iterator[Callable[[str], np.ndarray]]:
+    """read(member) -> keypoints, with the zip archive opened once for every clip."""
     if found.pose_source is not None and found.pose_source.suffix == ".zip":
         with zipfile.ZipFile(found.pose_source) as archive:
-            text = archive.read(member).decode("utf-8")
+            yield lambda member: parse_pose(archive.read(member).decode("utf-8"), f"{found.pose_source}:{member}")
     else:
-        text = (found.root / PurePosixPath(member)).read_text(encoding="utf-8")
-    return parse_pose(text, source)
+        yield lambda member: parse_pose((found.root / PurePosixPath(member)).read_text(encoding="utf-8"), member)
 
 
 def load(data_dir: str | Path, camera: int = 1) -> tuple[DatasetInfo, list[Clip]]:
@@ -200,17 +202,18 @@ def load(data_dir: str | Path, camera: int = 1) -> tuple[DatasetInfo, list[Clip]
         notes.append(f"camera {camera} keypoints left out: {sum(k not in found.poses for k in keys)} clips lack them")
     actions = sorted({k[3] for k in keys})
     clips = []
-    for key in keys:
-        streams, rates = {}, {}
-        for sensor in sensors:
-            streams[SENSORS[sensor]], rates[SENSORS[sensor]] = read_sensor(found.sensors[sensor][key])
-        if with_pose:
-            streams[SKELETON] = _read_pose(found, found.poses[key])
-            rates[SKELETON] = 30.0  # MMAct's cameras film at 30 frames a second
-        subject, scene, session, action = key
-        clips.append(Clip(clip_id=f"subject{subject}_scene{scene}_session{session}_{action}",
-                          label=actions.index(action), subject=subject, trial=session, streams=streams,
-                          rates=rates, scene=scene))
+    with _pose_reader(found) as read_pose:
+        for key in keys:
+            streams, rates = {}, {}
+            for sensor in sensors:
+                streams[SENSORS[sensor]], rates[SENSORS[sensor]] = read_sensor(found.sensors[sensor][key])
+            if with_pose:
+                streams[SKELETON] = read_pose(found.poses[key])
+                rates[SKELETON] = 30.0  # MMAct's cameras film at 30 frames a second
+            subject, scene, session, action = key
+            clips.append(Clip(clip_id=f"subject{subject}_scene{scene}_session{session}_{action}",
+                              label=actions.index(action), subject=subject, trial=session, streams=streams,
+                              rates=rates, scene=scene))
     names = [SENSORS[s] for s in sensors] + ([SKELETON] if with_pose else [])
     info = DatasetInfo(
         name=NAME, class_names=actions, streams=names,
@@ -224,16 +227,8 @@ def load(data_dir: str | Path, camera: int = 1) -> tuple[DatasetInfo, list[Clip]
 def summarize(data_dir: str | Path, camera: int = 1) -> dict:
     info, clips = load(data_dir, camera)
     return {
-        "dataset": NAME, "root": str(resolve_root(data_dir)), "clips": len(clips), "classes": info.num_classes,
-        "subjects": sorted({c.subject for c in clips}), "trials": sorted({c.trial for c in clips}),
-        "modalities": {
-            s: {"rate_hz": info.rates[s], "min_length": int(min(len(c.streams[s]) for c in clips)),
-                "max_length": int(max(len(c.streams[s]) for c in clips)),
-                "median_length": float(np.median([len(c.streams[s]) for c in clips]))}
-            for s in info.streams
-        },
+        **summary(NAME, resolve_root(data_dir), info, clips),
         "missing": [], "missing_note": "clips are those of the watch accelerometer",
-        "skipped": [n.removeprefix("skipped ") for n in info.notes if n.startswith("skipped ")],
         "sensor_placement": f"scenes {sorted({c.scene for c in clips})}; keypoints of camera {camera}",
         "notes": [n for n in info.notes if not n.startswith("skipped ")],
     }

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import scipy.io
 
-from pskd.data.clip import ACCELEROMETER, GYROSCOPE, SKELETON, Clip, DatasetInfo
+from pskd.data.clip import ACCELEROMETER, GYROSCOPE, SKELETON, Clip, DatasetInfo, summary
 from pskd.errors import DataError
 
 NAME = "utd_mhad"
@@ -209,32 +209,9 @@ def load(data_dir: str | Path) -> tuple[DatasetInfo, list[Clip]]:
 def summarize(data_dir: str | Path) -> dict:
     """Validate a copy and describe it: what `pskd data check utd_mhad` prints."""
     info, clips = load(data_dir)
-    found_root = resolve_root(data_dir)
-    lengths = {
-        stream: [len(c.streams[stream]) for c in clips] for stream in (SKELETON, ACCELEROMETER, GYROSCOPE)
-    }
     return {
-        "dataset": NAME,
-        "root": str(found_root),
-        "clips": len(clips),
-        "classes": info.num_classes,
-        "subjects": sorted({c.subject for c in clips}),
-        "trials": sorted({c.trial for c in clips}),
-        "modalities": {
-            stream: {
-                "rate_hz": info.rates[stream],
-                "min_length": int(min(values)),
-                "max_length": int(max(values)),
-                "median_length": float(np.median(values)),
-            }
-            for stream, values in lengths.items()
-        },
+        **summary(NAME, resolve_root(data_dir), info, clips),
         "missing": [clip_name(k) for k in sorted(KNOWN_MISSING)],
         "missing_note": "absent from the official release",
-        "skipped": found_skipped(info),
         "sensor_placement": "right wrist for actions 1-21, right thigh for actions 22-27",
     }
-
-
-def found_skipped(info: DatasetInfo) -> list[str]:
-    return [note.removeprefix("skipped ") for note in info.notes if note.startswith("skipped ")]
