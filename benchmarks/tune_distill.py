@@ -20,7 +20,7 @@ from pathlib import Path
 
 from pskd.config import build_config, load_config
 from pskd.pipeline import Session, TrainedTeacher, open_session, teacher_outputs, train_student, train_teachers
-from pskd.sweep import _merge
+from pskd.sweep import merge_tree
 
 # name -> (targets: "full" or "cross_fit", config changes)
 VARIANTS: dict[str, tuple[str, dict]] = {
@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         tree = base.model_dump(mode="json")
         for name in names:
             targets, changes = VARIANTS[name]
-            config = build_config(_merge(tree, {**changes, "distill": {**changes.get("distill", {}),
+            config = build_config(merge_tree(tree, {**changes, "distill": {**changes.get("distill", {}),
                                                                          "cross_fit_folds": 0}}), source=name)
             teachers = copy.deepcopy(crossed if targets == "cross_fit" else full)
             tic = time.perf_counter()

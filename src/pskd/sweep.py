@@ -33,10 +33,11 @@ def ablations(base: RunConfig) -> dict[str, dict]:
     }
 
 
-def _merge(tree: dict, changes: dict) -> dict:
+def merge_tree(tree: dict, changes: dict) -> dict:
+    """A config tree with `changes` applied, nested sections merged key by key."""
     out = dict(tree)
     for key, value in changes.items():
-        out[key] = _merge(out.get(key) or {}, value) if isinstance(value, dict) else value
+        out[key] = merge_tree(out.get(key) or {}, value) if isinstance(value, dict) else value
     return out
 
 
@@ -56,7 +57,7 @@ def sweep(base: RunConfig, methods: list[str], seeds: list[int], out: Path, abla
     if ablation:
         variants.update(ablations(base))
     tree = base.model_dump(mode="json")
-    configs = {name: {seed: build_config(_merge(tree, {**changes, "seed": seed}), source=f"sweep variant '{name}'")
+    configs = {name: {seed: build_config(merge_tree(tree, {**changes, "seed": seed}), source=f"sweep variant '{name}'")
                       for seed in seeds} for name, changes in variants.items()}
     started = time.perf_counter()
     rows: dict[str, list[dict]] = {name: [] for name in variants}
