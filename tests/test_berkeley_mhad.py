@@ -39,6 +39,7 @@ def test_real_copy_loads_and_synchronises(berkeley_root):
                        np.array([c.trial for c in clips]))
     assert split.train_subjects == [1, 2, 3, 4, 5, 6] and split.val_subjects == [7]
     assert split.test_subjects == [8, 9, 10, 11, 12]
+    assert info.devices["accelerometer"] == "h02" and info.devices["acc_h01"] == "h01"  # six units, six frames
     # another watch: the left wrist becomes the student's stream
     _, left = bm.load(berkeley_root, watch="h01")
     np.testing.assert_array_equal(left[0].streams[ACCELEROMETER], clips[0].streams["acc_h01"])

@@ -1,9 +1,11 @@
 """The `pskd` command end to end: data check, train, demo, and how it fails."""
 
+import csv
 import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -73,6 +75,13 @@ def test_tiny_train_writes_a_complete_run_directory(tmp_path, capsys):
     assert checkpoint["meta"]["class_names"][:2] == ["swipe left", "swipe right"]
     assert (out / "confusion_matrix.png").read_bytes()[:4] == b"\x89PNG"
     assert "| best on validation |" in (out / "report.md").read_text()
+    with (out / "predictions.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == metrics["split"]["test"]
+    assert {int(r["subject"]) for r in rows} == {2, 4}
+    assert np.mean([r["correct"] == "1" for r in rows]) == pytest.approx(student["test"]["accuracy"])
+    assert all((r["label"] == r["predicted"]) == (r["correct"] == "1") for r in rows)
+    assert all(float(r["confidence"]) >= float(r["confidence_of_label"]) for r in rows)
 
 
 def test_runs_are_reproducible_with_a_seed(tmp_path, capsys):

@@ -81,6 +81,19 @@ def test_stop_after_keeps_the_schedule_of_the_full_run():
     assert short.best_epoch == 4  # without validation the last epoch is the selected one
 
 
+def test_select_last_delivers_the_last_epoch_and_refuses_patience():
+    streams, labels = tiny_data()
+    train = PairedClips(streams, labels, np.arange(48))
+    val = PairedClips(streams, labels, np.arange(48, 64))
+    config = TrainConfig(epochs=6, batch_size=16, lr=0.05, warmup_epochs=0, select="last", ema=None)
+    result = fit(Separable(), train, val, config, cross_entropy(), torch.device("cpu"), progress=False)
+    assert result.best_epoch == 6 and "val_accuracy" in result.history[-1]  # validation is still watched
+    for key, value in result.best_state.items():
+        torch.testing.assert_close(value, result.last_state[key])
+    with pytest.raises(ValueError, match="select: last"):
+        TrainConfig(select="last", patience=3)
+
+
 def test_predict_keeps_order_and_device_choice():
     streams, labels = tiny_data(10)
     data = PairedClips(streams, labels, np.arange(10))

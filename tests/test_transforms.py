@@ -129,6 +129,31 @@ def test_augmenter_uses_one_sensor_frame_for_accelerometer_and_gyroscope():
     assert gyro.shape == out["gyroscope"].shape
 
 
+def test_augmenter_rotates_each_body_worn_unit_in_its_own_frame():
+    x = torch.randn(6, 30, 3)
+    devices = {"accelerometer": "wrist", "acc_wrist2": "wrist", "acc_ankle": "ankle"}
+    aug = Augmenter(scale=0, jitter=0, rotation_deg=60, time_crop=0, seed=2, devices=devices)
+    out = aug({"accelerometer": x, "acc_wrist2": x.clone(), "acc_ankle": x.clone(), "angles": x.clone()})
+    torch.testing.assert_close(out["accelerometer"], out["acc_wrist2"])  # one unit: one rotation
+    assert not torch.allclose(out["accelerometer"], out["acc_ankle"], atol=1e-3)  # two units: two rotations
+    torch.testing.assert_close(out["acc_ankle"].norm(dim=-1), x.norm(dim=-1), atol=1e-5, rtol=0)
+    torch.testing.assert_close(out["angles"], x)  # on no unit: not a vector, left alone
+
+
+def test_augmenter_default_units_are_the_watch_and_draw_as_before():
+    """No devices: the watch's accelerometer and gyroscope share a frame, and the random draws come in the same
+    order as before units existed (rotation first), so earlier seeds give the same batches."""
+    acc = torch.randn(4, 30, 3)
+    plain = Augmenter(seed=5)({"accelerometer": acc, "gyroscope": acc.clone()})
+    explicit = Augmenter(seed=5, devices={"accelerometer": "watch", "gyroscope": "watch"})(
+        {"accelerometer": acc, "gyroscope": acc.clone()})
+    torch.testing.assert_close(plain["accelerometer"], explicit["accelerometer"])
+    generator = torch.Generator().manual_seed(5)
+    first = random_rotations(4, 15.0, generator)
+    rotate_only = Augmenter(scale=0, jitter=0, rotation_deg=15.0, time_crop=0, seed=5)({"accelerometer": acc})
+    torch.testing.assert_close(rotate_only["accelerometer"], torch.einsum("bij,btj->bti", first, acc))
+
+
 def test_augmenter_skeleton_rotates_about_the_vertical_and_scales():
     x = torch.randn(5, 20, 20, 3)
     aug = Augmenter(scale=0.2, jitter=0, rotation_deg=45, time_crop=0, seed=0)

@@ -97,13 +97,21 @@ class TrainConfig(Section):
     label_smoothing: float = Field(0.1, ge=0, lt=1)
     grad_clip: float | None = Field(5.0, gt=0)
     patience: int | None = Field(None, ge=1)  # early stopping on the selection metric; None trains all epochs
-    select: Literal["val_accuracy", "val_loss"] = "val_accuracy"
+    # Which epoch is delivered: the best on validation by accuracy (ties by loss) or by loss, or the last one
+    # (a fixed schedule; validation is then only watched, for when it is too small to choose by).
+    select: Literal["val_accuracy", "val_loss", "last"] = "val_accuracy"
     # Exponential moving average of the weights (decay per step); the averaged model is the one validated,
     # selected and saved. None trains and evaluates the raw weights.
     ema: float | None = Field(0.995, gt=0, lt=1)
     # After selection, replay the selected trajectory (same seed and schedule, stopped at the selected epoch) on
     # training + validation subjects; that model is the one delivered and reported as student.test.
     refit: bool = True
+
+    @model_validator(mode="after")
+    def _check_stopping(self) -> "TrainConfig":
+        if self.select == "last" and self.patience is not None:
+            raise ValueError("patience stops early on the validation metric; with select: last there is none")
+        return self
 
 
 class TeacherConfig(ModelConfig):

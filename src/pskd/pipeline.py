@@ -27,7 +27,7 @@ from pskd.config import ModelConfig, RunConfig, TeacherConfig, TrainConfig, dump
 from pskd.console import log_stderr
 from pskd.data.batches import PairedClips
 from pskd.data.cache import Prepared, prepare
-from pskd.data.clip import SKELETON
+from pskd.data.clip import SKELETON, DatasetInfo
 from pskd.data.layouts import dataset_layout
 from pskd.data.protocols import Split, make_split
 from pskd.data.transforms import Augmenter, Standardizer
@@ -94,10 +94,11 @@ def input_spec(prepared: Prepared, fit_on: np.ndarray) -> InputSpec:
     )
 
 
-def make_augmenter(config: RunConfig) -> Augmenter | None:
+def make_augmenter(config: RunConfig, info: DatasetInfo) -> Augmenter | None:
     if not config.augment.enabled:
         return None
-    return Augmenter(**config.augment.model_dump(exclude={"enabled"}), seed=config.seed + 1)
+    return Augmenter(**config.augment.model_dump(exclude={"enabled"}), seed=config.seed + 1,
+                     devices=info.stream_devices())
 
 
 def _save_checkpoint(path: Path, state: dict, meta: dict) -> None:
@@ -252,7 +253,7 @@ def replay(
     streams = {s: prepared.streams[s] for s in model_config.streams}
     result = fit(
         model, PairedClips(streams, prepared.labels, fit_on), None, train_config, criterion, device,
-        seed=config.seed, augment=make_augmenter(config), progress=config.progress, description=role,
+        seed=config.seed, augment=make_augmenter(config, prepared.info), progress=config.progress, description=role,
         stop_after=epochs, parameters=parameters,
     )
     model.load_state_dict(result.last_state)
@@ -283,7 +284,8 @@ def train_and_evaluate(
         f"device {device}")
     result = fit(
         model, parts["train"], parts["val"], train_config, criterion, device, seed=config.seed,
-        augment=make_augmenter(config), progress=config.progress, description=role, parameters=parameters,
+        augment=make_augmenter(config, prepared.info), progress=config.progress, description=role,
+        parameters=parameters,
     )
     class_names = prepared.info.class_names
     evaluations = {}
@@ -471,6 +473,24 @@ def _run_into(config: RunConfig, run_dir: Path, log, teachers: dict[str, Trained
     return write_run(session, run_dir, teachers, student, started)
 
 
+def _write_predictions(session: Session, model: torch.nn.Module, path: Path) -> None:
+    """One row per test clip for the delivered model: who, what it was, what was predicted, how sure."""
+    prepared, test = session.prepared, session.split.test
+    streams = {s: prepared.streams[s] for s in session.config.student.streams}
+    _, logits = predict(model, PairedClips(streams, prepared.labels, test), session.device)
+    probabilities = torch.softmax(torch.as_tensor(logits), dim=1).numpy()
+    names = prepared.info.class_names
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["clip_id", "subject", "trial", "label", "predicted", "correct", "confidence",
+                         "confidence_of_label"])
+        for row, clip in enumerate(test):
+            label, guess = int(prepared.labels[clip]), int(probabilities[row].argmax())
+            writer.writerow([prepared.clip_ids[clip], int(prepared.subjects[clip]), int(prepared.trials[clip]),
+                             names[label], names[guess], int(label == guess), f"{probabilities[row, guess]:.4f}",
+                             f"{probabilities[row, label]:.4f}"])
+
+
 def write_run(session: Session, run_dir: Path, teachers: dict[str, TrainedTeacher], student: Trained,
               started: float) -> dict:
     config, prepared, split = session.config, session.prepared, session.split
@@ -522,6 +542,7 @@ def write_run(session: Session, run_dir: Path, teachers: dict[str, TrainedTeache
                 "num_classes": prepared.info.num_classes, "class_names": class_names,
             })
     _write_history(result_history, run_dir / "history.csv")
+    _write_predictions(session, student.model, run_dir / "predictions.csv")
     title = f"{config.name}: {config.method} student on {prepared.info.name} {split.protocol}, seed {config.seed}"
     plot_confusion(metrics["student"]["test"]["confusion_matrix"], class_names, run_dir / "confusion_matrix.png",
                    f"{title}\ntest accuracy {100 * metrics['student']['test']['accuracy']:.2f} %")

@@ -244,6 +244,7 @@ def _load_scanned(found: Scan, watch: str) -> tuple[DatasetInfo, list[Clip]]:
     info = DatasetInfo(
         name=NAME, class_names=list(CLASS_NAMES), streams=names, rates={n: RATE for n in names}, units=units,
         layout=spec["name"] if spec else None, layout_spec=spec, notes=notes,
+        devices={stream_name(s, watch): s for s in SENSORS},  # six separate units, each in its own frame
     )
     return info, clips
 

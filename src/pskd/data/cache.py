@@ -26,7 +26,7 @@ from pskd.data.sources import get_source, resolve_data_dir
 from pskd.data import transforms
 from pskd.data.transforms import center_skeleton, resample, scale_skeleton
 
-CACHE_VERSION = 2
+CACHE_VERSION = 3
 CACHE_VARIABLE = "PSKD_CACHE_DIR"
 
 

@@ -9,6 +9,7 @@ import numpy as np
 SKELETON = "skeleton"
 ACCELEROMETER = "accelerometer"
 GYROSCOPE = "gyroscope"
+WATCH_DEVICES = {ACCELEROMETER: "watch", GYROSCOPE: "watch"}
 
 
 @dataclass
@@ -44,6 +45,13 @@ class DatasetInfo:
     units: dict[str, str] = field(default_factory=dict)  # physical unit of each inertial stream ("g", "deg/s")
     layout_spec: dict | None = None  # a layout carried by the dataset itself (Layout.to_json), e.g. layout.json
     notes: list[str] = field(default_factory=list)  # what the loader skipped or noticed, to be shown to a user
+    # the body-worn unit of each vector stream (xyz triples); streams of one unit share its frame, so augmentation
+    # rotates them together, and streams of different units independently. Empty: the watch's accelerometer
+    # and gyroscope. A stream on no unit (orientation angles, say) is not rotated.
+    devices: dict[str, str] = field(default_factory=dict)
+
+    def stream_devices(self) -> dict[str, str]:
+        return dict(self.devices) if self.devices else dict(WATCH_DEVICES)
 
     @property
     def num_classes(self) -> int:

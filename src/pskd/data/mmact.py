@@ -36,6 +36,8 @@ from pskd.errors import DataError
 NAME = "mmact"
 SENSORS = {"acc_watch": ACCELEROMETER, "acc_phone": "phone_accelerometer", "gyro": GYROSCOPE,
            "orientation": "orientation"}
+# the unit each vector stream is worn on (the gyroscope is the phone's); orientation angles are not a vector
+DEVICES = {ACCELEROMETER: "watch", "phone_accelerometer": "phone", GYROSCOPE: "phone"}
 MIN_SCORE = 0.1
 _KEY = re.compile(r"subject(\d+)/scene(\d+)/session(\d+)/([^/]+)\.(csv|json)$")
 _CAMERA = re.compile(r"/cam(\d+)/")
@@ -220,6 +222,7 @@ def load(data_dir: str | Path, camera: int = 1) -> tuple[DatasetInfo, list[Clip]
         rates={n: float(np.median([c.rates[n] for c in clips])) for n in names},
         layout=COCO17.name if with_pose else None,
         units={ACCELEROMETER: "m/s2", "phone_accelerometer": "m/s2"}, notes=notes,
+        devices={n: DEVICES[n] for n in names if n in DEVICES},
     )
     return info, clips
 

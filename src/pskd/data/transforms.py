@@ -16,7 +16,7 @@ import scipy.interpolate
 import scipy.signal
 import torch
 
-from pskd.data.clip import ACCELEROMETER, GYROSCOPE, SKELETON
+from pskd.data.clip import SKELETON, WATCH_DEVICES
 from pskd.data.layouts import Layout
 
 # ---------------------------------------------------------------- per clip
@@ -156,10 +156,11 @@ def crop_resize(x: torch.Tensor, min_fraction: float, generator: torch.Generator
 class Augmenter:
     """Random perturbations of a training batch, stream by stream, in physical units and time-major layout.
 
-    Inertial streams ([B, T, 3k]): one random rotation of the sensor frame per clip (the same for every xyz
-    triple of the clip, as an accelerometer and gyroscope share the watch's frame), amplitude scaling, Gaussian
-    jitter, random crop and stretch in time. Skeleton ([B, T, J, 3]): rotation about the vertical axis, scaling,
-    the same crop.
+    Inertial streams ([B, T, 3k]): one random rotation of the sensor frame per clip and body-worn unit (the
+    same for every xyz triple of that unit, as an accelerometer and gyroscope share the watch's frame; `devices`
+    maps each stream to its unit, by default the watch's accelerometer and gyroscope), amplitude scaling,
+    Gaussian jitter, random crop and stretch in time. Skeleton ([B, T, J, 3]): rotation about the vertical axis,
+    scaling, the same crop. Streams on no unit pass unchanged.
     """
 
     def __init__(
@@ -169,7 +170,9 @@ class Augmenter:
         rotation_deg: float = 15.0,
         time_crop: float = 0.1,
         seed: int = 0,
+        devices: dict[str, str] | None = None,
     ):
+        self.devices = dict(devices) if devices else dict(WATCH_DEVICES)
         self.scale = scale
         self.jitter = jitter
         self.rotation_deg = rotation_deg
@@ -213,13 +216,17 @@ class Augmenter:
 
     def __call__(self, streams: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         out = {}
-        rotation = None
-        if self.rotation_deg > 0 and any(name in streams for name in (ACCELEROMETER, GYROSCOPE)):
-            batch = next(iter(streams.values())).shape[0]
-            rotation = random_rotations(batch, self.rotation_deg, self.generator)  # one sensor frame per clip
+        rotations: dict[str, torch.Tensor | None] = {}
+        # one frame per clip and unit, all drawn before any other randomness (the order streams first name them)
+        for name in streams:
+            unit = self.devices.get(name)
+            if unit is not None and unit not in rotations:
+                batch = streams[name].shape[0]
+                rotations[unit] = (random_rotations(batch, self.rotation_deg, self.generator)
+                                   if self.rotation_deg > 0 else None)
         for name, value in streams.items():
-            if name in (ACCELEROMETER, GYROSCOPE):
-                out[name] = self.inertial(value, rotation)
+            if name in self.devices:
+                out[name] = self.inertial(value, rotations[self.devices[name]])
             elif name == SKELETON:
                 out[name] = self.skeleton(value)
             else:

@@ -339,11 +339,11 @@ def fit(
         record["train_accuracy"] = correct / seen
         if val is not None and len(val):
             record["val_loss"], record["val_accuracy"] = evaluate_loss(judged, val, device)
-            key = (
-                (record["val_accuracy"], -record["val_loss"])
-                if config.select == "val_accuracy"
-                else (-record["val_loss"], record["val_accuracy"])
-            )
+            key = {
+                "val_accuracy": (record["val_accuracy"], -record["val_loss"]),
+                "val_loss": (-record["val_loss"], record["val_accuracy"]),
+                "last": (float(epoch), 0.0),
+            }[config.select]
         else:
             key = (float(epoch), 0.0)  # no validation data: the last epoch is the selected one
         record["seconds"] = time.perf_counter() - tic
