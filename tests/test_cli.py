@@ -82,6 +82,24 @@ def test_tiny_train_writes_a_complete_run_directory(tmp_path, capsys):
     assert np.mean([r["correct"] == "1" for r in rows]) == pytest.approx(student["test"]["accuracy"])
     assert all((r["label"] == r["predicted"]) == (r["correct"] == "1") for r in rows)
     assert all(float(r["confidence"]) >= float(r["confidence_of_label"]) for r in rows)
+    per_subject = student["test_per_subject"]
+    assert set(per_subject) == {"2", "4"} and sum(v["clips"] for v in per_subject.values()) == len(rows)
+    for subject, figures in per_subject.items():
+        mine = [r["correct"] == "1" for r in rows if r["subject"] == subject]
+        assert figures["accuracy"] == pytest.approx(np.mean(mine))
+    assert "## Per test subject" in (out / "report.md").read_text()
+
+
+def test_a_fixed_schedule_delivers_the_last_epoch_and_says_so(tmp_path, capsys):
+    out = tmp_path / "run"
+    code, _, err = run_cli(["train", str(REPO / "configs/utd_mhad/student_ce.yaml"), *TINY, "--out", str(out),
+                            "--quiet", "--set", "train.select=last", "--set", "train.refit=false"], capsys)
+    assert code == 0, err
+    student = json.loads((out / "metrics.json").read_text())["student"]
+    assert student["select"] == "last" and student["best_epoch"] == student["epochs_trained"] == 3
+    assert student["test"]["accuracy"] == student["test_last"]["accuracy"]
+    report = (out / "report.md").read_text()
+    assert "selected epoch 3 (the last: a fixed schedule" in report and "fixed in advance" in report
 
 
 def test_runs_are_reproducible_with_a_seed(tmp_path, capsys):

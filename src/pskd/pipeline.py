@@ -315,6 +315,7 @@ def train_and_evaluate(
         "stopped_early": result.stopped_early,
         "train_seconds": result.seconds,
         "refit": train_config.refit,
+        "select": train_config.select,
         # the delivered model: best on validation, or its refit on every training subject
         "test": delivered,
         "val": _short(evaluations[("best", "val")]),
@@ -473,8 +474,9 @@ def _run_into(config: RunConfig, run_dir: Path, log, teachers: dict[str, Trained
     return write_run(session, run_dir, teachers, student, started)
 
 
-def _write_predictions(session: Session, model: torch.nn.Module, path: Path) -> None:
-    """One row per test clip for the delivered model: who, what it was, what was predicted, how sure."""
+def _write_predictions(session: Session, model: torch.nn.Module, path: Path) -> dict[str, dict]:
+    """One row per test clip for the delivered model: who, what it was, what was predicted, how sure. Returns
+    the accuracy per test subject."""
     prepared, test = session.prepared, session.split.test
     streams = {s: prepared.streams[s] for s in session.config.student.streams}
     _, logits = predict(model, PairedClips(streams, prepared.labels, test), session.device)
@@ -489,6 +491,10 @@ def _write_predictions(session: Session, model: torch.nn.Module, path: Path) -> 
             writer.writerow([prepared.clip_ids[clip], int(prepared.subjects[clip]), int(prepared.trials[clip]),
                              names[label], names[guess], int(label == guess), f"{probabilities[row, guess]:.4f}",
                              f"{probabilities[row, label]:.4f}"])
+    right = probabilities.argmax(axis=1) == prepared.labels[test]
+    subjects = prepared.subjects[test]
+    return {str(int(subject)): {"accuracy": float(right[subjects == subject].mean()),
+                                "clips": int((subjects == subject).sum())} for subject in np.unique(subjects)}
 
 
 def write_run(session: Session, run_dir: Path, teachers: dict[str, TrainedTeacher], student: Trained,
@@ -542,7 +548,7 @@ def write_run(session: Session, run_dir: Path, teachers: dict[str, TrainedTeache
                 "num_classes": prepared.info.num_classes, "class_names": class_names,
             })
     _write_history(result_history, run_dir / "history.csv")
-    _write_predictions(session, student.model, run_dir / "predictions.csv")
+    metrics["student"]["test_per_subject"] = _write_predictions(session, student.model, run_dir / "predictions.csv")
     title = f"{config.name}: {config.method} student on {prepared.info.name} {split.protocol}, seed {config.seed}"
     plot_confusion(metrics["student"]["test"]["confusion_matrix"], class_names, run_dir / "confusion_matrix.png",
                    f"{title}\ntest accuracy {100 * metrics['student']['test']['accuracy']:.2f} %")

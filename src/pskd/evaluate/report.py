@@ -95,15 +95,18 @@ def write_report(metrics: dict, class_names: list[str], path: Path) -> str:
             f"from epoch {s['start']}: {s['loss']} from {', '.join(s['teachers'])}" for s in metrics.get("stages", [])
         )
         lines += ["", f"Student stages: {stages or 'cross-entropy only'}.", ""]
+    fixed = student.get("select") == "last"
+    chosen = "the last: a fixed schedule, validation only watched" if fixed else "best on validation"
+    selected = "selected (the last epoch)" if fixed else "best on validation"
     lines += [
         "## Student",
         "",
         f"`{student['model']}` on {', '.join(student['streams'])}: {student['params']:,} parameters, "
-        f"{student['epochs_trained']} epochs, selected epoch {student['best_epoch']} (best on validation).",
+        f"{student['epochs_trained']} epochs, selected epoch {student['best_epoch']} ({chosen}).",
         "",
         "| checkpoint | validation accuracy (%) | test accuracy (%) | test macro-F1 (%) |",
         "|---|---|---|---|",
-        f"| best on validation | {_pct(student['val']['accuracy'])} | {_pct(student['test_best']['accuracy'])} | "
+        f"| {selected} | {_pct(student['val']['accuracy'])} | {_pct(student['test_best']['accuracy'])} | "
         f"{_pct(student['test_best']['macro_f1'])} |",
         f"| last epoch | {_pct(student['val_last']['accuracy'])} | {_pct(student['test_last']['accuracy'])} | "
         f"{_pct(student['test_last']['macro_f1'])} |",
@@ -115,7 +118,8 @@ def write_report(metrics: dict, class_names: list[str], path: Path) -> str:
         )
     lines += [
         "",
-        "The test split was evaluated once, after training; selection used the validation split only.",
+        "The test split was evaluated once, after training; "
+        + ("the schedule was fixed in advance." if fixed else "selection used the validation split only."),
         "",
         "![confusion matrix](confusion_matrix.png)",
         "",
@@ -134,6 +138,11 @@ def write_report(metrics: dict, class_names: list[str], path: Path) -> str:
     confused = _most_confused(student["test"]["confusion_matrix"], class_names)
     if confused:
         lines += ["", "Most frequent confusions: " + "; ".join(confused) + "."]
+    per_subject = student.get("test_per_subject")
+    if per_subject:
+        lines += ["", "## Per test subject (delivered model)", "", "| subject | accuracy (%) | clips |", "|---|---|---|"]
+        lines += [f"| {subject} | {_pct(row['accuracy'])} | {row['clips']} |" for subject, row in per_subject.items()]
+        lines += ["", "Each test clip's prediction and confidence: `predictions.csv`."]
     text = "\n".join(lines) + "\n"
     path.write_text(text, encoding="utf-8")
     return text
