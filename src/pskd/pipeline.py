@@ -98,7 +98,7 @@ def make_augmenter(config: RunConfig, info: DatasetInfo) -> Augmenter | None:
     if not config.augment.enabled:
         return None
     return Augmenter(**config.augment.model_dump(exclude={"enabled"}), seed=config.seed + 1,
-                     devices=info.stream_devices())
+                     devices=info.devices)
 
 
 def _save_checkpoint(path: Path, state: dict, meta: dict) -> None:
@@ -223,6 +223,7 @@ class Trained:
     history: list[dict]
     last_state: dict
     delivered_state: dict
+    test_logits: np.ndarray  # the delivered model's, in the order of the split's test clips
 
 
 def _build(role: str, model_config: ModelConfig, criterion_for: Callable, prepared: Prepared, fit_on: np.ndarray,
@@ -289,12 +290,15 @@ def train_and_evaluate(
     )
     class_names = prepared.info.class_names
     evaluations = {}
+    test_logits = {}
     for tag, state in (("best", result.best_state), ("last", result.last_state)):
         model.load_state_dict(state)
         for part in ("val", "test"):
             _, logits = predict(model, parts[part], device)
             evaluations[(tag, part)] = summarize(parts[part].labels.numpy(), logits, class_names)
+        test_logits[tag] = logits
     delivered, delivered_state = evaluations[("best", "test")], result.best_state
+    delivered_logits = test_logits["best"]
     if train_config.refit:
         # The selected trajectory replayed on every training subject: same schedule, same seed, stopped at the
         # epoch validation chose. The validation subject is training data now, so this model has no validation.
@@ -302,8 +306,8 @@ def train_and_evaluate(
         model = replay(f"{role} refit", model_config, train_config, criterion_for, config, prepared, everyone,
                        result.best_epoch, device)
         delivered_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-        _, logits = predict(model, parts["test"], device)
-        delivered = summarize(parts["test"].labels.numpy(), logits, class_names)
+        _, delivered_logits = predict(model, parts["test"], device)
+        delivered = summarize(parts["test"].labels.numpy(), delivered_logits, class_names)
     else:
         model.load_state_dict(delivered_state)
     summary = {
@@ -323,7 +327,7 @@ def train_and_evaluate(
         "test_best": _short(evaluations[("best", "test")]),
         "test_last": _short(evaluations[("last", "test")]),
     }
-    return Trained(model, summary, result.history, result.last_state, delivered_state)
+    return Trained(model, summary, result.history, result.last_state, delivered_state, delivered_logits)
 
 
 def cross_fit(name: str, teacher: TeacherConfig, criterion_for: Callable, session: "Session", trained: Trained,
@@ -474,12 +478,10 @@ def _run_into(config: RunConfig, run_dir: Path, log, teachers: dict[str, Trained
     return write_run(session, run_dir, teachers, student, started)
 
 
-def _write_predictions(session: Session, model: torch.nn.Module, path: Path) -> dict[str, dict]:
-    """One row per test clip for the delivered model: who, what it was, what was predicted, how sure. Returns
-    the accuracy per test subject."""
+def _write_predictions(session: Session, logits: np.ndarray, path: Path) -> dict[str, dict]:
+    """One row per test clip for the delivered model (its test logits): who, what it was, what was predicted,
+    how sure. Returns the accuracy per test subject."""
     prepared, test = session.prepared, session.split.test
-    streams = {s: prepared.streams[s] for s in session.config.student.streams}
-    _, logits = predict(model, PairedClips(streams, prepared.labels, test), session.device)
     probabilities = torch.softmax(torch.as_tensor(logits), dim=1).numpy()
     names = prepared.info.class_names
     with path.open("w", newline="", encoding="utf-8") as handle:
@@ -548,7 +550,7 @@ def write_run(session: Session, run_dir: Path, teachers: dict[str, TrainedTeache
                 "num_classes": prepared.info.num_classes, "class_names": class_names,
             })
     _write_history(result_history, run_dir / "history.csv")
-    metrics["student"]["test_per_subject"] = _write_predictions(session, student.model, run_dir / "predictions.csv")
+    metrics["student"]["test_per_subject"] = _write_predictions(session, student.test_logits, run_dir / "predictions.csv")
     title = f"{config.name}: {config.method} student on {prepared.info.name} {split.protocol}, seed {config.seed}"
     plot_confusion(metrics["student"]["test"]["confusion_matrix"], class_names, run_dir / "confusion_matrix.png",
                    f"{title}\ntest accuracy {100 * metrics['student']['test']['accuracy']:.2f} %")

@@ -50,9 +50,6 @@ class DatasetInfo:
     # and gyroscope. A stream on no unit (orientation angles, say) is not rotated.
     devices: dict[str, str] = field(default_factory=dict)
 
-    def stream_devices(self) -> dict[str, str]:
-        return dict(self.devices) if self.devices else dict(WATCH_DEVICES)
-
     @property
     def num_classes(self) -> int:
         return len(self.class_names)

@@ -337,15 +337,13 @@ def fit(
         record = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"]}
         record.update({f"train_{k}": v / seen for k, v in sums.items()})
         record["train_accuracy"] = correct / seen
+        key = (float(epoch), 0.0)  # no validation data, or select: last: the last epoch is the selected one
         if val is not None and len(val):
             record["val_loss"], record["val_accuracy"] = evaluate_loss(judged, val, device)
-            key = {
-                "val_accuracy": (record["val_accuracy"], -record["val_loss"]),
-                "val_loss": (-record["val_loss"], record["val_accuracy"]),
-                "last": (float(epoch), 0.0),
-            }[config.select]
-        else:
-            key = (float(epoch), 0.0)  # no validation data: the last epoch is the selected one
+            if config.select == "val_accuracy":
+                key = (record["val_accuracy"], -record["val_loss"])
+            elif config.select == "val_loss":
+                key = (-record["val_loss"], record["val_accuracy"])
         record["seconds"] = time.perf_counter() - tic
         result.history.append(record)
         if best_key is None or key > best_key:
