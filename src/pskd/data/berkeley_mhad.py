@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pskd.data.clip import ACCELEROMETER, SKELETON, Clip, DatasetInfo, summary
+from pskd.data.clip import ACCELEROMETER, SKELETON, Clip, DatasetInfo, find_root, summary
 from pskd.data.layouts import Layout
 from pskd.data.mocap import read_bvh, read_optical
 from pskd.errors import DataError
@@ -63,13 +63,7 @@ class Scan:
 
 
 def resolve_root(data_dir: str | Path) -> Path:
-    root = Path(data_dir).expanduser()
-    if not root.exists():
-        raise DataError(f"{root}: Berkeley-MHAD folder not found")
-    if not root.is_dir():
-        raise DataError(f"{root}: not a folder")
-    if not (root / "Accelerometer").is_dir() and (root / NAME).is_dir():
-        root = root / NAME
+    root = find_root(data_dir, NAME, "Berkeley-MHAD folder", lambda folder: (folder / "Accelerometer").is_dir())
     if not (root / "Accelerometer").is_dir():
         raise DataError(f"{root}: not a Berkeley-MHAD folder: missing Accelerometer/")
     return root

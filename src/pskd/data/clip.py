@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
+
+from pskd.errors import DataError
 
 SKELETON = "skeleton"
 ACCELEROMETER = "accelerometer"
@@ -58,6 +62,20 @@ class DatasetInfo:
 def skipped_notes(info: DatasetInfo) -> list[str]:
     """The files a loader skipped (its notes that start with "skipped "), without that prefix."""
     return [note.removeprefix("skipped ") for note in info.notes if note.startswith("skipped ")]
+
+
+def find_root(data_dir: str | Path, name: str, what: str, holds: Callable[[Path], bool]) -> Path:
+    """A dataset's folder: `data_dir` itself, or `data_dir/<name>` when only that one holds(). A DataError when
+    `data_dir` is absent or not a folder ("<what> not found"); whether the folder found is complete is the
+    caller's to check, so that it can say what is missing."""
+    root = Path(data_dir).expanduser()
+    if not root.exists():
+        raise DataError(f"{root}: {what} not found")
+    if not root.is_dir():
+        raise DataError(f"{root}: not a folder")
+    if not holds(root) and holds(root / name):
+        root = root / name
+    return root
 
 
 def summary(name: str, root, info: DatasetInfo, clips: list[Clip], labels: dict[str, str] | None = None) -> dict:

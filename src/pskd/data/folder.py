@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pskd.data.clip import ACCELEROMETER, SKELETON, Clip, DatasetInfo, summary
+from pskd.data.clip import ACCELEROMETER, SKELETON, Clip, DatasetInfo, find_root, summary
 from pskd.data.layouts import Layout, adaptive_layout, layout_from_json
 from pskd.errors import ConfigError, DataError
 
@@ -49,13 +49,7 @@ class ManifestError(DataError):
 
 
 def resolve_root(data_dir: str | Path) -> Path:
-    root = Path(data_dir).expanduser()
-    if not root.exists():
-        raise DataError(f"{root}: folder not found")
-    if not root.is_dir():
-        raise DataError(f"{root}: not a folder")
-    if not (root / MANIFEST).is_file() and (root / NAME / MANIFEST).is_file():
-        root = root / NAME
+    root = find_root(data_dir, NAME, "folder", lambda folder: (folder / MANIFEST).is_file())
     if not (root / MANIFEST).is_file():
         raise DataError(f"{root}: no {MANIFEST} (see the README: 'Your own recordings')")
     return root

@@ -29,7 +29,7 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from pskd.data.clip import ACCELEROMETER, GYROSCOPE, SKELETON, Clip, DatasetInfo, summary
+from pskd.data.clip import ACCELEROMETER, GYROSCOPE, SKELETON, Clip, DatasetInfo, find_root, summary
 from pskd.data.layouts import COCO17
 from pskd.errors import DataError
 
@@ -55,11 +55,7 @@ class Scan:
 
 
 def resolve_root(data_dir: str | Path) -> Path:
-    root = Path(data_dir).expanduser()
-    if not root.is_dir():
-        raise DataError(f"{root}: MMAct folder not found")
-    if not (root / "acc_watch_clip").is_dir() and (root / NAME / "acc_watch_clip").is_dir():
-        root = root / NAME
+    root = find_root(data_dir, NAME, "MMAct folder", lambda folder: (folder / "acc_watch_clip").is_dir())
     if not (root / "acc_watch_clip").is_dir():
         raise DataError(f"{root}: not an MMAct folder: missing acc_watch_clip/")
     return root

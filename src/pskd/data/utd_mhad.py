@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import scipy.io
 
-from pskd.data.clip import ACCELEROMETER, GYROSCOPE, SKELETON, Clip, DatasetInfo, summary
+from pskd.data.clip import ACCELEROMETER, GYROSCOPE, SKELETON, Clip, DatasetInfo, find_root, summary
 from pskd.errors import DataError
 
 NAME = "utd_mhad"
@@ -73,13 +73,7 @@ def clip_name(key: tuple[int, int, int]) -> str:
 
 def resolve_root(data_dir: str | Path) -> Path:
     """Accept either the UTD-MHAD folder itself or a data root that holds it as `utd_mhad/`."""
-    root = Path(data_dir).expanduser()
-    if not root.exists():
-        raise DataError(f"{root}: UTD-MHAD folder not found")
-    if not root.is_dir():
-        raise DataError(f"{root}: not a folder")
-    if not (root / "Skeleton").is_dir() and (root / NAME).is_dir():
-        root = root / NAME
+    root = find_root(data_dir, NAME, "UTD-MHAD folder", lambda folder: (folder / "Skeleton").is_dir())
     absent = [sub for sub in ("Skeleton", "Inertial") if not (root / sub).is_dir()]
     if absent:
         raise DataError(f"{root}: not a UTD-MHAD folder: missing {' and '.join(s + '/' for s in absent)}")
