@@ -8,10 +8,10 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
-import torch.distributed as dist
 import torch.multiprocessing as mp
 import yaml
 from torch import nn
@@ -19,6 +19,7 @@ from torch import nn
 from pskd.config import TrainConfig
 from pskd.data.batches import PairedClips
 from pskd.data.transforms import Augmenter
+from pskd.train import distributed
 from pskd.train.loop import cross_entropy, fit
 
 
@@ -56,26 +57,37 @@ def train_once() -> tuple[dict, list[dict]]:
     return result.last_state, result.history
 
 
+def _gloo_threads() -> list[str]:
+    """The names of this process's gloo threads (its transport loop and the process group's workers)."""
+    names = [(Path("/proc/self/task") / task / "comm").read_text().strip() for task in os.listdir("/proc/self/task")]
+    return [name for name in names if "gloo" in name]
+
+
 def _worker(rank: int, store: str, out: str) -> None:
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
+    distributed.join("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
     try:
         state, history = train_once()
-        if rank == 0:
-            torch.save({"state": state, "history": history}, out)
+        running = _gloo_threads()
     finally:
-        dist.destroy_process_group()
+        distributed.shutdown()
+    if rank == 0:
+        torch.save({"state": state, "history": history, "gloo_threads": [running, _gloo_threads()]}, out)
 
 
 def test_two_processes_train_exactly_as_one(tmp_path):
     out = tmp_path / "ddp.pt"
     mp.spawn(_worker, args=(str(tmp_path / "store"), str(out)), nprocs=2, join=True)
-    distributed = torch.load(out, weights_only=True)
+    saved = torch.load(out, weights_only=True)
+    # the process group's worker threads were joined when it was destroyed: none is left to meet the
+    # interpreter's shutdown (where one can abort the process, see pskd.train.distributed.join)
+    running, left = saved["gloo_threads"]
+    assert running and not left
     state, history = train_once()
     for key, value in state.items():
-        torch.testing.assert_close(distributed["state"][key], value, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(saved["state"][key], value, rtol=1e-5, atol=1e-6)
     # the logged epoch figures are sums over both shards: the same as one process's
-    for one, two in zip(history, distributed["history"]):
+    for one, two in zip(history, saved["history"]):
         assert one["train_accuracy"] == two["train_accuracy"]
         assert one["train_loss"] == pytest.approx(two["train_loss"], rel=1e-5)
 

@@ -12,6 +12,7 @@ the checkpoints when resuming.
 
 from __future__ import annotations
 
+import importlib
 import os
 from datetime import timedelta
 
@@ -51,12 +52,25 @@ def local_device(name: str) -> torch.device | None:
     return torch.device("cpu")
 
 
+def join(backend: str, **options) -> None:
+    """`torch.distributed.init_process_group`, with `torch._dynamo` imported first.
+
+    DistributedDataParallel imports `torch._dynamo`. If that import comes after the process group was made, the
+    group is still referenced after `destroy_process_group` (measured on torch 2.13: its gloo worker threads keep
+    running). The threads then meet interpreter shutdown, and a rank can die with SIGABRT ("terminate called
+    without an active exception") after its work is done: a worker that completed a collective on a tensor made
+    in Python needs the GIL to release it. Imported first, the group is freed at `destroy_process_group`, which
+    joins its threads before the interpreter goes down.
+    """
+    importlib.import_module("torch._dynamo")
+    dist.init_process_group(backend, **options)
+
+
 def init(device: torch.device) -> None:
     """Join the process group torchrun describes (idempotent)."""
     if not launched() or (dist.is_available() and dist.is_initialized()):
         return
-    backend = "nccl" if device.type == "cuda" else "gloo"
-    dist.init_process_group(backend, timeout=timedelta(minutes=30))
+    join("nccl" if device.type == "cuda" else "gloo", timeout=timedelta(minutes=30))
 
 
 def barrier() -> None:
