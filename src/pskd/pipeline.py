@@ -289,16 +289,14 @@ def train_and_evaluate(
         parameters=parameters,
     )
     class_names = prepared.info.class_names
-    evaluations = {}
-    test_logits = {}
+    evaluations, outputs = {}, {}
     for tag, state in (("best", result.best_state), ("last", result.last_state)):
         model.load_state_dict(state)
         for part in ("val", "test"):
-            _, logits = predict(model, parts[part], device)
-            evaluations[(tag, part)] = summarize(parts[part].labels.numpy(), logits, class_names)
-        test_logits[tag] = logits
+            _, outputs[(tag, part)] = predict(model, parts[part], device)
+            evaluations[(tag, part)] = summarize(parts[part].labels.numpy(), outputs[(tag, part)], class_names)
     delivered, delivered_state = evaluations[("best", "test")], result.best_state
-    delivered_logits = test_logits["best"]
+    delivered_logits = outputs[("best", "test")]
     if train_config.refit:
         # The selected trajectory replayed on every training subject: same schedule, same seed, stopped at the
         # epoch validation chose. The validation subject is training data now, so this model has no validation.

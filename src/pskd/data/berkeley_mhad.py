@@ -196,6 +196,7 @@ def _load_scanned(found: Scan, watch: str) -> tuple[DatasetInfo, list[Clip]]:
                         f"no {', '.join(incomplete[first])}")
     with_mocap = found.modalities["optical motion capture"] or found.modalities["bvh skeleton"]
     layout_joints, layout_bones, lacking_mocap = None, None, []
+    renamed = {s: stream_name(s, watch) for s in SENSORS} | {SKELETON: SKELETON}  # recording's name -> stream
     for key in sorted(found.files):
         files = found.files[key]
         recordings = {s: read_sensor(files[s]) for s in SENSORS}
@@ -210,12 +211,9 @@ def _load_scanned(found: Scan, watch: str) -> tuple[DatasetInfo, list[Clip]]:
         elif with_mocap:
             lacking_mocap.append(key_name(key))
         streams = synchronise(recordings, f"{found.root}/{key_name(key)}")
-        names = {s: stream_name(s, watch) for s in SENSORS}
-        if SKELETON in streams:
-            names[SKELETON] = SKELETON
         clips.append(Clip(
             clip_id=key_name(key), label=key[1] - 1, subject=key[0], trial=key[2],
-            streams={names[s]: streams[s] for s in streams}, rates={names[s]: RATE for s in streams},
+            streams={renamed[s]: streams[s] for s in streams}, rates={renamed[s]: RATE for s in streams},
         ))
     if lacking_mocap and layout_joints is not None:
         raise DataError(f"{found.root}: motion capture is missing for {len(lacking_mocap)} recording(s), e.g. "
@@ -227,7 +225,7 @@ def _load_scanned(found: Scan, watch: str) -> tuple[DatasetInfo, list[Clip]]:
     if absent:
         notes.append(f"{len(absent)} recording(s) absent: {', '.join(key_name(k) for k in absent)} "
                      f"({len(absent) - len(unexpected)} also absent from the official release)")
-    names = [stream_name(s, watch) for s in SENSORS]
+    names = [renamed[s] for s in SENSORS]
     units = {n: "g" for n in names}
     spec = None
     if layout_joints is not None:
@@ -238,7 +236,7 @@ def _load_scanned(found: Scan, watch: str) -> tuple[DatasetInfo, list[Clip]]:
     info = DatasetInfo(
         name=NAME, class_names=list(CLASS_NAMES), streams=names, rates={n: RATE for n in names}, units=units,
         layout=spec["name"] if spec else None, layout_spec=spec, notes=notes,
-        devices={stream_name(s, watch): s for s in SENSORS},  # six separate units, each in its own frame
+        devices={renamed[s]: s for s in SENSORS},  # six separate units, each in its own frame
     )
     return info, clips
 

@@ -41,7 +41,7 @@ def read_optical(path: Path) -> tuple[np.ndarray, np.ndarray]:
     if np.any(np.diff(times) <= 0):
         raise DataError(f"{path}: the timestamps do not increase")
     markers = values[:, : 3 * MARKERS].reshape(-1, MARKERS, 3) * MM
-    return fill_occlusions(markers, np.all(values[:, : 3 * MARKERS].reshape(-1, MARKERS, 3) == 0, axis=2)), times
+    return fill_occlusions(markers, np.all(markers == 0, axis=2)), times  # a marker not seen is written 0 0 0
 
 
 def fill_occlusions(markers: np.ndarray, hidden: np.ndarray) -> np.ndarray:
