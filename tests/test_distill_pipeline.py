@@ -80,8 +80,13 @@ def test_ce_ignores_teachers_and_teacher_chain_is_off_without_pl(tmp_path):
 
 
 @pytest.mark.parametrize("tree, message", [
-    ({"method": "kd", "teachers": {}}, "no teachers are configured"),
-    ({"method": "camkd", "teachers": {"skeleton": {}}}, "needs at least two teachers"),
+    ({"method": "kd", "teachers": {}}, "needs at least 1 teacher(s); 0 configured"),
+    ({"method": "camkd", "teachers": {"skeleton": {}}}, "needs at least 2 teacher(s)"),
+    ({"method": "magic"}, "unknown method 'magic'"),
+    ({"method": "pskd", "distill": {"add_terms": ["crd"]}}, "distill.add_terms: unknown loss 'crd'"),
+    ({"method": "pskd", "distill": {"terms": {"fixmatch": {"treshold": 0.5}}}}, "distill.terms.fixmatch.treshold"),
+    ({"method": "pskd", "distill": {"stages": [{"start": 1, "teachers": ["skeleton"], "loss": ["acs", "x"]}]}},
+     "distill.stages.0.loss: unknown loss 'x'"),
     ({"method": "pskd", "distill": {"teacher": "depth"}}, "distill.teacher: 'depth'"),
     ({"method": "pskd", "distill": {"stages": [{"start": 2, "teachers": ["skeleton"]}]}}, "must start at epoch 1"),
     ({"method": "kd", "teachers": {"a": {"distill_from": "b"}, "b": {"distill_from": "a"}}}, "makes a cycle"),
@@ -90,8 +95,10 @@ def test_ce_ignores_teachers_and_teacher_chain_is_off_without_pl(tmp_path):
 def test_distillation_config_errors(tree, message):
     from pskd.errors import ConfigError
 
-    with pytest.raises(ConfigError) as caught:
-        build_config({**TINY, **tree})
+    from pskd.distill.methods import check_method
+
+    with pytest.raises(ConfigError) as caught:  # the tree's own checks, then the method's (before any data is read)
+        check_method(build_config({**TINY, **tree}))
     assert message in str(caught.value)
 
 

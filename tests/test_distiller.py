@@ -3,8 +3,10 @@ import math
 import pytest
 import torch
 
-from pskd.distill.distiller import Distiller, LossWeights, Stage, TeacherOutputs
+from pskd.config import DistillConfig
+from pskd.distill.distiller import Distiller, Stage, TeacherOutputs
 from pskd.distill.losses.kd import kd_loss
+from pskd.distill.terms import TermContext
 
 
 def teacher(name, logits, dim=2, seed=0):
@@ -18,15 +20,20 @@ SKELETON = teacher("skeleton", [[3.0, 0.0, 0.0], [0.0, 3.0, 0.0], [0.0, 0.0, 3.0
 FUSION = teacher("fusion", [[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, 0.0, 1.0], [0.0, 1.0, 0.0]], dim=3, seed=2)
 
 
-def batch(index):
+def distiller(teachers, stages, terms=None, **settings):
+    context = TermContext(5, teachers, DistillConfig(**settings))
+    return Distiller(context, stages, terms)
+
+
+def batch(index, labels=(0, 1, 2, 0)):
     index = torch.tensor(index)
-    return {"label": torch.tensor([0, 1, 2, 0])[index], "index": index}
+    return {"label": torch.tensor(labels)[index], "index": index}
 
 
 def test_targets_are_looked_up_by_clip_index():
-    distiller = Distiller(5, [SKELETON], [Stage(1, ["skeleton"], "kd")], LossWeights(temperature=2.0))
+    made = distiller([SKELETON], [Stage(1, ["skeleton"], "kd")], temperature=2.0)
     student = torch.zeros(2, 3)
-    terms = distiller((torch.zeros(2, 5), student), batch([2, 0]))
+    terms = made((torch.zeros(2, 5), student), batch([2, 0]))
     expected = kd_loss(student, SKELETON.logits[[2, 0]], 2.0)
     assert terms["kd"].item() == pytest.approx(expected.item())
     assert terms["ce"].item() == pytest.approx(math.log(3))
@@ -34,48 +41,83 @@ def test_targets_are_looked_up_by_clip_index():
 
 def test_progressive_stages_switch_teachers_and_losses_by_epoch():
     stages = [Stage(1, ["fusion"], "kd"), Stage(4, ["skeleton", "fusion"], "acs")]
-    distiller = Distiller(5, [SKELETON, FUSION], stages, LossWeights())
-    distiller.set_epoch(3)
-    assert distiller.stage.teachers == ["fusion"]
-    first = distiller((torch.randn(4, 5), torch.randn(4, 3)), batch([0, 1, 2, 3]))
+    made = distiller([SKELETON, FUSION], stages)
+    made.set_epoch(3)
+    assert made.stage.teachers == ["fusion"]
+    first = made((torch.randn(4, 5), torch.randn(4, 3)), batch([0, 1, 2, 3]))
     assert set(first) == {"ce", "kd"}
-    distiller.set_epoch(4)
-    second = distiller((torch.randn(4, 5), torch.randn(4, 3)), batch([0, 1, 2, 3]))
+    made.set_epoch(4)
+    second = made((torch.randn(4, 5), torch.randn(4, 3)), batch([0, 1, 2, 3]))
     assert set(second) == {"ce", "kd", "semantic"}
 
 
 @pytest.mark.parametrize("loss, names", [
     ("kd", {"ce", "kd"}), ("avg_kd", {"ce", "kd"}), ("dkd", {"ce", "dkd"}), ("camkd", {"ce", "kd"}),
     ("dask", {"ce", "kd", "relational", "semantic"}), ("acs", {"ce", "kd", "semantic"}),
+    ("contrastive", {"ce", "contrastive"}), (["acs", "contrastive"], {"ce", "kd", "semantic", "contrastive"}),
 ])
-def test_every_loss_gives_named_finite_terms_and_gradients(loss, names):
-    distiller = Distiller(5, [SKELETON, FUSION], [Stage(1, ["skeleton", "fusion"], loss)], LossWeights())
+@pytest.mark.parametrize("labels", [(0, 1, 2, 0), (0, -1, -1, 2), (-1, -1, -1, -1)])
+def test_every_loss_gives_named_finite_terms_and_gradients(loss, names, labels):
+    made = distiller([SKELETON, FUSION], [Stage(1, ["skeleton", "fusion"], loss)])
     embedding = torch.randn(4, 5, requires_grad=True)
     logits = torch.randn(4, 3, requires_grad=True)
-    terms = distiller((embedding, logits), batch([0, 1, 2, 3]))
-    assert set(terms) == names
+    terms = made((embedding, logits), batch([0, 1, 2, 3], labels))
+    assert set(terms) == names  # the same names whether or not the batch holds labels
     total = sum(terms.values())
     assert torch.isfinite(total)
     total.backward()
-    assert logits.grad is not None and logits.grad.abs().sum() > 0
+    assert logits.grad is not None
+    label_free = loss not in ("dkd", "camkd")
+    if label_free or min(labels) >= 0:  # (the contrastive term reaches the embedding, not the logits)
+        reached = [g.abs().sum() for g in (logits.grad, embedding.grad) if g is not None]
+        assert sum(reached) > 0
+
+
+def test_unlabelled_clips_reach_label_free_terms_only():
+    labels = (0, -1, -1, -1)
+    kd = distiller([SKELETON], [Stage(1, ["skeleton"], "kd")])
+    dkd = distiller([SKELETON], [Stage(1, ["skeleton"], "dkd")])
+    assert kd.uses_unlabelled and not dkd.uses_unlabelled
+    logits = torch.randn(4, 3)
+    terms = kd((torch.zeros(4, 5), logits), batch([0, 1, 2, 3], labels))
+    assert terms["kd"].item() == pytest.approx(kd_loss(logits, SKELETON.logits, 4.0).item())
+    # cross-entropy over the one labelled clip only, with the default label smoothing of 0
+    assert terms["ce"].item() == pytest.approx(torch.nn.functional.cross_entropy(logits[:1], torch.tensor([0])).item())
+    # dkd sees the labelled clip only, counted by its share of the batch
+    from pskd.distill.losses.dkd import dkd_loss
+
+    terms = dkd((torch.zeros(4, 5), logits), batch([0, 1, 2, 3], labels))
+    expected = 0.25 * dkd_loss(logits[:1], SKELETON.logits[:1], torch.tensor([0]), 1.0, 8.0, 4.0)
+    assert terms["dkd"].item() == pytest.approx(expected.item())
 
 
 def test_only_projections_and_prototypes_are_learnable():
-    weights = LossWeights(class_embedding="prototype")
-    distiller = Distiller(5, [SKELETON, FUSION], [Stage(1, ["skeleton"], "acs")], weights)
-    names = {name for name, _ in distiller.named_parameters()}
-    assert names == {"projections.skeleton.linear.weight", "projections.skeleton.linear.bias",
-                     "projections.fusion.linear.weight", "projections.fusion.linear.bias",
-                     "prototypes.skeleton", "prototypes.fusion"}
+    made = distiller([SKELETON, FUSION], [Stage(1, ["skeleton"], "acs")], class_embedding="prototype")
+    names = {name for name, _ in made.named_parameters()}
+    assert names == {"terms.acs.projections.skeleton.linear.weight", "terms.acs.projections.skeleton.linear.bias",
+                     "terms.acs.projections.fusion.linear.weight", "terms.acs.projections.fusion.linear.bias",
+                     "terms.acs.prototypes.skeleton", "terms.acs.prototypes.fusion"}
     assert not SKELETON.logits.requires_grad
+
+
+def test_term_options_are_checked_and_used():
+    made = distiller([SKELETON], [Stage(1, ["skeleton"], "contrastive")], {"contrastive": {"dim": 7}})
+    assert made.terms["contrastive"].student_heads["skeleton"].out_features == 7
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError):
+        distiller([SKELETON], [Stage(1, ["skeleton"], "contrastive")], {"contrastive": {"dimension": 7}})
 
 
 @pytest.mark.parametrize("stages, message", [
     ([Stage(2, ["skeleton"], "kd")], "must start at epoch 1"),
     ([Stage(1, ["depth"], "kd")], "names teachers ['depth']"),
-    ([Stage(1, ["skeleton"], "crd")], "unknown distillation loss 'crd'"),
+    ([Stage(1, [], "kd")], "names teachers []"),
+    ([Stage(1, ["skeleton"], "crd")], "unknown loss 'crd'"),
 ])
 def test_bad_stages(stages, message):
-    with pytest.raises(ValueError) as caught:
-        Distiller(5, [SKELETON], stages, LossWeights())
+    from pskd.errors import ConfigError
+
+    with pytest.raises((ValueError, ConfigError)) as caught:
+        distiller([SKELETON], stages)
     assert message in str(caught.value)

@@ -47,6 +47,19 @@ class MmactConfig(Section):
     camera: int = Field(1, ge=1, le=4)
 
 
+class LabelsConfig(Section):
+    """Which training clips keep their label. The others stay in as unlabelled paired clips: distillation and
+    self-training terms see them, the supervised term does not. Test labels are never hidden (nor used to train)."""
+
+    # keep the labels of this fraction of the training clips, stratified by class and subject
+    fraction: float = Field(1.0, gt=0, le=1)
+    seed: int = Field(0, ge=0, lt=2**32)  # which clips keep their label; independent of the run's seed
+    subjects: list[int] | None = None  # keep labels of these training subjects only (then `fraction` of them)
+    # same: teachers learn from the labelled clips only; all: from every training clip's label (a camera-side
+    # archive that was annotated), while the student's supervised term still sees only its own labels
+    teachers: Literal["same", "all"] = "same"
+
+
 class DataConfig(Section):
     dataset: str = "utd_mhad"
     data_dir: str | None = None  # falls back to $PSKD_DATA_DIR/<dataset>, then the dataset's own folder name
@@ -59,6 +72,7 @@ class DataConfig(Section):
     berkeley_mhad: BerkeleyConfig = BerkeleyConfig()
     folder: FolderConfig = FolderConfig()
     mmact: MmactConfig = MmactConfig()
+    labels: LabelsConfig = LabelsConfig()
 
 
 class PreprocessConfig(Section):
@@ -124,16 +138,12 @@ class TeacherConfig(ModelConfig):
     distill_from: str | None = None
 
 
-METHODS = ("ce", "kd", "dkd", "takd", "avg_kd", "camkd", "dask", "pskd")
-LOSS_NAMES = ("kd", "avg_kd", "dkd", "camkd", "dask", "acs")
-
-
 class StageConfig(Section):
-    """From epoch `start` on, the student learns from `teachers` with `loss`."""
+    """From epoch `start` on, the student learns from `teachers` with the registered loss term(s) `loss`."""
 
     start: int = Field(1, ge=1)
     teachers: list[str]
-    loss: Literal[LOSS_NAMES] = "acs"
+    loss: str | list[str] = "acs"
 
 
 class DistillConfig(Section):
@@ -161,11 +171,15 @@ class DistillConfig(Section):
     # Teacher outputs for training clips from teachers that did not train on them (k folds over the training
     # subjects; 0 = off). Costs k extra trainings of every teacher.
     cross_fit_folds: int = Field(0, ge=0)
+    # registered terms added to every stage of a distillation method (e.g. [fixmatch], [contrastive])
+    add_terms: list[str] = []
+    # each registered term's own settings, checked against its options (e.g. fixmatch: {threshold: 0.8})
+    terms: dict[str, dict[str, Any]] = {}
 
 
 class RunConfig(Section):
     name: str = "run"
-    method: Literal[METHODS] = "ce"
+    method: str = "ce"  # a registered method (pskd.distill.methods)
     seed: int = 0
     deterministic: bool = True
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -196,14 +210,10 @@ class RunConfig(Section):
             value = getattr(self.distill, key)
             if value is not None and value not in self.teachers:
                 raise ValueError(f"distill.{key}: '{value}' is not one of the teachers {names}")
-        if self.method != "ce" and not self.teachers:
-            raise ValueError(f"method '{self.method}' distils from teachers, but no teachers are configured")
-        if self.method in ("avg_kd", "camkd", "takd") and len(self.teachers) < 2:
-            raise ValueError(f"method '{self.method}' needs at least two teachers")
         for i, stage in enumerate(self.distill.stages or []):
             unknown = [t for t in stage.teachers if t not in self.teachers]
-            if unknown or not stage.teachers:
-                raise ValueError(f"distill.stages.{i}.teachers: {unknown or '[]'} are not among {names}")
+            if unknown:
+                raise ValueError(f"distill.stages.{i}.teachers: {unknown} are not among {names}")
         if self.distill.stages is not None and (not self.distill.stages or self.distill.stages[0].start != 1):
             raise ValueError("distill.stages: the first stage must start at epoch 1")
         return self

@@ -14,7 +14,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
@@ -31,8 +31,10 @@ from pskd.data.clip import SKELETON, DatasetInfo
 from pskd.data.layouts import dataset_layout
 from pskd.data.protocols import Split, make_split
 from pskd.data.transforms import Augmenter, Standardizer
-from pskd.distill.distiller import Distiller, LossWeights, Stage, TeacherOutputs
-from pskd.distill.methods import student_stages, teacher_chain_used
+from pskd.data.labels import hide_labels, keep_labels
+from pskd.distill.distiller import Distiller, Stage, TeacherOutputs
+from pskd.distill.methods import check_method, student_stages, teacher_chain_used, teachers_used
+from pskd.distill.terms import TermContext, check_loss
 from pskd.errors import ConfigError, UserError
 from pskd.evaluate.metrics import summarize
 from pskd.evaluate.report import plot_confusion, plot_learning_curves, write_report
@@ -123,6 +125,7 @@ def check_names(config: RunConfig) -> None:
     for where, name in models.items():
         if name not in MODEL_NAMES:
             raise ConfigError(f"{where}.name: unknown model '{name}'; known: {', '.join(MODEL_NAMES)}")
+    check_method(config)
 
 
 def resume_run_dir(out: Path, config: RunConfig) -> Path:
@@ -278,9 +281,12 @@ def train_and_evaluate(
     the module holding them: they are optimised with the model, and rebuilt fresh for the refit.
     """
     # building first checks the model's streams against the dataset
-    model, criterion, parameters = _build(role, model_config, criterion_for, prepared, split.train, device)
+    unlabelled = getattr(criterion_for, "uses_unlabelled", False)
+    rows = {"train": np.concatenate([split.train, split.unlabelled]) if unlabelled else split.train,
+            "val": split.val, "test": split.test}
+    model, criterion, parameters = _build(role, model_config, criterion_for, prepared, rows["train"], device)
     streams = {s: prepared.streams[s] for s in model_config.streams}
-    parts = {name: PairedClips(streams, prepared.labels, getattr(split, name)) for name in ("train", "val", "test")}
+    parts = {name: PairedClips(streams, prepared.labels, part) for name, part in rows.items()}
     log(f"{role} {model_config.name} on {', '.join(model_config.streams)}: {count_parameters(model):,} parameters, "
         f"device {device}")
     result = fit(
@@ -300,7 +306,8 @@ def train_and_evaluate(
     if train_config.refit:
         # The selected trajectory replayed on every training subject: same schedule, same seed, stopped at the
         # epoch validation chose. The validation subject is training data now, so this model has no validation.
-        everyone = np.concatenate([split.train, split.val])
+        everyone = np.concatenate([split.train, split.val, *((split.unlabelled, split.unlabelled_val) if unlabelled
+                                                             else ())])
         model = replay(f"{role} refit", model_config, train_config, criterion_for, config, prepared, everyone,
                        result.best_epoch, device)
         delivered_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
@@ -333,16 +340,19 @@ def cross_fit(name: str, teacher: TeacherConfig, criterion_for: Callable, sessio
     """Out-of-fold outputs for the training clips: k folds over the training subjects; for each, the teacher's
     selected trajectory is replayed without that fold and predicts the fold's clips. Other clips keep the outputs
     of the teacher trained on every training subject (they are never distillation targets)."""
-    prepared, clips = session.prepared, session.training_clips
+    prepared, clips = session.teacher_prepared, session.training_clips
     outputs = teacher_outputs(name, trained.model, teacher.streams, prepared, clips, session.device)
     subjects = np.unique(prepared.subjects[clips])
     if folds > len(subjects):
         raise ConfigError(f"distill.cross_fit_folds: {folds} folds, but only {len(subjects)} training subjects")
     streams = {s: prepared.streams[s] for s in teacher.streams}
+    learns = np.ones(len(clips), dtype=bool) if getattr(criterion_for, "uses_unlabelled", False) \
+        else prepared.labels[clips] >= 0  # the clips the teacher trains on: labelled ones, unless a term uses others
     for held_out in np.array_split(subjects, folds):
         inside = np.isin(prepared.subjects[clips], held_out)
         model = replay(f"teachers.{name} fold {list(map(int, held_out))}", teacher, teacher.train, criterion_for,
-                       session.config, prepared, clips[~inside], trained.summary["best_epoch"], session.device)
+                       session.config, prepared, clips[~inside & learns], trained.summary["best_epoch"],
+                       session.device)
         embeddings, logits = predict(model, PairedClips(streams, prepared.labels, clips[inside]), session.device)
         outputs.logits[clips[inside]] = torch.from_numpy(logits)
         outputs.embeddings[clips[inside]] = torch.from_numpy(embeddings)
@@ -369,25 +379,24 @@ def teacher_outputs(name: str, model: torch.nn.Module, streams: list[str], prepa
     return TeacherOutputs(name, torch.from_numpy(logits), embeddings, class_centroids(embeddings, prepared, fit_on))
 
 
-def loss_weights(config: RunConfig, label_smoothing: float) -> LossWeights:
-    d = config.distill
-    return LossWeights(
-        temperature=d.temperature, alpha=d.alpha, beta=d.beta, label_smoothing=label_smoothing,
-        dkd_alpha=d.dkd_alpha, dkd_beta=d.dkd_beta, relational_distance=d.relational_distance,
-        relational_angle=d.relational_angle, acs_mode=d.acs_mode, acs_ground_truth=d.acs_ground_truth, class_embedding=d.class_embedding,
-    )
+class Distilling:
+    """criterion_for(model): cross-entropy alone without stages, else a distiller over the teachers' targets.
+    uses_unlabelled: whether unlabelled clips join the training batches (a term learns from them)."""
 
+    def __init__(self, config: RunConfig, targets: list[TeacherOutputs], stages: list[Stage], label_smoothing: float,
+                 devices: dict[str, str], device: torch.device):
+        self.config, self.targets, self.stages = config, targets, stages
+        self.label_smoothing, self.devices, self.device = label_smoothing, devices, device
+        self.uses_unlabelled = any(not check_loss(term, "distill").needs_labels for stage in stages
+                                   for term in stage.terms)
 
-def distilling(targets: list[TeacherOutputs], stages: list[Stage], weights: LossWeights, device: torch.device):
-    """criterion_for: cross-entropy alone without stages, else a distiller over the teachers' targets."""
-
-    def criterion_for(model: torch.nn.Module):
-        if not stages:
-            return cross_entropy(weights.label_smoothing), None
-        distiller = Distiller(model.embedding_dim, targets, stages, weights)
-        return distiller.to(device), distiller
-
-    return criterion_for
+    def __call__(self, model: torch.nn.Module):
+        if not self.stages:
+            return cross_entropy(self.label_smoothing), None
+        context = TermContext(model.embedding_dim, self.targets, self.config.distill, self.label_smoothing,
+                              self.devices)
+        distiller = Distiller(context, self.stages, self.config.distill.terms)
+        return distiller.to(self.device), distiller
 
 
 @dataclass
@@ -395,15 +404,33 @@ class Session:
     """What the parts of a run share: its config, the prepared data and split, the device, the log."""
 
     config: RunConfig
-    prepared: Prepared
+    prepared: Prepared  # labels as the student may see them (-1 where hidden or absent)
     split: Split
     device: torch.device
     log: Callable
+    teacher_prepared: Prepared | None = None  # as the teachers may see them (data.labels.teachers); default: the same
+    teacher_split: Split | None = None
+
+    def __post_init__(self):
+        self.teacher_prepared = self.teacher_prepared or self.prepared
+        self.teacher_split = self.teacher_split or self.split
 
     @property
     def training_clips(self) -> np.ndarray:
-        """Every clip of the training subjects (training and validation parts); never a test clip."""
-        return np.concatenate([self.split.train, self.split.val])
+        """Every clip of the training subjects (training and validation parts, labelled or not); never a test clip."""
+        return np.sort(np.concatenate([self.split.train, self.split.val, self.split.unlabelled,
+                                       self.split.unlabelled_val]))
+
+
+def label_views(config: RunConfig, prepared: Prepared, by_subject: Split) -> tuple[Prepared, Split, Prepared, Split]:
+    """The data as the student and as the teachers may see it: labels hidden as data.labels says (never a test
+    clip's), and the split's parts restricted to what each may learn from."""
+    labels = config.data.labels
+    training = np.concatenate([by_subject.train, by_subject.val])
+    keep = keep_labels(prepared.labels, prepared.subjects, training, labels.fraction, labels.seed, labels.subjects)
+    student = replace(prepared, labels=hide_labels(prepared.labels, keep))
+    teacher = prepared if labels.teachers == "all" else student
+    return student, by_subject.labelled_by(student.labels), teacher, by_subject.labelled_by(teacher.labels)
 
 
 def open_session(config: RunConfig, log=log_stderr) -> Session:
@@ -417,10 +444,12 @@ def open_session(config: RunConfig, log=log_stderr) -> Session:
     prepared = prepare(config.data, config.preprocess, log=log)
     for note in prepared.info.notes:
         log(f"note: {note}")
-    split = split_data(config, prepared)
+    student, split, teacher, teacher_split = label_views(config, prepared, split_data(config, prepared))
     log(f"{prepared.info.name}: {len(prepared)} clips, {prepared.info.num_classes} classes, "
         f"prepared in {time.perf_counter() - tic:.1f} s; {split.describe()}")
-    return Session(config, prepared, split, device, log)
+    if teacher is not student:
+        log(f"teachers learn from every training label: {teacher_split.describe()}")
+    return Session(config, student, split, device, log, teacher, teacher_split)
 
 
 @dataclass
@@ -434,6 +463,7 @@ def train_teachers(session: Session, ready: dict[str, TrainedTeacher] | None = N
     uses the chain) learns from that already trained teacher too. Each is frozen, its outputs computed once.
     Teachers in `ready` (trained earlier on the same split and seed) are taken as they are."""
     config, device = session.config, session.device
+    prepared, split = session.teacher_prepared, session.teacher_split
     teachers: dict[str, TrainedTeacher] = {}
     chain = teacher_chain_used(config)
     for name in config.teacher_order():
@@ -443,15 +473,15 @@ def train_teachers(session: Session, ready: dict[str, TrainedTeacher] | None = N
         teacher = config.teachers[name]
         stages = [Stage(1, [teacher.distill_from], "kd")] if chain and teacher.distill_from else []
         targets = [t.outputs for t in teachers.values()]
-        criterion_for = distilling(targets, stages, loss_weights(config, teacher.train.label_smoothing), device)
+        criterion_for = Distilling(config, targets, stages, teacher.train.label_smoothing, prepared.info.devices,
+                                   device)
         seed_everything(config.seed, config.deterministic)
         trained = train_and_evaluate(f"teachers.{name}", teacher, teacher.train, criterion_for, config,
-                                     session.prepared, session.split, device, session.log)
+                                     prepared, split, device, session.log)
         if config.distill.cross_fit_folds >= 2:
             outputs = cross_fit(name, teacher, criterion_for, session, trained, config.distill.cross_fit_folds)
         else:
-            outputs = teacher_outputs(name, trained.model, teacher.streams, session.prepared,
-                                      session.training_clips, device)
+            outputs = teacher_outputs(name, trained.model, teacher.streams, prepared, session.training_clips, device)
         teachers[name] = TrainedTeacher(trained, outputs)
         session.log(f"teacher {name}: test accuracy {100 * trained.summary['test']['accuracy']:.2f} %")
     return teachers
@@ -460,8 +490,8 @@ def train_teachers(session: Session, ready: dict[str, TrainedTeacher] | None = N
 def train_student(session: Session, teachers: dict[str, TrainedTeacher]) -> Trained:
     config = session.config
     seed_everything(config.seed, config.deterministic)
-    criterion_for = distilling([t.outputs for t in teachers.values()], student_stages(config),
-                               loss_weights(config, config.train.label_smoothing), session.device)
+    criterion_for = Distilling(config, [t.outputs for t in teachers.values()], student_stages(config),
+                               config.train.label_smoothing, session.prepared.info.devices, session.device)
     return train_and_evaluate("student", config.student, config.train, criterion_for, config, session.prepared,
                               session.split, session.device, session.log)
 
@@ -471,7 +501,7 @@ def _run_into(config: RunConfig, run_dir: Path, log, teachers: dict[str, Trained
     (run_dir / "config.yaml").write_text(dump_config(config), encoding="utf-8")
     session = open_session(config, log)
     if teachers is None:  # a cross-entropy student uses no teacher: none is trained for it
-        teachers = train_teachers(session) if student_stages(config) else {}
+        teachers = train_teachers(session) if teachers_used(config) else {}
     student = train_student(session, teachers)
     return write_run(session, run_dir, teachers, student, started)
 
@@ -497,6 +527,15 @@ def _write_predictions(session: Session, logits: np.ndarray, path: Path) -> dict
                                 "clips": int((subjects == subject).sum())} for subject in np.unique(subjects)}
 
 
+def _label_counts(session: Session) -> dict:
+    """Which training clips the student and the teachers learnt labels from."""
+    config, split, teacher = session.config.data.labels, session.split, session.teacher_split
+    return {"fraction": config.fraction, "seed": config.seed, "subjects": config.subjects, "teachers": config.teachers,
+            "student_labelled": int(len(split.train) + len(split.val)),
+            "unlabelled": int(len(split.unlabelled) + len(split.unlabelled_val)),
+            "teachers_labelled": int(len(teacher.train) + len(teacher.val))}
+
+
 def write_run(session: Session, run_dir: Path, teachers: dict[str, TrainedTeacher], student: Trained,
               started: float) -> dict:
     config, prepared, split = session.config, session.prepared, session.split
@@ -517,6 +556,7 @@ def write_run(session: Session, run_dir: Path, teachers: dict[str, TrainedTeache
             "test_subjects": split.test_subjects,
         },
         "stages": [{"start": s.start, "teachers": s.teachers, "loss": s.loss} for s in student_stages(config)],
+        "labels": _label_counts(session),
         "teachers": {name: t.trained.summary for name, t in teachers.items()},
         "student": student.summary,
     }

@@ -13,8 +13,8 @@ import statistics
 import time
 from pathlib import Path
 
-from pskd.config import METHODS, RunConfig, build_config
-from pskd.distill.methods import teacher_chain_used
+from pskd.config import RunConfig, build_config
+from pskd.distill.methods import method_names, teacher_chain_used, teachers_used
 from pskd.errors import ConfigError
 from pskd.console import log_stderr
 from pskd.pipeline import open_session, run, train_teachers
@@ -48,9 +48,9 @@ def _mean_std(values: list[float]) -> dict:
 
 def sweep(base: RunConfig, methods: list[str], seeds: list[int], out: Path, ablation: bool = False,
           log=log_stderr) -> dict:
-    unknown = [m for m in methods if m not in METHODS]
+    unknown = [m for m in methods if m not in method_names()]
     if unknown:
-        raise ConfigError(f"--methods: unknown method(s) {unknown}; known: {', '.join(METHODS)}")
+        raise ConfigError(f"--methods: unknown method(s) {unknown}; known: {', '.join(method_names())}")
     if out.exists() and any(out.iterdir()):
         raise ConfigError(f"{out}: already exists and is not empty; choose another --out")
     variants = {m: {"method": m} for m in methods}
@@ -68,7 +68,7 @@ def sweep(base: RunConfig, methods: list[str], seeds: list[int], out: Path, abla
         for name, by_seed in configs.items():
             config = by_seed[seed]
             key = None
-            if config.teachers and config.method != "ce":
+            if teachers_used(config):
                 key = (teacher_chain_used(config), config.distill.cross_fit_folds)
             if key is not None and key not in teacher_sets:
                 log(f"seed {seed}: training teachers ({'with' if key[0] else 'without'} the teacher chain"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -20,12 +20,40 @@ class Split:
     train_subjects: list[int]
     val_subjects: list[int]
     test_subjects: list[int]
+    # training subjects' clips without a label: distillation and self-training terms use them, the supervised
+    # term never does. unlabelled_val: those of the validation subjects (used only once validation is over, by
+    # the refit on every training subject)
+    unlabelled: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    unlabelled_val: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
     def describe(self) -> str:
-        return (
+        text = (
             f"{self.protocol}: train {len(self.train)} clips (subjects {self.train_subjects}), "
             f"val {len(self.val)} (subjects {self.val_subjects}), test {len(self.test)} (subjects {self.test_subjects})"
         )
+        if len(self.unlabelled) or len(self.unlabelled_val):
+            text += f"; unlabelled {len(self.unlabelled)} + {len(self.unlabelled_val)} of the validation subjects"
+        return text
+
+    def labelled_by(self, labels: np.ndarray) -> "Split":
+        """This split as `labels` sees it (UNLABELLED < 0): labelled clips train, validate and test; the training
+        subjects' other clips become unlabelled; a test clip without a label is not tested."""
+        known = labels >= 0
+        every_train = np.concatenate([self.train, self.unlabelled])
+        every_val = np.concatenate([self.val, self.unlabelled_val])
+        split = replace(
+            self, train=np.sort(every_train[known[every_train]]), val=np.sort(every_val[known[every_val]]),
+            test=self.test[known[self.test]], unlabelled=np.sort(every_train[~known[every_train]]),
+            unlabelled_val=np.sort(every_val[~known[every_val]]),
+        )
+        if not len(split.train):
+            raise ConfigError("no labelled training clip is left (data.labels)")
+        if not len(split.val):
+            raise ConfigError(f"the validation subjects {self.val_subjects} have no labelled clip; choose "
+                              "data.val_subjects among the labelled subjects")
+        if not len(split.test):
+            raise ConfigError(f"the test subjects {self.test_subjects} have no labelled clip to test on")
+        return split
 
 
 def _odd_even_subjects(subjects: np.ndarray, trials: np.ndarray, **_) -> np.ndarray:

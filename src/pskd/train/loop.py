@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 
 from pskd.config import TrainConfig
 from pskd.data.batches import LABEL, PairedClips
+from pskd.distill.losses.supervised import supervised_cross_entropy
 from pskd.errors import ConfigError
 from pskd.train import distributed
 
@@ -56,8 +57,8 @@ def pick_device(name: str) -> torch.device:
 
 
 def cross_entropy(label_smoothing: float = 0.0) -> Criterion:
-    def criterion(outputs: Outputs, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        return {"ce": F.cross_entropy(outputs[1], batch[LABEL], label_smoothing=label_smoothing)}
+    def criterion(outputs: Outputs, batch: dict[str, torch.Tensor], model=None) -> dict[str, torch.Tensor]:
+        return {"ce": supervised_cross_entropy(outputs[1], batch[LABEL], label_smoothing)}
 
     return criterion
 
@@ -220,7 +221,7 @@ class _Step(nn.Module):
 
     def forward(self, batch: dict[str, torch.Tensor]):
         outputs = self.model(batch)
-        return outputs, self.criterion(outputs, batch)
+        return outputs, self.criterion(outputs, batch, self.model)
 
 
 def fit(
@@ -328,15 +329,18 @@ def fit(
             for name, value in terms.items():
                 sums[name] = sums.get(name, 0.0) + value.item() * size
             sums["loss"] = sums.get("loss", 0.0) + loss.item() * size
-            correct += (outputs[1].argmax(1) == batch[LABEL]).sum().item()
-            seen += size
+            sums["clips"] = sums.get("clips", 0.0) + size
+            known = batch[LABEL] >= 0  # training accuracy over the labelled clips of the batch
+            correct += (outputs[1].argmax(1)[known] == batch[LABEL][known]).sum().item()
+            seen += int(known.sum())
         if distributed.active():
             names = list(sums)  # the same terms in the same order on every rank
             totals = distributed.all_sum([sums[n] for n in names] + [correct, seen])
             sums, correct, seen = dict(zip(names, totals[:-2])), totals[-2], totals[-1]
         record = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"]}
-        record.update({f"train_{k}": v / seen for k, v in sums.items()})
-        record["train_accuracy"] = correct / seen
+        clips = sums.pop("clips")
+        record.update({f"train_{k}": v / clips for k, v in sums.items()})
+        record["train_accuracy"] = correct / max(seen, 1)
         key = (float(epoch), 0.0)  # no validation data, or select: last: the last epoch is the selected one
         if val is not None and len(val):
             record["val_loss"], record["val_accuracy"] = evaluate_loss(judged, val, device)

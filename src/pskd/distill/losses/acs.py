@@ -6,6 +6,9 @@ to 1):
 - hard: among the teachers that predict y, the most confident one gets weight 1; if none predicts y, the
   ground truth does;
 - soft: teacher k gets c_k and the ground truth 1 - max_k c_k, normalised.
+An unlabelled clip (y = -1) has no ground truth: its confidence is each teacher's in its own prediction,
+hard mode picks the most confident teacher, soft mode weights the teachers by that confidence, and the ground
+truth's weight is 0.
 The soft-label target mixes the teachers' distributions at temperature T and the one-hot label with these
 weights. With ground_truth="none" the one-hot share is left out of the soft-label term: the target is the
 teachers' mixture alone, and each sample counts with its teachers' total weight (a sample no teacher gets right
@@ -17,24 +20,31 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from pskd.distill.losses.kd import soft_target_kl
-from pskd.distill.losses.semantic import semantic_mse
+from pskd.distill.losses.semantic import Projection, semantic_mse
+from pskd.distill.terms import LossTerm, TermContext, TermInputs, register_loss
 
 
 def acs_weights(teacher_logits: list[torch.Tensor], labels: torch.Tensor, mode: str = "hard") -> torch.Tensor:
-    """[B, K + 1] weights: one column per teacher, the last for the ground truth."""
+    """[B, K + 1] weights: one column per teacher, the last for the ground truth (0 for an unlabelled clip)."""
+    if mode not in ("hard", "soft"):
+        raise ValueError(f"ACS mode must be 'hard' or 'soft', not '{mode}'")
     rows = torch.arange(len(labels), device=labels.device)
-    confidence = torch.stack([F.softmax(z, dim=1)[rows, labels] for z in teacher_logits], dim=1)
+    known = labels >= 0
+    probabilities = [F.softmax(z, dim=1) for z in teacher_logits]
+    confidence = torch.stack([p[rows, labels.clamp_min(0)] for p in probabilities], dim=1)
+    own = torch.stack([p.max(dim=1).values for p in probabilities], dim=1)  # in the teacher's own prediction
     if mode == "soft":
         raw = torch.cat([confidence, 1 - confidence.max(dim=1, keepdim=True).values], dim=1)
+        unlabelled = torch.cat([own, torch.zeros_like(own[:, :1])], dim=1)
+        raw = torch.where(known[:, None], raw, unlabelled)
         return raw / raw.sum(dim=1, keepdim=True)
-    if mode != "hard":
-        raise ValueError(f"ACS mode must be 'hard' or 'soft', not '{mode}'")
     correct = torch.stack([z.argmax(dim=1) == labels for z in teacher_logits], dim=1)
-    best = confidence.masked_fill(~correct, -1.0).argmax(dim=1)
+    best = torch.where(known, confidence.masked_fill(~correct, -1.0).argmax(dim=1), own.argmax(dim=1))
+    anyone = correct.any(dim=1) | ~known
     weights = torch.zeros(len(labels), len(teacher_logits) + 1, device=labels.device)
-    anyone = correct.any(dim=1)
     weights[rows[anyone], best[anyone]] = 1.0
     weights[rows[~anyone], -1] = 1.0
     return weights
@@ -43,7 +53,7 @@ def acs_weights(teacher_logits: list[torch.Tensor], labels: torch.Tensor, mode: 
 def acs_soft_target(teacher_logits: list[torch.Tensor], labels: torch.Tensor, weights: torch.Tensor,
                     temperature: float) -> torch.Tensor:
     """The mixed target distribution [B, C]."""
-    target = weights[:, -1:] * F.one_hot(labels, teacher_logits[0].shape[1]).float()
+    target = weights[:, -1:] * F.one_hot(labels.clamp_min(0), teacher_logits[0].shape[1]).float()
     for k, z in enumerate(teacher_logits):
         target = target + weights[:, k : k + 1] * F.softmax(z / temperature, dim=1)
     return target
@@ -78,6 +88,33 @@ def acs_terms(
     semantic = student_logits.new_zeros(())
     for k, (student_k, teacher_k) in enumerate(zip(projected, teacher_embeddings)):
         semantic = semantic + semantic_mse(student_k, teacher_k, weights[:, k])
-        ground_truth = class_embeddings[k][labels]
+        ground_truth = class_embeddings[k][labels.clamp_min(0)]
         semantic = semantic + semantic_mse(student_k, ground_truth, weights[:, -1]) / len(projected)
     return {"acs_kd": kd, "acs_semantic": semantic}
+
+
+@register_loss("acs")
+class ACS(LossTerm):
+    """PSKD's Adaptive-Confidence Semantic loss over the stage's teachers, on every clip (an unlabelled clip
+    learns from its most confident teacher): alpha * the soft-label term + beta * the semantic term. Holds the
+    projections of the student's embedding into each teacher's space and, with class_embedding: prototype, the
+    learned class embeddings."""
+
+    def __init__(self, context: TermContext):
+        super().__init__(context)
+        self.projections = nn.ModuleDict({t.name: Projection(context.student_dim, t.dim) for t in context.teachers})
+        self.centroids = {t.name: t.class_embeddings for t in context.teachers}
+        self.prototypes = None
+        if context.settings.class_embedding == "prototype":
+            self.prototypes = nn.ParameterDict(
+                {t.name: nn.Parameter(t.class_embeddings.clone()) for t in context.teachers})
+
+    def forward(self, inputs: TermInputs) -> dict[str, torch.Tensor]:
+        s, names = self.settings, inputs.teachers
+        classes = self.prototypes if self.prototypes is not None else self.centroids
+        terms = acs_terms(
+            inputs.logits, [self.projections[n](inputs.embedding) for n in names], inputs.teacher_logits,
+            inputs.teacher_embeddings, [classes[n].to(inputs.logits.device) for n in names], inputs.labels,
+            s.acs_mode, s.temperature, s.acs_ground_truth,
+        )
+        return {"kd": s.alpha * terms["acs_kd"], "semantic": s.beta * terms["acs_semantic"]}

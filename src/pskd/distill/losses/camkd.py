@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from pskd.distill.losses.kd import soft_target_kl
+from pskd.distill.terms import LossTerm, TermInputs, register_loss
 
 
 def confidence_weights(teacher_logits: list[torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
@@ -26,3 +27,15 @@ def camkd_loss(student_logits: torch.Tensor, teacher_logits: list[torch.Tensor],
         target = F.softmax(logits / temperature, dim=1)
         total = total + soft_target_kl(student_logits, target, temperature, weights[:, k])
     return total
+
+
+@register_loss("camkd")
+class CAMKD(LossTerm):
+    """Confidence-aware multi-teacher KD over the stage's teachers; the weights need the label."""
+
+    needs_labels = True
+    logs = ("kd",)
+
+    def forward(self, inputs: TermInputs) -> dict[str, torch.Tensor]:
+        s = self.settings
+        return {"kd": s.alpha * camkd_loss(inputs.logits, inputs.teacher_logits, inputs.labels, s.temperature)}

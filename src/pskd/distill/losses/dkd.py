@@ -7,6 +7,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from pskd.distill.terms import LossTerm, TermInputs, register_loss
+
 
 def _kl(target: torch.Tensor, log_student: torch.Tensor) -> torch.Tensor:
     return (torch.special.xlogy(target, target) - target * log_student).sum(dim=1).mean()
@@ -27,3 +29,16 @@ def dkd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels:
     teacher_rest = F.softmax((teacher_logits / temperature).masked_fill(gt, masked), dim=1)
     nckd = _kl(teacher_rest, log_student_rest.masked_fill(gt, 0.0)) * temperature**2
     return alpha * tckd + beta * nckd
+
+
+@register_loss("dkd")
+class DKD(LossTerm):
+    """Decoupled KD from the stage's first teacher; its target-class split needs the label."""
+
+    needs_labels = True
+    logs = ("dkd",)
+
+    def forward(self, inputs: TermInputs) -> dict[str, torch.Tensor]:
+        s = self.settings
+        return {"dkd": s.alpha * dkd_loss(inputs.logits, inputs.teacher_logits[0], inputs.labels, s.dkd_alpha,
+                                          s.dkd_beta, s.temperature)}

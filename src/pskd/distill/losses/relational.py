@@ -6,6 +6,11 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch import nn
+
+from pskd.distill.losses.kd import kd_loss
+from pskd.distill.losses.semantic import Projection, semantic_mse
+from pskd.distill.terms import LossTerm, TermContext, TermInputs, register_loss
 
 
 def _pairwise_distances(x: torch.Tensor) -> torch.Tensor:
@@ -37,3 +42,23 @@ def angle_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
 def relational_loss(student: torch.Tensor, teacher: torch.Tensor, distance_weight: float = 1.0,
                     angle_weight: float = 2.0) -> torch.Tensor:
     return distance_weight * distance_loss(student, teacher) + angle_weight * angle_loss(student, teacher)
+
+
+@register_loss("dask")
+class DASK(LossTerm):
+    """VSKD's DASK loss from the stage's first teacher, on every clip: KD, plus the relational distance and angle
+    terms and the semantic term on the student's embedding projected into that teacher's space."""
+
+    def __init__(self, context: TermContext):
+        super().__init__(context)
+        self.projections = nn.ModuleDict({t.name: Projection(context.student_dim, t.dim) for t in context.teachers})
+
+    def forward(self, inputs: TermInputs) -> dict[str, torch.Tensor]:
+        s = self.settings
+        projected = self.projections[inputs.teachers[0]](inputs.embedding)
+        target = inputs.teacher_embeddings[0]
+        return {
+            "kd": s.alpha * kd_loss(inputs.logits, inputs.teacher_logits[0], s.temperature),
+            "relational": s.beta * relational_loss(projected, target, s.relational_distance, s.relational_angle),
+            "semantic": s.beta * semantic_mse(projected, target),
+        }

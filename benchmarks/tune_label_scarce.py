@@ -1,0 +1,101 @@
+"""Choose the label-scarce method by validation: teachers trained once per seed, many students on them.
+
+    python benchmarks/tune_label_scarce.py configs/utd_mhad/pskd.yaml --seeds 0,1 \\
+        --set data.labels.fraction=0.25 --set data.labels.teachers=same [--variants ce,self_train,pskd] [--out DIR]
+
+Per seed, the config's teachers are trained once on the labels data.labels.teachers lets them see. Every variant
+then trains the student on the same labelled and unlabelled clips with its own method and switches. Rows go to
+OUT/rows.jsonl; the table ranks the variants by the validation accuracy of the selection run (labelled clips of
+the validation subjects: the only figure a choice may use). Test accuracy is shown beside it and chooses nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import statistics
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from pskd.config import build_config, load_config
+from pskd.distill.methods import teachers_used
+from pskd.pipeline import open_session, train_student, train_teachers
+from pskd.sweep import merge_tree
+
+FIX, CON = "fixmatch", "contrastive"
+VARIANTS: dict[str, dict] = {
+    "ce": {"method": "ce"},
+    "self_train": {"method": "self_train"},
+    "kd": {"method": "kd"},
+    "avg_kd": {"method": "avg_kd"},
+    "pskd": {"method": "pskd"},
+    "pskd+fixmatch": {"method": "pskd", "distill": {"add_terms": [FIX]}},
+    "pskd+contrastive": {"method": "pskd", "distill": {"add_terms": [CON]}},
+    "pskd+fixmatch+contrastive": {"method": "pskd", "distill": {"add_terms": [FIX, CON]}},
+    "avg_kd+fixmatch": {"method": "avg_kd", "distill": {"add_terms": [FIX]}},
+    "pskd soft": {"method": "pskd", "distill": {"acs_mode": "soft"}},
+    "pskd alpha=2": {"method": "pskd", "distill": {"alpha": 2.0}},
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("config")
+    parser.add_argument("--seeds", default="0")
+    parser.add_argument("--variants", default=None, help="comma-separated subset of the variants")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--out", type=Path, default=Path("runs/tune-label-scarce"))
+    args = parser.parse_args(argv)
+    names = args.variants.split(",") if args.variants else list(VARIANTS)
+    unknown = [n for n in names if n not in VARIANTS]
+    if unknown:
+        parser.error(f"unknown variants {unknown}; known: {', '.join(VARIANTS)}")
+    args.out.mkdir(parents=True, exist_ok=True)
+    quiet = lambda *a, **k: None  # noqa: E731
+    for seed in [int(s) for s in args.seeds.split(",")]:
+        base = load_config(args.config, [*args.overrides, f"seed={seed}", "progress=false"])
+        session = open_session(base, quiet)
+        tree = base.model_dump(mode="json")
+        configs = {name: build_config(merge_tree(tree, VARIANTS[name]), source=name) for name in names}
+        teachers = {}
+        if any(teachers_used(c) for c in configs.values()):
+            tic = time.perf_counter()
+            teachers = train_teachers(session)
+            print(f"seed {seed}: teachers in {time.perf_counter() - tic:.0f} s: " + ", ".join(
+                f"{n} {100 * t.trained.summary['test']['accuracy']:.2f}" for n, t in teachers.items()), flush=True)
+        for name, config in configs.items():
+            tic = time.perf_counter()
+            used = copy.deepcopy(teachers) if teachers_used(config) else {}
+            student = train_student(replace(session, config=config), used)
+            row = {"seed": seed, "variant": name, "labels": base.data.labels.model_dump(),
+                   "val": student.summary["val"]["accuracy"], "test": student.summary["test"]["accuracy"],
+                   "test_best": student.summary["test_best"]["accuracy"],
+                   "test_last": student.summary["test_last"]["accuracy"], "best_epoch": student.summary["best_epoch"],
+                   "teachers": {n: t.trained.summary["test"]["accuracy"] for n, t in teachers.items()},
+                   "seconds": time.perf_counter() - tic}
+            print(json.dumps(row), flush=True)
+            with open(args.out / "rows.jsonl", "a", encoding="utf-8") as f:
+                f.write(json.dumps(row) + "\n")
+    table(args.out / "rows.jsonl")
+    return 0
+
+
+def table(path: Path) -> None:
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    by: dict[str, list[dict]] = {}
+    for row in rows:
+        by.setdefault(row["variant"], []).append(row)
+
+    def mean(rs, key):
+        return 100 * statistics.fmean(r[key] for r in rs)
+
+    print("| variant | seeds | val (selects) | test delivered | test best-on-val | test last |\n|---|---|---|---|---|---|")
+    for name, rs in sorted(by.items(), key=lambda kv: -mean(kv[1], "val")):
+        print(f"| {name} | {len(rs)} | {mean(rs, 'val'):.2f} | {mean(rs, 'test'):.2f} | {mean(rs, 'test_best'):.2f} "
+              f"| {mean(rs, 'test_last'):.2f} |")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
