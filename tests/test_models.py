@@ -55,7 +55,9 @@ def test_stream_model_standardises_with_its_own_buffers():
         ("fusion", {"colour": 1}, "unknown option(s) ['colour'] for fusion"),
         ("compact_cnn", {"width": 3}, "unknown option(s) ['width']"),
         ("compact_cnn", {"dropout": "high"}, "student.options.dropout: expected float"),
-        ("compact_cnn", {"widths": 32}, "student.options.widths: expected tuple"),
+        ("compact_cnn", {"widths": 32}, "student.options: widths: expected a list of integers"),
+        ("compact_cnn", {"preset": "huge"}, "student.options: preset 'huge' is not one of tiny, small, default"),
+        ("compact_cnn", {"kernel": 0}, "student.options: widths, kernel and embedding_dim must be at least 1"),
     ],
 )
 def test_model_config_errors(name, options, message):

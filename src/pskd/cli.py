@@ -68,6 +68,9 @@ def data_check(dataset: str, data_dir: Path | None, as_json: bool) -> None:
     if summary.get("found"):
         click.echo("  found     " + "; ".join(f"{name}: {'yes' if there else 'no'}"
                                            for name, there in summary["found"].items()))
+    if summary.get("labels"):
+        click.echo("  labels    " + ", ".join(f"subject {subject}: {row['labelled']} labelled + {row['unlabelled']} "
+                                              "unlabelled" for subject, row in summary["labels"].items()))
     for item in summary["skipped"]:
         click.echo(f"  skipped   {item}")
     for note in summary.get("notes", []):

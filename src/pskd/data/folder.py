@@ -5,7 +5,8 @@
     DIR/...              one array file per stream of each clip (.npy, or .csv without a header)
 
 manifest.csv columns:
-    clip_id, label, subject        required; label is a class name, subject an integer or a name
+    clip_id, label, subject        required; label is a class name (empty: an unlabelled paired clip, which
+                                   distillation and self-training learn from), subject an integer or a name
     session, trial                 optional integers (trial is what trial-based protocols use)
     <stream>, <stream>_rate        for each stream: the file (relative to DIR) and its sampling rate in Hz
 
@@ -28,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from pskd.data.clip import ACCELEROMETER, SKELETON, Clip, DatasetInfo, find_root, summary
+from pskd.data.labels import UNLABELLED
 from pskd.data.layouts import Layout, adaptive_layout, layout_from_json
 from pskd.errors import ConfigError, DataError
 
@@ -132,9 +134,8 @@ def load(data_dir: str | Path) -> tuple[DatasetInfo, list[Clip]]:
             problems.append(f"{where}: clip_id '{cell['clip_id']}' repeats row {seen[cell['clip_id']]}")
         else:
             seen[cell["clip_id"]] = number
-        for name in ("label", "subject"):
-            if not cell[name]:
-                problems.append(f"{where}: empty {name}")
+        if not cell["subject"]:
+            problems.append(f"{where}: empty subject")
         for name in ("session", "trial"):
             if name in cell and cell[name] and not cell[name].lstrip("-").isdigit():
                 problems.append(f"{where}: {name} '{cell[name]}' is not an integer")
@@ -184,14 +185,16 @@ def load(data_dir: str | Path) -> tuple[DatasetInfo, list[Clip]]:
         raise ManifestError(manifest, problems)
     if not records:
         raise DataError(f"{manifest}: no clips")
-    names = sorted({cell["label"] for _, cell, _, _ in records})
+    names = sorted({cell["label"] for _, cell, _, _ in records if cell["label"]})
     if len(names) < 2:
-        raise DataError(f"{manifest}: a single class '{names[0]}'; at least two are needed")
+        found = f"a single class '{names[0]}'" if names else "no labelled clip"
+        raise DataError(f"{manifest}: {found}; at least two classes are needed")
     subject_names = sorted({cell["subject"] for _, cell, _, _ in records})
     numeric = all(s.lstrip("-").isdigit() for s in subject_names)
     subject_id = {s: (int(s) if numeric else i + 1) for i, s in enumerate(subject_names)}
     clips = [
-        Clip(clip_id=cell["clip_id"], label=names.index(cell["label"]), subject=subject_id[cell["subject"]],
+        Clip(clip_id=cell["clip_id"], label=names.index(cell["label"]) if cell["label"] else UNLABELLED,
+             subject=subject_id[cell["subject"]],
              trial=int(cell["trial"]) if cell.get("trial") else 1, streams=arrays, rates=rates)
         for _, cell, arrays, rates in records
     ]
@@ -235,4 +238,14 @@ def summarize(data_dir: str | Path) -> dict:
         "sensor_placement": (f"skeleton layout: {info.layout} ({len(info.layout_spec['joints'])} joints, "
                              f"{len(info.layout_spec['bones'])} bones)") if info.layout_spec else "",
         "notes": info.notes,
+        "labels": label_counts(clips),
     }
+
+
+def label_counts(clips: list[Clip]) -> dict[str, dict[str, int]]:
+    """Per subject: how many clips are labelled and how many are unlabelled paired clips."""
+    counts: dict[str, dict[str, int]] = {}
+    for clip in sorted(clips, key=lambda c: c.subject):
+        row = counts.setdefault(str(clip.subject), {"labelled": 0, "unlabelled": 0})
+        row["unlabelled" if clip.label == UNLABELLED else "labelled"] += 1
+    return counts

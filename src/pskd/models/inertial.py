@@ -33,11 +33,34 @@ class ResidualBlock(nn.Module):
         return F.relu(out + self.shortcut(x))
 
 
+def _check_integers(**values) -> None:
+    """Each value None, an integer, or (widths) a list of integers; ValueError naming the first that is not."""
+    for name, value in values.items():
+        if name == "widths":
+            items = value if isinstance(value, (list, tuple)) else [None]
+        else:
+            items = [value]
+        if value is not None and not all(isinstance(v, int) and not isinstance(v, bool) for v in items):
+            kind = "a list of integers" if name == "widths" else "an integer"
+            raise ValueError(f"{name}: expected {kind}, got {value!r}")
+
+
+# Sizes of the compact student (27 classes, 3 channels, 128 samples; counted by `pskd bench`): tiny 8.9 k
+# parameters and 0.40 MFLOPs per clip (a microcontroller-class watch), small 23 k and 1.1 MFLOPs, default 87.5 k
+# and 4.2 MFLOPs.
+PRESETS: dict[str, dict] = {
+    "tiny": {"widths": (12, 16, 24), "kernel": 3, "embedding_dim": 32},
+    "small": {"widths": (16, 24, 32), "kernel": 5, "embedding_dim": 48},
+    "default": {"widths": (32, 48, 64), "kernel": 5, "embedding_dim": 96},
+}
+
+
 class CompactCNN(nn.Module):
     """The default watch student: a small residual 1-D CNN over the resampled raw signal.
 
     A stem convolution, one strided residual block per width, then average and max pooling over time
-    concatenated, a linear embedding layer with ReLU, dropout and the classifier.
+    concatenated, a linear embedding layer with ReLU, dropout and the classifier. `preset` (tiny, small, default)
+    gives widths, kernel and embedding size; any of them given explicitly overrides the preset's.
     """
 
     def __init__(
@@ -45,12 +68,21 @@ class CompactCNN(nn.Module):
         c_in: int,
         num_classes: int,
         seq_len: int,
-        widths: tuple[int, ...] = (32, 48, 64),
-        kernel: int = 5,
-        embedding_dim: int = 96,
+        preset: str = "default",
+        widths: tuple[int, ...] | None = None,
+        kernel: int | None = None,
+        embedding_dim: int | None = None,
         dropout: float = 0.3,
     ):
         super().__init__()
+        if preset not in PRESETS:
+            raise ValueError(f"preset '{preset}' is not one of {', '.join(PRESETS)}")
+        _check_integers(widths=widths, kernel=kernel, embedding_dim=embedding_dim)
+        widths = tuple(widths) if widths is not None else PRESETS[preset]["widths"]
+        kernel = kernel if kernel is not None else PRESETS[preset]["kernel"]
+        embedding_dim = embedding_dim if embedding_dim is not None else PRESETS[preset]["embedding_dim"]
+        if not widths or min(widths) < 1 or kernel < 1 or embedding_dim < 1 or not 0 <= dropout < 1:
+            raise ValueError("widths, kernel and embedding_dim must be at least 1 and dropout in [0, 1)")
         self.seq_len = seq_len
         self.stem = nn.Sequential(
             nn.Conv1d(c_in, widths[0], 7, padding=3, bias=False), nn.BatchNorm1d(widths[0]), nn.ReLU()

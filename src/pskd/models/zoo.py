@@ -95,7 +95,10 @@ def _inertial_net(name: str, options: dict, spec: InputSpec, streams: list[str],
         raise ConfigError(f"{where}: '{name}' is not an inertial model; known: {', '.join(sorted(INERTIAL_MODELS))}")
     cls = INERTIAL_MODELS[name]
     c_in = sum(spec.channels[s] for s in streams)
-    return cls(c_in, spec.num_classes, spec.lengths[streams[0]], **check_options(cls, options, f"{where}.options"))
+    try:
+        return cls(c_in, spec.num_classes, spec.lengths[streams[0]], **check_options(cls, options, f"{where}.options"))
+    except (ValueError, TypeError) as err:
+        raise ConfigError(f"{where}.options: {err}") from None
 
 
 def _skeleton_net(name: str, options: dict, spec: InputSpec, where: str) -> nn.Module:
