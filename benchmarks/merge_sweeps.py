@@ -2,7 +2,8 @@
 
     python benchmarks/merge_sweeps.py OUT SWEEP_DIR [SWEEP_DIR ...]
 
-Reads each SWEEP_DIR/results.json and writes OUT/results.json and OUT/results.md (wall time: the sum).
+Reads each SWEEP_DIR/results.json and writes OUT/results.json, OUT/results.md and OUT/gain_map.png (wall time:
+the sum).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-from pskd.sweep import merge, results_table
+from pskd.evaluate.gains import merge, plot_gain_map, results_table
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,6 +25,8 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=2))
     (out / "results.md").write_text(results_table(results))
+    if "ce" in results["variants"]:
+        plot_gain_map(results, out / "gain_map.png")
     print(results_table(results))
     return 0
 

@@ -191,3 +191,41 @@ def test_fixmatch_learns_only_from_confident_unlabelled_clips():
     unsure = TermInputs(logits[2:3], logits[2:3], torch.tensor([-1]), [], [], [],
                         {k: v[2:3] for k, v in batch.items()}, model)
     assert term(unsure)["self"].item() == 0.0
+
+
+def test_sweep_grid_shares_teachers_runs_identical_configs_once_and_jobs_change_nothing(tmp_path, monkeypatch):
+    from pskd import sweep as sweep_module
+
+    calls = []
+    original = sweep_module.train_teachers
+
+    def counting(session, ready=None):
+        calls.append((session.config.data.labels.fraction, session.config.data.labels.teachers))
+        return original(session, ready)
+
+    monkeypatch.setattr(sweep_module, "train_teachers", counting)
+    grid = sweep_module.parse_grid(["data.labels.fraction=0.5,1.0", "data.labels.teachers=same,all"])
+    base = build_config({**TINY, "method": "kd"})
+    one = sweep_module.sweep(base, ["ce", "kd"], [0], tmp_path / "one", log=QUIET, grid=grid, jobs=1)
+    # teachers per labelled set: at fraction 1 'same' and 'all' are one and the same
+    assert sorted(calls) == [(0.5, "all"), (0.5, "same"), (1.0, "same")]
+    rows = {(r["point"]["data.labels.fraction"], r["point"]["data.labels.teachers"], r["variant"]): r
+            for r in one["rows"]}
+    assert len(rows) == 8 and sum(r["shared"] for r in one["rows"]) == 3  # ce twice at 0.5 and 1.0, kd at 1.0
+    assert rows[(0.5, "same", "ce")]["accuracy"] == rows[(0.5, "all", "ce")]["accuracy"]
+    gain = one["methods"]["kd | fraction=0.5, teachers=all"]["gain_over_ce"]
+    assert gain["values"] == [rows[(0.5, "all", "kd")]["accuracy"] - rows[(0.5, "all", "ce")]["accuracy"]]
+    assert (tmp_path / "one" / "gain_map.png").stat().st_size > 10_000
+    assert "| kd | fraction=0.5, teachers=same |" in (tmp_path / "one" / "results.md").read_text()
+    two = sweep_module.sweep(base, ["ce", "kd"], [0], tmp_path / "two", log=QUIET, grid=grid, jobs=2)
+    assert [r["accuracy"] for r in two["rows"]] == [r["accuracy"] for r in one["rows"]]
+
+
+@pytest.mark.parametrize("items, message", [
+    (["data.labels.fraction"], "expected key=value1,value2"), (["a=1", "a=2"], "given twice"), (["=1,2"], "expected"),
+])
+def test_bad_grids(items, message):
+    from pskd.sweep import parse_grid
+
+    with pytest.raises(ConfigError, match=message):
+        parse_grid(items)

@@ -232,17 +232,22 @@ def parse_seeds(text: str) -> list[int]:
 @click.option("--seeds", default="5", show_default=True,
               help="N for seeds 0..N-1, or a comma-separated list of seeds (e.g. 3,4 to run part of a sweep elsewhere).")
 @click.option("--ablation", is_flag=True, help="Add PSKD's ablation variants.")
+@click.option("--grid", "grid_items", multiple=True, metavar="KEY=V1,V2",
+              help="Also vary a config value over these values (repeatable: every combination is run).")
+@click.option("--jobs", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="Processes training independent runs at once (each on one thread; figures do not change).")
 @_set_option
 @click.option("--out", type=click.Path(path_type=Path), help="Folder for the runs and results (default: runs/sweep-...).")
 @click.option("--data-dir", type=click.Path(path_type=Path), help="Shorthand for --set data.data_dir=DIR.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def sweep(config_path: Path, methods: str, seeds: str, ablation: bool, overrides: tuple[str, ...], out: Path | None,
-          data_dir: Path | None, quiet: bool) -> None:
-    """Compare methods over seeds with shared teachers; write results.md and results.json."""
+def sweep(config_path: Path, methods: str, seeds: str, ablation: bool, grid_items: tuple[str, ...], jobs: int,
+          overrides: tuple[str, ...], out: Path | None, data_dir: Path | None, quiet: bool) -> None:
+    """Compare methods over seeds (and grid points) with shared teachers; write results.md, results.json and,
+    with ce among the methods, gain_map.png."""
     import time
 
     from pskd.config import load_config
-    from pskd.sweep import results_table
+    from pskd.sweep import parse_grid, results_table
     from pskd.sweep import sweep as run_sweep
 
     if data_dir is not None:
@@ -252,7 +257,8 @@ def sweep(config_path: Path, methods: str, seeds: str, ablation: bool, overrides
     base = load_config(config_path, overrides)
     out = out or Path("runs") / f"sweep-{base.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     names = [m.strip() for m in methods.split(",") if m.strip()]
-    results = run_sweep(base, names, parse_seeds(seeds), out, ablation)
+    grid = parse_grid(grid_items)
+    results = run_sweep(base, names, parse_seeds(seeds), out, ablation, grid=grid, jobs=jobs)
     click.echo(results_table(results))
     click.echo(f"results: {out / 'results.md'}")
 

@@ -1,5 +1,12 @@
-"""Methods x seeds on the same splits, the same student and the same teachers (trained once per seed), and the
-results table: mean and standard deviation over seeds of the student's test accuracy and macro-F1 per method.
+"""Methods x seeds x grid points on the same splits, with teachers trained once per labelled set and seed, and
+the results table and gain map.
+
+A grid (`--grid data.labels.fraction=0.1,0.25 --grid student.options.preset=tiny,default`) multiplies the runs:
+every point of the grid, every method, every seed. Runs whose configs are identical (a method that uses no
+teacher does not depend on the teachers' settings) are trained once. Runs that would train the same teachers (same
+data, labels, preprocessing, augmentation, teachers and seed) share one training of them. With `jobs` > 1 these
+groups run in that many processes; every training of a sweep runs on one thread (unless the config sets
+`threads`), so the figures do not depend on the number of processes.
 
 With ablation, PSKD's variants are added: without progressive learning (independent teachers), without ACS
 (plain multi-teacher KD from the same teachers), with a single teacher, soft instead of hard ACS, and schedule B
@@ -8,16 +15,26 @@ With ablation, PSKD's variants are added: without progressive learning (independ
 
 from __future__ import annotations
 
+import copy
+import itertools
 import json
-import statistics
+import multiprocessing
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from pskd.config import RunConfig, build_config
+from pskd.config import RunConfig, apply_override, build_config, parse_value
+from pskd.console import log_stderr
 from pskd.distill.methods import method_names, teacher_chain_used, teachers_used
 from pskd.errors import ConfigError
-from pskd.console import log_stderr
+from pskd.evaluate.gains import merge, plot_gain_map, results_table, summarise
 from pskd.pipeline import open_session, run, train_teachers
+
+__all__ = ["ablations", "merge", "merge_tree", "parse_grid", "results_table", "sweep"]
+
+# what a teacher's training depends on, besides the chain and the teachers' own section
+TEACHER_KEYS = ("seed", "deterministic", "threads", "device", "data", "preprocess", "augment", "teachers")
+TEACHER_DISTILL_KEYS = ("temperature", "alpha", "cross_fit_folds")
 
 
 def ablations(base: RunConfig) -> dict[str, dict]:
@@ -34,20 +51,145 @@ def ablations(base: RunConfig) -> dict[str, dict]:
 
 
 def merge_tree(tree: dict, changes: dict) -> dict:
-    """A config tree with `changes` applied, nested sections merged key by key."""
-    out = dict(tree)
+    """A config tree with `changes` applied, nested sections merged key by key (the input is not changed)."""
+    out = copy.deepcopy(tree)
     for key, value in changes.items():
-        out[key] = merge_tree(out.get(key) or {}, value) if isinstance(value, dict) else value
+        out[key] = merge_tree(out.get(key) or {}, value) if isinstance(value, dict) else copy.deepcopy(value)
     return out
 
 
-def _mean_std(values: list[float]) -> dict:
-    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
-            "values": values}
+def parse_grid(items: list[str] | tuple[str, ...]) -> dict[str, list]:
+    """`key=v1,v2` items (one per --grid) into {dotted key: [values]}, each value parsed as --set parses it."""
+    grid: dict[str, list] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        values = [parse_value(v) for v in text.split(",") if v.strip()]
+        if not sep or not key.strip() or not values:
+            raise ConfigError(f"--grid {item}: expected key=value1,value2,...")
+        if key.strip() in grid:
+            raise ConfigError(f"--grid {key.strip()}: given twice")
+        grid[key.strip()] = values
+    return grid
+
+
+def grid_points(grid: dict[str, list]) -> list[dict]:
+    return [dict(zip(grid, values)) for values in itertools.product(*grid.values())] or [{}]
+
+
+def point_label(point: dict) -> str:
+    return ", ".join(f"{key.rsplit('.', 1)[-1]}={value}" for key, value in point.items())
+
+
+def _folder_name(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "._=-" else "_" for c in text.replace(", ", "_")).strip("_")
+
+
+def _tree(config: RunConfig) -> dict:
+    """The config as a tree, with data.labels.teachers made 'same' where no label is hidden (then it changes
+    nothing)."""
+    tree = config.model_dump(mode="json")
+    labels = tree["data"]["labels"]
+    if labels["fraction"] >= 1 and labels["subjects"] is None:
+        labels["teachers"] = "same"
+    return tree
+
+
+def _run_key(config: RunConfig) -> str:
+    """Identical keys, identical runs: what the student's training depends on (teachers only when used)."""
+    tree = _tree(config)
+    tree.pop("progress", None)
+    if not teachers_used(config):
+        tree.pop("teachers", None)
+        tree["data"]["labels"].pop("teachers", None)
+        tree.pop("distill", None)
+    return json.dumps(tree, sort_keys=True)
+
+
+def _teacher_key(config: RunConfig) -> str | None:
+    if not teachers_used(config):
+        return None
+    tree = _tree(config)
+    parts = {key: tree[key] for key in TEACHER_KEYS}
+    parts["distill"] = {key: tree["distill"][key] for key in TEACHER_DISTILL_KEYS}
+    return json.dumps(parts, sort_keys=True)
+
+
+def plan(base: RunConfig, variants: dict[str, dict], seeds: list[int], grid: dict[str, list], out: Path) -> list[dict]:
+    """Every run of the sweep: {point, seed, variant, config (a tree), folder}, one per distinct config, in groups
+    that share teachers (a list of lists)."""
+    tree = base.model_dump(mode="json")
+    runs = []
+    for point in grid_points(grid):
+        for seed in seeds:
+            for name, changes in variants.items():
+                changed = merge_tree(tree, {**changes, "seed": seed})
+                for key, value in point.items():
+                    apply_override(changed, key, copy.deepcopy(value))
+                source = f"sweep variant '{name}'" + (f" at {point_label(point)}" if point else "")
+                config = build_config(changed, source=source)
+                folder = out / f"seed{seed}" / (_folder_name(point_label(point)) if point else "") / _folder_name(name)
+                runs.append({"point": point, "seed": seed, "variant": name, "config": config, "folder": folder})
+    return runs
+
+
+def _groups(runs: list[dict]) -> list[list[dict]]:
+    """Runs grouped by the teachers they train; a run with the same config as an earlier one joins it as a copy."""
+    groups: dict[str, list[dict]] = {}
+    first: dict[str, dict] = {}
+    for index, item in enumerate(runs):
+        key = _run_key(item["config"])
+        if key in first:
+            first[key].setdefault("copies", []).append(item)
+            continue
+        first[key] = item
+        teacher_key = _teacher_key(item["config"]) or f"alone-{index}"
+        groups.setdefault(teacher_key, []).append(item)
+    return list(groups.values())
+
+
+def _train_group(group: list[dict], threads: int | None, log) -> list[dict]:
+    """Train one group's teachers once (per chain setting), then each of its runs; return the result rows."""
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+    teacher_sets: dict[bool, dict] = {}
+    rows = []
+    for item in group:
+        config = item["config"]
+        teachers = {}
+        if teachers_used(config):
+            chain = teacher_chain_used(config)
+            if chain not in teacher_sets:
+                log(f"seed {item['seed']} {point_label(item['point'])}: training teachers "
+                    f"({'with' if chain else 'without'} the teacher chain)")
+                # a teacher that distils from none is the same with or without the chain: trained once
+                ready = {n: t for trained in teacher_sets.values() for n, t in trained.items()
+                         if not config.teachers[n].distill_from}
+                teacher_sets[chain] = train_teachers(open_session(config, log), ready)
+            teachers = teacher_sets[chain]
+        _, metrics = run(config, item["folder"], log=log, teachers=teachers)
+        student = metrics["student"]
+        log(f"seed {item['seed']} {point_label(item['point'])} {item['variant']}: test accuracy "
+            f"{100 * student['test']['accuracy']:.2f} %")
+        for copy_of in [item, *item.get("copies", [])]:
+            rows.append({"point": copy_of["point"], "seed": copy_of["seed"], "variant": copy_of["variant"],
+                         "accuracy": student["test"]["accuracy"], "macro_f1": student["test"]["macro_f1"],
+                         "run": str(item["folder"]), "shared": copy_of is not item,
+                         "teachers": {n: t["test"]["accuracy"] for n, t in metrics["teachers"].items()}})
+    return rows
+
+
+def _threads_for(config: RunConfig) -> RunConfig:
+    return config if config.threads else config.model_copy(update={"threads": 1})
+
+
+def _group_in_process(group: list[dict]) -> list[dict]:
+    return _train_group(group, 1, log_stderr)
 
 
 def sweep(base: RunConfig, methods: list[str], seeds: list[int], out: Path, ablation: bool = False,
-          log=log_stderr) -> dict:
+          log=log_stderr, grid: dict[str, list] | None = None, jobs: int = 1) -> dict:
     unknown = [m for m in methods if m not in method_names()]
     if unknown:
         raise ConfigError(f"--methods: unknown method(s) {unknown}; known: {', '.join(method_names())}")
@@ -56,87 +198,26 @@ def sweep(base: RunConfig, methods: list[str], seeds: list[int], out: Path, abla
     variants = {m: {"method": m} for m in methods}
     if ablation:
         variants.update(ablations(base))
-    tree = base.model_dump(mode="json")
-    configs = {name: {seed: build_config(merge_tree(tree, {**changes, "seed": seed}), source=f"sweep variant '{name}'")
-                      for seed in seeds} for name, changes in variants.items()}
+    runs = plan(base, variants, seeds, grid or {}, out)
+    for item in runs:
+        item["config"] = _threads_for(item["config"])
+    groups = _groups(runs)
     started = time.perf_counter()
-    rows: dict[str, list[dict]] = {name: [] for name in variants}
-    teacher_rows: dict[str, list[float]] = {}
-    for seed in seeds:
-        # (chain used or not, cross-fitting folds) -> trained teachers, shared by every method of this seed
-        teacher_sets = {}
-        for name, by_seed in configs.items():
-            config = by_seed[seed]
-            key = None
-            if teachers_used(config):
-                key = (teacher_chain_used(config), config.distill.cross_fit_folds)
-            if key is not None and key not in teacher_sets:
-                log(f"seed {seed}: training teachers ({'with' if key[0] else 'without'} the teacher chain"
-                    + (f", cross-fitted over {key[1]} folds)" if key[1] else ")"))
-                # a teacher that distils from no other is the same with or without the chain: trained once
-                ready = {n: t for (chain, folds), trained in teacher_sets.items() if folds == key[1]
-                         for n, t in trained.items() if not config.teachers[n].distill_from}
-                teacher_sets[key] = train_teachers(open_session(config, log), ready)
-                if key == (True, base.distill.cross_fit_folds):
-                    for teacher_name, teacher in teacher_sets[key].items():
-                        teacher_rows.setdefault(teacher_name, []).append(teacher.trained.summary["test"]["accuracy"])
-            folder = out / f"seed{seed}" / name.replace(" ", "_").replace("(", "").replace(")", "").replace(",", "")
-            _, metrics = run(config, folder, log=log, teachers=teacher_sets.get(key, {}))
-            student = metrics["student"]
-            rows[name].append({"seed": seed, "accuracy": student["test"]["accuracy"],
-                               "macro_f1": student["test"]["macro_f1"], "run": str(folder)})
-            log(f"seed {seed} {name}: test accuracy {100 * student['test']['accuracy']:.2f} %")
-    results = summarise(base.data.dataset, base.data.protocol, base.student.name, seeds, rows, teacher_rows,
-                        time.perf_counter() - started)
+    log(f"sweep: {len(runs)} runs ({sum(len(g) for g in groups)} distinct) in {len(groups)} teacher groups, "
+        f"{jobs} process(es)")
+    if jobs > 1:
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+            rows = [row for part in pool.map(_group_in_process, groups) for row in part]
+    else:
+        rows = [row for group in groups for row in _train_group(group, None, log)]
+    order = {(point_label(r["point"]), r["seed"], r["variant"]): i for i, r in enumerate(runs)}
+    rows.sort(key=lambda r: order[(point_label(r["point"]), r["seed"], r["variant"])])
+    results = summarise(base.data.dataset, base.data.protocol, base.student.name, seeds, rows, list(variants),
+                        grid or {}, time.perf_counter() - started)
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=2))
     (out / "results.md").write_text(results_table(results))
+    if "ce" in variants:
+        plot_gain_map(results, out / "gain_map.png")
     return results
-
-
-def summarise(dataset: str, protocol: str, student: str, seeds: list[int], rows: dict[str, list[dict]],
-              teacher_rows: dict[str, list[float]], wall_time_s: float) -> dict:
-    return {
-        "dataset": dataset, "protocol": protocol, "student": student, "seeds": seeds, "wall_time_s": wall_time_s,
-        "methods": {name: {"accuracy": _mean_std([r["accuracy"] for r in runs]),
-                           "macro_f1": _mean_std([r["macro_f1"] for r in runs]), "runs": runs}
-                    for name, runs in rows.items()},
-        "teachers": {name: {"accuracy": _mean_std(values)} for name, values in teacher_rows.items()},
-    }
-
-
-def merge(parts: list[dict]) -> dict:
-    """One results tree from sweeps of the same config over disjoint seeds (run on several machines)."""
-    first = parts[0]
-    for part in parts[1:]:
-        same = all(part[k] == first[k] for k in ("dataset", "protocol", "student"))
-        if not same or list(part["methods"]) != list(first["methods"]):
-            raise ConfigError("the sweeps to merge differ in dataset, protocol, student or methods")
-    seeds = [seed for part in parts for seed in part["seeds"]]
-    if len(set(seeds)) != len(seeds):
-        raise ConfigError(f"the sweeps to merge share seeds: {sorted(seeds)}")
-    rows = {name: [run for part in parts for run in part["methods"][name]["runs"]] for name in first["methods"]}
-    teacher_rows = {name: [v for part in parts for v in part["teachers"].get(name, {}).get("accuracy", {})
-                           .get("values", [])] for name in first["teachers"]}
-    return summarise(first["dataset"], first["protocol"], first["student"], seeds, rows, teacher_rows,
-                     sum(part["wall_time_s"] for part in parts))
-
-
-def results_table(results: dict) -> str:
-    def cell(figure: dict) -> str:
-        return f"{100 * figure['mean']:.2f} ± {100 * figure['std']:.2f}"
-
-    lines = [
-        f"# {results['dataset']} {results['protocol']}: student `{results['student']}`, seeds {results['seeds']}",
-        "",
-        "| method | test accuracy (%) | test macro-F1 (%) |",
-        "|---|---|---|",
-    ]
-    for name, figures in results["methods"].items():
-        lines.append(f"| {name} | {cell(figures['accuracy'])} | {cell(figures['macro_f1'])} |")
-    if results["teachers"]:
-        lines += ["", "| teacher | test accuracy (%) |", "|---|---|"]
-        for name, figures in results["teachers"].items():
-            lines.append(f"| {name} | {cell(figures['accuracy'])} |")
-    lines += ["", f"Mean ± standard deviation over seeds; wall time {results['wall_time_s']:.0f} s."]
-    return "\n".join(lines) + "\n"

@@ -1,0 +1,126 @@
+"""A sweep's results: mean and spread over seeds per grid point and method, each method's paired gain over
+cross-entropy (the same seed, grid point and labelled set), the markdown table and the gain map."""
+
+from __future__ import annotations
+
+import statistics
+
+from pskd.errors import ConfigError
+
+FRACTION = "data.labels.fraction"
+PRESET = "student.options.preset"
+
+
+def mean_std(values: list[float]) -> dict:
+    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+            "values": values}
+
+
+def label(point: dict) -> str:
+    return ", ".join(f"{key.rsplit('.', 1)[-1]}={value}" for key, value in point.items())
+
+
+def _name(variant: str, point: dict) -> str:
+    return f"{variant} | {label(point)}" if point else variant
+
+
+def summarise(dataset: str, protocol: str, student: str, seeds: list[int], rows: list[dict], variants: list[str],
+              grid: dict[str, list], wall_time_s: float) -> dict:
+    points = list({label(r["point"]): r["point"] for r in rows}.values())
+    cells, methods, gains, teachers = [], {}, [], {}
+    for point in points:
+        here = [r for r in rows if r["point"] == point]
+        baseline = {r["seed"]: r["accuracy"] for r in here if r["variant"] == "ce"}
+        for variant in variants:
+            runs = [r for r in here if r["variant"] == variant]
+            if not runs:
+                continue
+            cell = {"point": point, "variant": variant, "accuracy": mean_std([r["accuracy"] for r in runs]),
+                    "macro_f1": mean_std([r["macro_f1"] for r in runs]), "runs": runs}
+            paired = [r["accuracy"] - baseline[r["seed"]] for r in runs if r["seed"] in baseline]
+            if paired and variant != "ce":
+                cell["gain_over_ce"] = mean_std(paired)
+                gains.append({"point": point, "variant": variant, "gain": cell["gain_over_ce"]})
+            cells.append(cell)
+            methods[_name(variant, point)] = cell
+        for seed in sorted({r["seed"] for r in here}):
+            with_teachers = next((r for r in here if r["seed"] == seed and r["teachers"]), None)
+            for name, accuracy in (with_teachers or {"teachers": {}})["teachers"].items():
+                teachers.setdefault(_name(name, point), []).append(accuracy)
+    return {
+        "dataset": dataset, "protocol": protocol, "student": student, "seeds": seeds, "grid": grid,
+        "variants": variants, "wall_time_s": wall_time_s, "methods": methods, "gains": gains,
+        "teachers": {name: {"accuracy": mean_std(values)} for name, values in teachers.items()}, "rows": rows,
+    }
+
+
+def merge(parts: list[dict]) -> dict:
+    """One results tree from sweeps of the same config over disjoint seeds (run on several machines)."""
+    first = parts[0]
+    for part in parts[1:]:
+        same = all(part[k] == first[k] for k in ("dataset", "protocol", "student", "grid", "variants"))
+        if not same:
+            raise ConfigError("the sweeps to merge differ in dataset, protocol, student, grid or methods")
+    seeds = [seed for part in parts for seed in part["seeds"]]
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError(f"the sweeps to merge share seeds: {sorted(seeds)}")
+    return summarise(first["dataset"], first["protocol"], first["student"], seeds,
+                     [row for part in parts for row in part["rows"]], first["variants"], first["grid"],
+                     sum(part["wall_time_s"] for part in parts))
+
+
+def _cell(figure: dict) -> str:
+    return f"{100 * figure['mean']:.2f} ± {100 * figure['std']:.2f}"
+
+
+def results_table(results: dict) -> str:
+    lines = [f"# {results['dataset']} {results['protocol']}: student `{results['student']}`, seeds {results['seeds']}",
+             "", "| method | test accuracy (%) | test macro-F1 (%) | gain over ce (points) |", "|---|---|---|---|"]
+    for name, figures in results["methods"].items():
+        gain = f"{100 * figures['gain_over_ce']['mean']:+.2f} ± {100 * figures['gain_over_ce']['std']:.2f}" \
+            if "gain_over_ce" in figures else "-"
+        lines.append(f"| {name} | {_cell(figures['accuracy'])} | {_cell(figures['macro_f1'])} | {gain} |")
+    if results["teachers"]:
+        lines += ["", "| teacher | test accuracy (%) |", "|---|---|"]
+        for name, figures in results["teachers"].items():
+            lines.append(f"| {name} | {_cell(figures['accuracy'])} |")
+    lines += ["", "Mean ± standard deviation over seeds; the gain is paired (same seed and grid point as ce); "
+              f"wall time {results['wall_time_s']:.0f} s."]
+    return "\n".join(lines) + "\n"
+
+
+def plot_gain_map(results: dict, path) -> None:
+    """Gain of each method over ce against the label fraction, one panel per student size, error bars over
+    seeds; one line per method and per value of the other grid keys (e.g. teachers same / all)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    gains = results["gains"]
+    panels = sorted({g["point"].get(PRESET, "") for g in gains}, key=str) or [""]
+    figure, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.2), sharey=True, squeeze=False)
+    for ax, panel in zip(axes[0], panels):
+        lines: dict[str, list] = {}
+        for g in gains:
+            if g["point"].get(PRESET, "") != panel:
+                continue
+            others = {k: v for k, v in g["point"].items() if k not in (FRACTION, PRESET)}
+            name = g["variant"] + (f" ({label(others)})" if others else "")
+            lines.setdefault(name, []).append((g["point"].get(FRACTION, 1.0), g["gain"]))
+        for name, points in sorted(lines.items()):
+            points.sort(key=lambda p: p[0])
+            ax.errorbar([p[0] for p in points], [100 * p[1]["mean"] for p in points],
+                        yerr=[100 * p[1]["std"] for p in points], marker="o", capsize=3, label=name)
+        ax.axhline(0.0, color="grey", linewidth=0.8)
+        ax.set_xlabel("fraction of training clips with a label")
+        ax.set_title(f"student preset: {panel}" if panel else f"student {results['student']}")
+        ax.grid(alpha=0.3)
+        if lines:
+            ax.legend(fontsize=7)
+    axes[0][0].set_ylabel("test accuracy gain over ce (points)")
+    figure.suptitle(f"{results['dataset']} {results['protocol']}: gain over cross-entropy, "
+                    f"{len(results['seeds'])} seed(s)")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
