@@ -107,3 +107,15 @@ def test_no_data_folder_is_a_clear_error(monkeypatch):
     monkeypatch.delenv("PSKD_DATA_DIR", raising=False)
     with pytest.raises(DataError, match="pass --data-dir DIR or set PSKD_DATA_DIR"):
         cache_module.prepare(DataConfig(dataset="utd_mhad"), PreprocessConfig())
+
+
+def test_auto_validation_holds_out_whole_subjects_covering_fifteen_percent():
+    subjects = np.repeat(np.arange(1, 31), 10)
+    split = make_split("folder", "leave_subjects_out", subjects, np.ones_like(subjects), "auto",
+                       {"test_subjects": list(range(25, 31))})
+    assert split.val_subjects == [21, 22, 23, 24]  # 40 of 240 training clips: the fewest whole subjects >= 15 %
+    utd = make_split("utd_mhad", "cross_subject", np.repeat(np.arange(1, 9), 108), np.ones(864, dtype=int))
+    assert utd.val_subjects == [7] and utd.train_subjects == [1, 3, 5]
+    two = make_split("folder", "leave_subjects_out", np.array([1, 1, 2, 2, 3]), np.ones(5, dtype=int), "auto",
+                     {"test_subjects": [3]})
+    assert two.val_subjects == [2] and two.train_subjects == [1]  # never every training subject

@@ -64,7 +64,8 @@ class DataConfig(Section):
     dataset: str = "utd_mhad"
     data_dir: str | None = None  # falls back to $PSKD_DATA_DIR/<dataset>, then the dataset's own folder name
     protocol: str = "cross_subject"
-    # Validation subjects are taken from the training subjects only. "auto": the last training subject.
+    # Validation subjects are taken from the training subjects only. "auto": whole subjects, the highest-numbered
+    # first, holding at least 15 % of the training clips (one subject on UTD-MHAD, two on Berkeley-MHAD).
     val_subjects: list[int] | Literal["auto"] = "auto"
     cache: bool = True
     cache_dir: str | None = None  # default: $PSKD_CACHE_DIR, else ~/.cache/pskd

@@ -117,6 +117,19 @@ def protocol_names(dataset: str) -> list[str]:
     return sorted(PROTOCOLS.get(dataset, {}))
 
 
+AUTO_VALIDATION_SHARE = 0.15
+
+
+def auto_validation(training_subjects: np.ndarray, ordered: list[int]) -> list[int]:
+    """The highest-numbered training subjects holding at least AUTO_VALIDATION_SHARE of the training clips."""
+    chosen: list[int] = []
+    for subject in reversed(ordered[1:]):  # the first subject always trains
+        chosen.append(subject)
+        if np.isin(training_subjects, chosen).mean() >= AUTO_VALIDATION_SHARE:
+            break
+    return sorted(chosen) or ordered[-1:]
+
+
 def make_split(
     dataset: str,
     protocol: str,
@@ -127,8 +140,9 @@ def make_split(
 ) -> Split:
     """Apply a named protocol, then hold out validation subjects from its training part.
 
-    "auto" holds out the highest-numbered training subject. Validation clips are never test clips, and for a
-    protocol whose test part shares subjects with training (trial_split) validation still uses training clips only.
+    "auto" holds out whole subjects, from the highest-numbered down, until they hold at least 15 % of the training
+    clips (at least one subject, and never every one). Validation clips are never test clips, and for a protocol
+    whose test part shares subjects with training (trial_split) validation still uses training clips only.
     """
     rules = PROTOCOLS.get(dataset)
     if rules is None:
@@ -138,7 +152,7 @@ def make_split(
     is_train = rules[protocol](subjects, trials, **(options or {}))
     train_subjects = sorted(int(s) for s in np.unique(subjects[is_train]))
     if val_subjects == "auto":
-        chosen = [train_subjects[-1]]
+        chosen = auto_validation(subjects[is_train], train_subjects)
     else:
         chosen = sorted(set(int(s) for s in val_subjects))
         strangers = [s for s in chosen if s not in train_subjects]
