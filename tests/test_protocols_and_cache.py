@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+import torch
 
 from pskd.config import DataConfig, PreprocessConfig
 from pskd.data import cache as cache_module
@@ -119,3 +120,16 @@ def test_auto_validation_holds_out_whole_subjects_covering_fifteen_percent():
     two = make_split("folder", "leave_subjects_out", np.array([1, 1, 2, 2, 3]), np.ones(5, dtype=int), "auto",
                      {"test_subjects": [3]})
     assert two.val_subjects == [2] and two.train_subjects == [1]  # never every training subject
+
+
+def test_an_epoch_can_repeat_few_clips_in_fresh_shuffled_passes():
+    data = PairedClips({"x": np.arange(5, dtype=np.float32)[:, None]}, np.arange(5), np.arange(5), epoch_size=12)
+    assert data.num_batches(4) == 3 and len(data) == 5
+    seen = torch.cat([b[LABEL] for b in data.batches(4, shuffle=True, generator=torch.Generator().manual_seed(0))])
+    assert len(seen) == 12 and sorted(seen[:5].tolist()) == sorted(seen[5:10].tolist()) == [0, 1, 2, 3, 4]
+    assert [len(b[LABEL]) for b in data.batches(4)] == [4, 1]  # evaluation reads each clip once
+    plain = PairedClips({"x": np.zeros((5, 1), dtype=np.float32)}, np.arange(5), np.arange(5))
+    first = next(plain.batches(5, shuffle=True, generator=torch.Generator().manual_seed(3)))[LABEL]
+    assert first.tolist() == torch.randperm(5, generator=torch.Generator().manual_seed(3)).tolist()
+    with pytest.raises(ValueError, match="smaller than"):
+        PairedClips({"x": np.zeros((5, 1), dtype=np.float32)}, np.arange(5), np.arange(5), epoch_size=3)

@@ -249,6 +249,7 @@ def replay(
     fit_on: np.ndarray,
     epochs: int,
     device: torch.device,
+    epoch_size: int | None = None,
 ) -> torch.nn.Module:
     """Train a fresh model on the clips `fit_on` along the configured schedule, stopped after `epochs` (an epoch
     chosen on validation by an earlier run): used to refit on every training subject and to cross-fit teachers."""
@@ -256,7 +257,7 @@ def replay(
     model, criterion, parameters = _build(role, model_config, criterion_for, prepared, fit_on, device)
     streams = {s: prepared.streams[s] for s in model_config.streams}
     result = fit(
-        model, PairedClips(streams, prepared.labels, fit_on), None, train_config, criterion, device,
+        model, PairedClips(streams, prepared.labels, fit_on, epoch_size), None, train_config, criterion, device,
         seed=config.seed, augment=make_augmenter(config, prepared.info), progress=config.progress, description=role,
         stop_after=epochs, parameters=parameters,
     )
@@ -287,6 +288,8 @@ def train_and_evaluate(
     model, criterion, parameters = _build(role, model_config, criterion_for, prepared, rows["train"], device)
     streams = {s: prepared.streams[s] for s in model_config.streams}
     parts = {name: PairedClips(streams, prepared.labels, part) for name, part in rows.items()}
+    # every method takes as many steps per epoch as there are training clips, labelled or not
+    parts["train"] = PairedClips(streams, prepared.labels, rows["train"], len(split.train) + len(split.unlabelled))
     log(f"{role} {model_config.name} on {', '.join(model_config.streams)}: {count_parameters(model):,} parameters, "
         f"device {device}")
     result = fit(
@@ -309,7 +312,8 @@ def train_and_evaluate(
         everyone = np.concatenate([split.train, split.val, *((split.unlabelled, split.unlabelled_val) if unlabelled
                                                              else ())])
         model = replay(f"{role} refit", model_config, train_config, criterion_for, config, prepared, everyone,
-                       result.best_epoch, device)
+                       result.best_epoch, device, epoch_size=len(split.train) + len(split.val) + len(split.unlabelled)
+                       + len(split.unlabelled_val))
         delivered_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
         _, delivered_logits = predict(model, parts["test"], device)
         delivered = summarize(parts["test"].labels.numpy(), delivered_logits, class_names)
@@ -352,7 +356,7 @@ def cross_fit(name: str, teacher: TeacherConfig, criterion_for: Callable, sessio
         inside = np.isin(prepared.subjects[clips], held_out)
         model = replay(f"teachers.{name} fold {list(map(int, held_out))}", teacher, teacher.train, criterion_for,
                        session.config, prepared, clips[~inside & learns], trained.summary["best_epoch"],
-                       session.device)
+                       session.device, epoch_size=int((~inside).sum()))
         embeddings, logits = predict(model, PairedClips(streams, prepared.labels, clips[inside]), session.device)
         outputs.logits[clips[inside]] = torch.from_numpy(logits)
         outputs.embeddings[clips[inside]] = torch.from_numpy(embeddings)

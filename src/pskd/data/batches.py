@@ -16,8 +16,14 @@ INDEX = "index"
 class PairedClips(Dataset):
     """Fixed-length streams of a set of clips, kept as tensors (time-major: [N, T, ...])."""
 
-    def __init__(self, streams: dict[str, np.ndarray], labels: np.ndarray, indices: np.ndarray):
+    def __init__(self, streams: dict[str, np.ndarray], labels: np.ndarray, indices: np.ndarray,
+                 epoch_size: int | None = None):
+        """epoch_size: clips per shuffled epoch (default: each clip once). Larger, the clips are repeated in
+        fresh shuffled passes, so a few labelled clips get as many optimizer steps as the whole training set."""
         self.indices = np.asarray(indices, dtype=np.int64)
+        self.epoch_size = len(self.indices) if epoch_size is None else int(epoch_size)
+        if self.epoch_size < len(self.indices):
+            raise ValueError(f"epoch_size {epoch_size} is smaller than the {len(self.indices)} clips")
         self.streams = {name: torch.from_numpy(np.ascontiguousarray(v[self.indices])) for name, v in streams.items()}
         self.labels = torch.from_numpy(np.asarray(labels, dtype=np.int64)[self.indices])
         self.clip_index = torch.from_numpy(self.indices)
@@ -34,9 +40,14 @@ class PairedClips(Dataset):
     def batches(
         self, batch_size: int, shuffle: bool = False, generator: torch.Generator | None = None
     ) -> Iterator[dict[str, torch.Tensor]]:
-        """The same batches a DataLoader with default collation would give, without per-item overhead."""
-        order = torch.randperm(len(self), generator=generator) if shuffle else torch.arange(len(self))
-        for start in range(0, len(self), batch_size):
+        """The same batches a DataLoader with default collation would give, without per-item overhead. Shuffled
+        batches cover epoch_size clips (whole shuffled passes, the last one cut); unshuffled ones each clip once."""
+        if shuffle:
+            passes = -(-self.epoch_size // max(len(self), 1))
+            order = torch.cat([torch.randperm(len(self), generator=generator) for _ in range(passes)])[:self.epoch_size]
+        else:
+            order = torch.arange(len(self))
+        for start in range(0, len(order), batch_size):
             rows = order[start : start + batch_size]
             batch = {name: value[rows] for name, value in self.streams.items()}
             batch[LABEL] = self.labels[rows]
@@ -44,4 +55,5 @@ class PairedClips(Dataset):
             yield batch
 
     def num_batches(self, batch_size: int) -> int:
-        return (len(self) + batch_size - 1) // batch_size
+        """Batches in one shuffled (training) epoch."""
+        return (self.epoch_size + batch_size - 1) // batch_size
