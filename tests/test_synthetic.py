@@ -96,3 +96,25 @@ def test_the_accelerometer_follows_the_skeleton_wrist():
 def test_unknown_class_count_is_refused():
     with pytest.raises(ValueError):
         synthetic.load(classes=11)
+
+
+def test_blind_classes_move_the_right_arm_exactly_as_their_base_action():
+    from pskd.data.synthetic import BLIND, CLASS_NAMES, action_angles
+
+    u = np.linspace(0, 1, 50)
+    for k, (base, _) in enumerate(BLIND):
+        right, left, drop = action_angles(len(CLASS_NAMES) + k, u)
+        base_right, base_left, base_drop = action_angles(base, u)
+        for key in right:
+            assert np.array_equal(right[key], base_right[key])  # the watch's arm: identical
+        assert np.array_equal(drop, base_drop)
+        assert max(np.abs(left[key] - base_left[key]).max() for key in left) > 50  # the other arm: degrees apart
+    info, clips = synthetic.load(subjects=2, trials=1, classes=10, seed=0, blind=2)
+    assert info.class_names[10:] == [BLIND[0][1], BLIND[1][1]] and len(clips) == 24
+    assert sorted({c.label for c in clips}) == list(range(12))
+    blind_wave = next(c for c in clips if c.label == 10 and c.subject == 1)
+    wave = next(c for c in clips if c.label == 2 and c.subject == 1)
+    left_wrist = UTD_KINECT_V1.index("left_wrist")
+    assert abs(blind_wave.streams["skeleton"][:, left_wrist, 1].max() - wave.streams["skeleton"][:, left_wrist, 1].max()) > 0.1
+    with pytest.raises(ValueError, match="blind classes"):
+        synthetic.load(subjects=2, trials=1, classes=3, blind=2)  # the second's base (punch) is not among 3

@@ -25,6 +25,8 @@ class SyntheticConfig(Section):
     trials: int = Field(4, ge=1)
     classes: int = Field(10, ge=2, le=10)
     seed: int = 0
+    # extra classes the wrist cannot see: the base action's right arm, another left arm (pskd.data.synthetic.BLIND)
+    blind: int = Field(0, ge=0, le=4)
 
 
 class BerkeleyConfig(Section):

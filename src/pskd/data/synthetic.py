@@ -29,6 +29,11 @@ CLASS_NAMES = [
     "swipe left", "swipe right", "wave", "clap (two hands)", "throw",
     "draw circle (clockwise)", "draw circle (counter clockwise)", "punch", "arm curl (two arms)", "squat",
 ]
+# Classes the watch cannot tell apart from another: the right arm (wearing the watch) moves exactly as in the base
+# action, drawn from the same person's style, and only the left arm differs. A skeleton teacher separates such a
+# pair; the wrist student cannot. (base action, name)
+BLIND = [(2, "wave, left hand on the hip"), (7, "punch, left arm raised"), (0, "swipe left, left arm raised"),
+         (5, "draw circle (clockwise), left arm raised")]
 ANGLES = ("flex", "abd", "rot", "elbow", "pron")  # degrees; all zero is the arm hanging, palm facing the body
 
 
@@ -72,6 +77,15 @@ def action_angles(action: int, u: np.ndarray) -> tuple[dict[str, np.ndarray], di
 
     u is the normalised time within the action, in [0, 1]; the caller blends these with the rest pose.
     """
+    if action >= len(CLASS_NAMES):  # a blind class: the base action, with the left arm held elsewhere
+        base = BLIND[action - len(CLASS_NAMES)][0]
+        right, left, drop = action_angles(base, u)
+        held = _smootherstep(u / 0.2) * _smootherstep((1 - u) / 0.2)
+        if base == 2:
+            left.update(abd=left["abd"] + 40 * held, elbow=left["elbow"] + 100 * held, rot=left["rot"] - 60 * held)
+        else:
+            left.update(flex=left["flex"] + 150 * held, elbow=left["elbow"] + 10 * held)
+        return right, left, drop
     zero = np.zeros_like(u)
     right = {k: zero.copy() for k in ANGLES}
     left = {k: zero.copy() for k in ANGLES}
@@ -225,9 +239,10 @@ def generate_clip(seed: int, subject: int, action: int, trial: int) -> Clip:
     envelope = active * _smootherstep(u / 0.25) * _smootherstep((1 - u) / 0.25)
     amplitude = person["amplitude"] * rng.uniform(0.85, 1.15)
     right, left, drop = action_angles(action, u)
+    styled = action if action < len(CLASS_NAMES) else BLIND[action - len(CLASS_NAMES)][0]  # a blind class: its base's
     for side, arm in enumerate((right, left)):
         for k, key in enumerate(ANGLES):
-            style = person["style"][action, side, k] + rng.normal(0.0, 4.0)
+            style = person["style"][styled, side, k] + rng.normal(0.0, 4.0)
             arm[key] = envelope * (amplitude * arm[key] + style) + _smooth_noise(rng, t, 8.0)
     drop = envelope * amplitude * drop
     joints, forearm = body.pose(right, left, drop)
@@ -264,18 +279,26 @@ def generate_clip(seed: int, subject: int, action: int, trial: int) -> Clip:
     )
 
 
-def load(subjects: int = 8, trials: int = 4, classes: int = 10, seed: int = 0) -> tuple[DatasetInfo, list[Clip]]:
+def load(subjects: int = 8, trials: int = 4, classes: int = 10, seed: int = 0,
+         blind: int = 0) -> tuple[DatasetInfo, list[Clip]]:
+    """`classes` actions, then `blind` classes the watch cannot tell from their base action (BLIND), whose base
+    must be among the first `classes`."""
     if not 2 <= classes <= len(CLASS_NAMES):
         raise ValueError(f"the synthetic dataset has 2 to {len(CLASS_NAMES)} classes, not {classes}")
+    if not 0 <= blind <= len(BLIND) or any(base >= classes for base, _ in BLIND[:blind]):
+        raise ValueError(f"blind classes: 0 to {len(BLIND)}, each with its base action among the {classes} classes")
+    actions = [*range(classes), *range(len(CLASS_NAMES), len(CLASS_NAMES) + blind)]
     clips = [
         generate_clip(seed, subject, action, trial)
-        for action in range(classes)
+        for action in actions
         for subject in range(1, subjects + 1)
         for trial in range(1, trials + 1)
     ]
+    for clip in clips:  # class indices follow `actions`
+        clip.label = actions.index(clip.label)
     info = DatasetInfo(
         name=NAME,
-        class_names=CLASS_NAMES[:classes],
+        class_names=CLASS_NAMES[:classes] + [name for _, name in BLIND[:blind]],
         streams=[SKELETON, ACCELEROMETER],
         rates={SKELETON: SKELETON_RATE, ACCELEROMETER: ACCELEROMETER_RATE},
         layout=UTD_KINECT_V1.name,
