@@ -175,6 +175,7 @@ def _train_group(group: list[dict], threads: int | None, log) -> list[dict]:
         for copy_of in [item, *item.get("copies", [])]:
             rows.append({"point": copy_of["point"], "seed": copy_of["seed"], "variant": copy_of["variant"],
                          "accuracy": student["test"]["accuracy"], "macro_f1": student["test"]["macro_f1"],
+                         "val_accuracy": student["val"]["accuracy"],
                          "run": str(item["folder"]), "shared": copy_of is not item,
                          "teachers": {n: t["test"]["accuracy"] for n, t in metrics["teachers"].items()}})
     return rows
