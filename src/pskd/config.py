@@ -188,6 +188,8 @@ class RunConfig(Section):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int | None = Field(None, ge=1)  # torch intra-op threads; None: torch's default
     progress: bool = True
+    # Python files imported first: the losses, methods and models they register become names a config can use
+    plugins: list[str] = []
     data: DataConfig = DataConfig()
     preprocess: PreprocessConfig = PreprocessConfig()
     augment: AugmentConfig = AugmentConfig()

@@ -38,7 +38,8 @@ from pskd.distill.terms import TermContext, check_loss
 from pskd.errors import ConfigError, UserError
 from pskd.evaluate.metrics import summarize
 from pskd.evaluate.report import plot_confusion, plot_learning_curves, write_report
-from pskd.models.zoo import MODEL_NAMES, InputSpec, build_model, count_parameters
+from pskd.models.zoo import InputSpec, build_model, count_parameters, model_names
+from pskd.plugins import load_plugins
 from pskd.train import distributed
 from pskd.train.loop import checkpointing, cross_entropy, fit, pick_device, predict, seed_everything
 
@@ -119,12 +120,13 @@ def _write_history(history: list[dict], path: Path) -> None:
 
 
 def check_names(config: RunConfig) -> None:
-    """Model names of the student and every teacher, known to the zoo."""
+    """Model names of the student and every teacher, known to the zoo; the method and its terms."""
+    load_plugins(config.plugins)
     models = {"student": config.student.name,
               **{f"teachers.{name}": teacher.name for name, teacher in config.teachers.items()}}
     for where, name in models.items():
-        if name not in MODEL_NAMES:
-            raise ConfigError(f"{where}.name: unknown model '{name}'; known: {', '.join(MODEL_NAMES)}")
+        if name not in model_names():
+            raise ConfigError(f"{where}.name: unknown model '{name}'; known: {', '.join(model_names())}")
     check_method(config)
 
 
@@ -438,6 +440,7 @@ def label_views(config: RunConfig, prepared: Prepared, by_subject: Split) -> tup
 
 
 def open_session(config: RunConfig, log=log_stderr) -> Session:
+    load_plugins(config.plugins)
     if config.threads:
         torch.set_num_threads(config.threads)
     elif distributed.active():  # ranks on one machine share its cores

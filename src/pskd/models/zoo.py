@@ -18,7 +18,27 @@ from pskd.models.skeleton import SkeletonGCN
 
 INERTIAL_MODELS: dict[str, type[nn.Module]] = {"compact_cnn": CompactCNN, "gaf_resnet18": GafResNet18}
 SKELETON_MODELS: dict[str, type[nn.Module]] = {"skeleton_gcn": SkeletonGCN}
-MODEL_NAMES = sorted([*INERTIAL_MODELS, *SKELETON_MODELS, "fusion"])
+
+
+def register_model(name: str, kind: str = "inertial"):
+    """Class decorator: a network configs can name. kind "inertial": constructed as cls(c_in, num_classes, seq_len,
+    **options) and called on [batch, channels, time]; kind "skeleton": cls(layout, num_classes, seq_len, **options)
+    on [batch, time, joints, 3]. Either returns (embedding, logits) and has an `embedding_dim` attribute."""
+    table = {"inertial": INERTIAL_MODELS, "skeleton": SKELETON_MODELS}.get(kind)
+    if table is None:
+        raise ValueError(f"register_model kind must be 'inertial' or 'skeleton', not '{kind}'")
+
+    def decorate(cls: type[nn.Module]) -> type[nn.Module]:
+        if name == "fusion" or any(name in t and t[name] is not cls for t in (INERTIAL_MODELS, SKELETON_MODELS)):
+            raise ValueError(f"a model named '{name}' is already registered")
+        table[name] = cls
+        return cls
+
+    return decorate
+
+
+def model_names() -> list[str]:
+    return sorted([*INERTIAL_MODELS, *SKELETON_MODELS, "fusion"])
 
 
 @dataclass
@@ -146,7 +166,7 @@ def build_model(name: str, streams: list[str], options: dict, spec: InputSpec, w
         net = FusionNet(skeleton_net, inertial_net, spec.num_classes, mode, int(options.get("embedding_dim", 128)),
                         float(options.get("dropout", 0.3)))
         return StreamModel(net, [SKELETON, *inertial], *_stats(spec, inertial))
-    raise ConfigError(f"{where}.name: unknown model '{name}'; known: {', '.join(MODEL_NAMES)}")
+    raise ConfigError(f"{where}.name: unknown model '{name}'; known: {', '.join(model_names())}")
 
 
 def count_parameters(model: nn.Module) -> int:

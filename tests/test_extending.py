@@ -1,0 +1,52 @@
+"""The README's "Extending pskd" examples, exactly as written there: each is one file of the user's, named by a
+config's `plugins`, and trains through the `pskd` command."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import yaml
+
+from conftest import REPO, run_cli
+from test_distill_pipeline import TINY
+
+
+def readme_example(name: str) -> str:
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    match = re.search(rf"<!-- example: {re.escape(name)} -->\n```python\n(.*?)```", text, re.S)
+    assert match, f"README has no example {name}"
+    return match.group(1)
+
+
+def train(tmp_path, capsys, name: str, tree: dict) -> dict:
+    (tmp_path / name).write_text(readme_example(name), encoding="utf-8")
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({**TINY, **tree, "plugins": [str(tmp_path / name)]}), encoding="utf-8")
+    code, _, err = run_cli(["train", str(config), "--out", str(tmp_path / "run"), "--quiet"], capsys)
+    assert code == 0, err
+    return json.loads((tmp_path / "run" / "metrics.json").read_text())
+
+
+def test_the_readme_loss_is_one_file(tmp_path, capsys):
+    metrics = train(tmp_path, capsys, "cosine_term.py", {
+        "method": "pskd", "distill": {"add_terms": ["cosine"], "terms": {"cosine": {"weight": 0.5}}}})
+    assert metrics["stages"][0]["loss"] == ["acs", "cosine"]
+    history = (tmp_path / "run" / "history.csv").read_text().splitlines()[0].split(",")
+    assert "train_cosine" in history
+
+
+def test_the_readme_model_is_one_file(tmp_path, capsys):
+    metrics = train(tmp_path, capsys, "gru_model.py", {
+        "method": "ce", "student": {"name": "gru", "streams": ["accelerometer"], "options": {"hidden": 8}}})
+    assert metrics["student"]["model"] == "gru" and metrics["student"]["params"] > 0
+
+
+def test_a_broken_plugin_is_one_error_line(tmp_path, capsys):
+    (tmp_path / "bad.py").write_text("raise RuntimeError('no GPU here')\n")
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({**TINY, "plugins": [str(tmp_path / "bad.py")]}))
+    code, _, err = run_cli(["train", str(config), "--out", str(tmp_path / "run")], capsys)
+    assert code == 2 and err.strip().splitlines() == [f"pskd: error: plugins: {tmp_path / 'bad.py'}: "
+                                                      "RuntimeError: no GPU here"]
+    assert not (tmp_path / "run").exists()
