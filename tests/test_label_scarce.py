@@ -115,6 +115,8 @@ def test_unlabelled_clips_join_training_only_for_terms_that_use_them(tmp_path, m
     assert size == metrics["split"]["train"] + (unlabelled if unlabelled_in_batches else 0)
     if method in ("kd", "dkd"):  # teachers with `same` learn from the labelled clips only
         assert sizes["teachers.skeleton"][1] == 0
+    report = (tmp_path / method / "report.md").read_text()
+    assert f"{counts['unlabelled']} are unlabelled paired clips" in report
 
 
 def test_folder_clips_without_a_label(tmp_path, capsys):

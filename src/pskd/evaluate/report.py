@@ -75,9 +75,21 @@ def write_report(metrics: dict, class_names: list[str], path: Path) -> str:
         f"Seed {metrics['seed']}, device {metrics['device']}, wall time {metrics['wall_time_s']:.1f} s.",
         f"Split: train {split['train']} clips (subjects {split['train_subjects']}), "
         f"validation {split['val']} (subjects {split['val_subjects']}), "
-        f"test {split['test']} (subjects {split['test_subjects']}).",
+        f"test {split['test']} (subjects {split['test_subjects']}). Validation: the training subjects "
+        f"{split['val_subjects']}, held out of training until the refit.",
         "",
     ]
+    labels = metrics.get("labels")
+    if labels and labels["unlabelled"]:
+        who = "every training clip's label" if labels["teachers"] == "all" else "the same labelled clips"
+        lines += [
+            f"Scarce labels: {labels['student_labelled']} training clips keep their label (fraction "
+            f"{labels['fraction']:g}, label seed {labels['seed']}"
+            + (f", subjects {labels['subjects']}" if labels["subjects"] is not None else "")
+            + f"), {labels['unlabelled']} are unlabelled paired clips. The student's cross-entropy sees the labelled "
+            f"clips only; teachers learnt from {who} ({labels['teachers_labelled']} clips).",
+            "",
+        ]
     if metrics.get("teachers"):
         lines += [
             "## Teachers",
