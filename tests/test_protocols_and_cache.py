@@ -133,3 +133,14 @@ def test_an_epoch_can_repeat_few_clips_in_fresh_shuffled_passes():
     assert first.tolist() == torch.randperm(5, generator=torch.Generator().manual_seed(3)).tolist()
     with pytest.raises(ValueError, match="smaller than"):
         PairedClips({"x": np.zeros((5, 1), dtype=np.float32)}, np.arange(5), np.arange(5), epoch_size=3)
+
+
+def test_labelled_share_repeats_labelled_clips_within_an_epoch():
+    labels = np.array([0, 1, -1, -1, -1, -1, -1, -1, -1, -1])
+    data = PairedClips({"x": np.zeros((10, 1), dtype=np.float32)}, labels, np.arange(10), labelled_share=0.5)
+    generator = torch.Generator().manual_seed(0)
+    epoch = torch.cat([b[LABEL] for b in data.batches(4, shuffle=True, generator=generator)])
+    assert len(epoch) == 10 and int((epoch >= 0).sum()) == 5  # half the epoch, the two labelled clips repeated
+    assert data.num_batches(4) == 3
+    plain = PairedClips({"x": np.zeros((10, 1), dtype=np.float32)}, labels, np.arange(10))
+    assert int((torch.cat([b[LABEL] for b in plain.batches(4, shuffle=True)]) >= 0).sum()) == 2

@@ -123,6 +123,9 @@ class TrainConfig(Section):
     # After selection, replay the selected trajectory (same seed and schedule, stopped at the selected epoch) on
     # training + validation subjects; that model is the one delivered and reported as student.test.
     refit: bool = True
+    # With unlabelled clips in the batches: the share of each epoch given to labelled clips (repeated to reach it);
+    # None mixes them as they come (with a quarter labelled, a quarter of each batch on average).
+    labelled_share: float | None = Field(None, gt=0, lt=1)
 
     @model_validator(mode="after")
     def _check_stopping(self) -> "TrainConfig":

@@ -259,7 +259,8 @@ def replay(
     model, criterion, parameters = _build(role, model_config, criterion_for, prepared, fit_on, device)
     streams = {s: prepared.streams[s] for s in model_config.streams}
     result = fit(
-        model, PairedClips(streams, prepared.labels, fit_on, epoch_size), None, train_config, criterion, device,
+        model, PairedClips(streams, prepared.labels, fit_on, epoch_size, train_config.labelled_share), None,
+        train_config, criterion, device,
         seed=config.seed, augment=make_augmenter(config, prepared.info), progress=config.progress, description=role,
         stop_after=epochs, parameters=parameters,
     )
@@ -291,7 +292,8 @@ def train_and_evaluate(
     streams = {s: prepared.streams[s] for s in model_config.streams}
     parts = {name: PairedClips(streams, prepared.labels, part) for name, part in rows.items()}
     # every method takes as many steps per epoch as there are training clips, labelled or not
-    parts["train"] = PairedClips(streams, prepared.labels, rows["train"], len(split.train) + len(split.unlabelled))
+    parts["train"] = PairedClips(streams, prepared.labels, rows["train"], len(split.train) + len(split.unlabelled),
+                                 train_config.labelled_share)
     log(f"{role} {model_config.name} on {', '.join(model_config.streams)}: {count_parameters(model):,} parameters, "
         f"device {device}")
     result = fit(
