@@ -65,14 +65,16 @@ class PairedClips(Dataset):
         return self.labelled_share is not None and bool(known.any()) and not bool(known.all())
 
     def _mixed_order(self, generator: torch.Generator | None) -> torch.Tensor:
-        """Labelled rows repeated to make labelled_share of the epoch, unlabelled rows once; shuffled, cut."""
+        """Labelled rows repeated to make labelled_share of the epoch, the rest unlabelled rows (a random subset
+        when they do not all fit); shuffled."""
         known = torch.nonzero(self.labels >= 0).flatten()
         unknown = torch.nonzero(self.labels < 0).flatten()
         wanted = max(len(known), round(self.labelled_share * self.epoch_size))
         repeats = -(-wanted // len(known))
         labelled = torch.cat([known[torch.randperm(len(known), generator=generator)] for _ in range(repeats)])[:wanted]
-        pool = torch.cat([labelled, unknown])
-        return pool[torch.randperm(len(pool), generator=generator)][:self.epoch_size]
+        others = unknown[torch.randperm(len(unknown), generator=generator)][:max(0, self.epoch_size - wanted)]
+        pool = torch.cat([labelled, others])
+        return pool[torch.randperm(len(pool), generator=generator)]
 
     def num_batches(self, batch_size: int) -> int:
         """Batches in one shuffled (training) epoch."""
