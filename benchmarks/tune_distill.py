@@ -80,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def table(path: Path) -> None:
+def table(path: Path, extra: tuple[tuple[str, str], ...] = ()) -> None:
+    """Variants ranked by validation; extra: more (row key, column title) pairs."""
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     by: dict[str, list[dict]] = {}
     for row in rows:
@@ -89,9 +90,10 @@ def table(path: Path) -> None:
     def mean(rs, key):
         return 100 * statistics.fmean(r[key] for r in rs)
 
-    print("| variant | seeds | val (selects) | test delivered | test best-on-val |\n|---|---|---|---|---|")
+    columns = (("val", "val (selects)"), ("test", "test delivered"), ("test_best", "test best-on-val"), *extra)
+    print("| variant | seeds | " + " | ".join(title for _, title in columns) + " |\n|---|---|" + "---|" * len(columns))
     for name, rs in sorted(by.items(), key=lambda kv: -mean(kv[1], "val")):
-        print(f"| {name} | {len(rs)} | {mean(rs, 'val'):.2f} | {mean(rs, 'test'):.2f} | {mean(rs, 'test_best'):.2f} |")
+        print(f"| {name} | {len(rs)} | " + " | ".join(f"{mean(rs, key):.2f}" for key, _ in columns) + " |")
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import statistics
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -23,6 +22,7 @@ from pskd.config import build_config, load_config
 from pskd.distill.methods import teachers_used
 from pskd.pipeline import open_session, train_student, train_teachers
 from pskd.sweep import merge_tree
+from tune_distill import table  # the same ranking by validation (benchmarks/ is on the path of its scripts)
 
 FIX, CON = "fixmatch", "contrastive"
 VARIANTS: dict[str, dict] = {
@@ -78,23 +78,8 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(row), flush=True)
             with open(args.out / "rows.jsonl", "a", encoding="utf-8") as f:
                 f.write(json.dumps(row) + "\n")
-    table(args.out / "rows.jsonl")
+    table(args.out / "rows.jsonl", extra=(("test_last", "test last"),))
     return 0
-
-
-def table(path: Path) -> None:
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    by: dict[str, list[dict]] = {}
-    for row in rows:
-        by.setdefault(row["variant"], []).append(row)
-
-    def mean(rs, key):
-        return 100 * statistics.fmean(r[key] for r in rs)
-
-    print("| variant | seeds | val (selects) | test delivered | test best-on-val | test last |\n|---|---|---|---|---|---|")
-    for name, rs in sorted(by.items(), key=lambda kv: -mean(kv[1], "val")):
-        print(f"| {name} | {len(rs)} | {mean(rs, 'val'):.2f} | {mean(rs, 'test'):.2f} | {mean(rs, 'test_best'):.2f} "
-              f"| {mean(rs, 'test_last'):.2f} |")
 
 
 if __name__ == "__main__":
