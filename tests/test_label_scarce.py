@@ -231,3 +231,29 @@ def test_bad_grids(items, message):
 
     with pytest.raises(ConfigError, match=message):
         parse_grid(items)
+
+
+def test_the_gate_delivers_the_student_validation_prefers(tmp_path, monkeypatch):
+    from pskd import pipeline
+
+    original = pipeline.train_and_evaluate
+    roles = []
+
+    def worse_with_teachers(role, *args, **kwargs):
+        trained = original(role, *args, **kwargs)
+        roles.append(role)
+        if role == "student":  # make validation prefer the plain student
+            trained.summary["val"] = {"accuracy": -1.0, "macro_f1": 0.0}
+        return trained
+
+    monkeypatch.setattr(pipeline, "train_and_evaluate", worse_with_teachers)
+    out, metrics = run(scarce("kd", gate=True), tmp_path / "gated", log=QUIET)
+    gate = metrics["student"]["gate"]
+    assert roles[-2:] == ["student", "student without teachers (gate)"]
+    assert gate["delivered"] == "cross-entropy" and gate["val_distilled"] == -1.0
+    assert metrics["student"]["test"]["accuracy"] == gate["test_cross_entropy"]
+    assert "so the cross-entropy student is delivered" in (out / "report.md").read_text()
+    roles.clear()
+    monkeypatch.setattr(pipeline, "train_and_evaluate", original)
+    _, plain = run(scarce("self_train", gate=True), tmp_path / "no-teachers", log=QUIET)
+    assert "gate" not in plain["student"]  # nothing to gate without teachers

@@ -177,6 +177,8 @@ class DistillConfig(Section):
     # Teacher outputs for training clips from teachers that did not train on them (k folds over the training
     # subjects; 0 = off). Costs k extra trainings of every teacher.
     cross_fit_folds: int = Field(0, ge=0)
+    # do no harm: also train the student without teachers and deliver it instead when validation prefers it
+    gate: bool = False
     # registered terms added to every stage of a distillation method (e.g. [fixmatch], [contrastive])
     add_terms: list[str] = []
     # each registered term's own settings, checked against its options (e.g. fixmatch: {threshold: 0.8})

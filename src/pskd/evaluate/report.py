@@ -128,6 +128,12 @@ def write_report(metrics: dict, class_names: list[str], path: Path) -> str:
             f"| refit on all training subjects to epoch {student['best_epoch']} (delivered) | - | "
             f"{_pct(student['test']['accuracy'])} | {_pct(student['test']['macro_f1'])} |"
         )
+    gate = student.get("gate")
+    if gate:
+        lines += ["", f"Gate (distill.gate): validation {_pct(gate['val_distilled'])} % distilled against "
+                  f"{_pct(gate['val_cross_entropy'])} % without teachers, so the {gate['delivered']} student is "
+                  f"delivered (test: {_pct(gate['test_distilled'])} % distilled, {_pct(gate['test_cross_entropy'])} % "
+                  "without; the test split chose nothing)."]
     lines += [
         "",
         "The test split was evaluated once, after training; "
