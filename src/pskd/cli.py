@@ -136,14 +136,14 @@ def _launch(nproc: int) -> None:
         raise UserError(f"the {nproc} training processes failed (exit code {done.returncode}); see above")
 
 
-def _train(config, out: Path | None, quiet: bool, resume: bool = False) -> Path:
+def _train(config, out: Path | None, quiet: bool, resume: bool = False, overwrite: bool = False) -> Path:
     from pskd.pipeline import run
     from pskd.train import distributed
 
     if quiet:
         config.progress = False
     try:
-        run_dir, metrics = run(config, out, resume=resume)
+        run_dir, metrics = run(config, out, resume=resume, overwrite=overwrite)
         main_rank = distributed.is_main()
     finally:
         distributed.shutdown()
@@ -170,8 +170,9 @@ def _train(config, out: Path | None, quiet: bool, resume: bool = False) -> Path:
               help="Continue a killed run from its last checkpoint (CONFIG may be left out: the run's own is used).")
 @click.option("--nproc", type=click.IntRange(1), default=1, show_default=True,
               help="Processes on this machine (DistributedDataParallel: one per GPU, or gloo on CPU cores).")
+@click.option("--overwrite", is_flag=True, help="Replace a run (finished or interrupted) already at --out.")
 def train(config_path: Path | None, overrides: tuple[str, ...], out: Path | None, data_dir: Path | None, quiet: bool,
-          resume_dir: Path | None, nproc: int) -> None:
+          resume_dir: Path | None, nproc: int, overwrite: bool) -> None:
     """Train and evaluate what CONFIG describes; write a run directory."""
     from pskd.config import load_config
     from pskd.pipeline import INCOMPLETE, check_names
@@ -185,8 +186,8 @@ def train(config_path: Path | None, overrides: tuple[str, ...], out: Path | None
     if data_dir is not None:
         overrides = overrides + (f"data.data_dir={data_dir}",)
     if resume_dir is not None:
-        if out is not None:
-            raise UserError("--resume continues the run where it is; leave out --out")
+        if out is not None or overwrite:
+            raise UserError("--resume continues the run where it is; leave out --out and --overwrite")
         resume_dir = Path(str(resume_dir).removesuffix("/").removesuffix(INCOMPLETE))
         if config_path is None:
             config_path = resume_dir.with_name(resume_dir.name + INCOMPLETE) / "config.yaml"
@@ -194,20 +195,22 @@ def train(config_path: Path | None, overrides: tuple[str, ...], out: Path | None
                 raise UserError(f"{resume_dir}: no interrupted run here (expected {config_path})")
     elif config_path is None:
         raise UserError("train needs a CONFIG (or --resume RUN_DIR)")
-    _train(load_config(config_path, overrides), resume_dir or out, quiet, resume=resume_dir is not None)
+    _train(load_config(config_path, overrides), resume_dir or out, quiet, resume=resume_dir is not None,
+           overwrite=overwrite)
 
 
 @cli.command()
 @_set_option
 @click.option("--out", type=click.Path(path_type=Path), help="Run directory (default: runs/demo-...-<time>).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def demo(overrides: tuple[str, ...], out: Path | None, quiet: bool) -> None:
+@click.option("--overwrite", is_flag=True, help="Replace a run already at --out.")
+def demo(overrides: tuple[str, ...], out: Path | None, quiet: bool, overwrite: bool) -> None:
     """Run the whole pipeline on the embedded synthetic dataset (no download; a few minutes on 2 cores)."""
     from pskd.config import build_config
     from pskd.demo import DEMO_CONFIG
 
     config = build_config(DEMO_CONFIG, overrides, source="demo config")
-    run_dir = _train(config, out, quiet)
+    run_dir = _train(config, out, quiet, overwrite=overwrite)
     click.echo("")
     click.echo((run_dir / "report.md").read_text(encoding="utf-8"))
 

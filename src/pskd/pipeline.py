@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import shutil
 import tempfile
 import time
 from collections.abc import Callable
@@ -20,7 +19,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 
 from pskd import __version__
 from pskd.config import ModelConfig, RunConfig, TeacherConfig, TrainConfig, dump_config
@@ -40,33 +38,16 @@ from pskd.evaluate.metrics import summarize
 from pskd.evaluate.report import plot_confusion, plot_learning_curves, write_report
 from pskd.models.zoo import InputSpec, build_model, count_parameters, model_names
 from pskd.plugins import load_plugins
+from pskd.rundir import INCOMPLETE, abandon, finish, resume_run_dir, stage_run_dir, staging_of  # noqa: F401
 from pskd.train import distributed
 from pskd.train.loop import checkpointing, cross_entropy, fit, pick_device, predict, seed_everything
 
-INCOMPLETE = ".incomplete"
 STATE = "state"  # per-epoch checkpoints of every training in the run, while it runs
 
 
 def default_out_dir(config: RunConfig) -> Path:
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     return Path("runs") / f"{config.name}-{config.data.dataset}-{config.method}-seed{config.seed}-{stamp}"
-
-
-def stage_run_dir(out: Path) -> Path:
-    """Check that `out` can be written, and make the staging folder the run is written into."""
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise UserError(f"{out}: already exists and is not empty; choose another --out")
-    staging = out.with_name(out.name + INCOMPLETE)
-    try:
-        if staging.exists():
-            shutil.rmtree(staging)
-        staging.mkdir(parents=True)
-        probe = staging / ".write-test"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as err:
-        raise UserError(f"{out}: cannot write the run directory here ({err.strerror})") from None
-    return staging
 
 
 def split_data(config: RunConfig, prepared: Prepared) -> Split:
@@ -130,39 +111,15 @@ def check_names(config: RunConfig) -> None:
     check_method(config)
 
 
-def resume_run_dir(out: Path, config: RunConfig) -> Path:
-    """The staging folder of a run that was killed, after checking it was started with this very config."""
-    staging = out.with_name(out.name + INCOMPLETE)
-    if out.is_dir() and (out / "metrics.json").is_file():
-        raise UserError(f"{out}: this run has finished; there is nothing to resume")
-    saved = staging / "config.yaml"
-    if not saved.is_file():
-        raise UserError(f"{out}: no interrupted run here (expected {saved})")
-    before = yaml.safe_load(saved.read_text(encoding="utf-8"))
-    now = yaml.safe_load(dump_config(config))
-    for tree in (before, now):  # showing a progress bar or not changes no result
-        tree.pop("progress", None)
-    if before != now:
-        changed = sorted(_differences(before, now))
-        raise ConfigError(f"{out}: the run was started with another config (differs at {', '.join(changed[:5])}); "
-                          "resume it with its own config.yaml")
-    return staging
-
-
-def _differences(a, b, prefix: str = "") -> list[str]:
-    if isinstance(a, dict) and isinstance(b, dict):
-        return [d for key in sorted(set(a) | set(b), key=str)
-                for d in _differences(a.get(key), b.get(key), f"{prefix}{key}.")]
-    return [] if a == b else [prefix.rstrip(".")]
-
-
 def run(config: RunConfig, out: Path | None = None, log=log_stderr,
-        teachers: dict[str, "TrainedTeacher"] | None = None, resume: bool = False) -> tuple[Path, dict]:
+        teachers: dict[str, "TrainedTeacher"] | None = None, resume: bool = False,
+        overwrite: bool = False) -> tuple[Path, dict]:
     """Train and evaluate what `config` describes; return the run directory and its metrics.
 
     teachers: already trained teachers to reuse (a sweep trains them once per seed); by default they are trained
     here as the config says. Every training checkpoints each epoch under `<out>.incomplete/state/`; a run killed
-    on the way continues from there with resume=True (`pskd train --resume`), to the same figures.
+    on the way continues from there with resume=True (`pskd train --resume`), to the same figures. overwrite:
+    replace a run (finished or interrupted) already at `out`; without it, one there is an error.
     """
     check_names(config)  # before any data is read or any folder made
     if resume and out is None:
@@ -175,21 +132,19 @@ def run(config: RunConfig, out: Path | None = None, log=log_stderr,
     if not distributed.is_main():
         return _run_as_helper(config, out, log, teachers)
     out = Path(out) if out is not None else default_out_dir(config)
-    staging = resume_run_dir(out, config) if resume else stage_run_dir(out)
+    staging, lock = resume_run_dir(out, config) if resume else stage_run_dir(out, overwrite)
     _share_run_dir(out)
     try:
         with checkpointing(staging / STATE):
             metrics = _run_into(config, staging, log, teachers)
         distributed.barrier()  # every rank is done with the checkpoints
-        shutil.rmtree(staging / STATE, ignore_errors=True)
-        if out.exists():
-            out.rmdir()  # an existing empty folder was allowed
-        staging.rename(out)
+        finish(staging, out, lock, STATE)
     except KeyboardInterrupt:
+        lock.release()
         log(f"interrupted: the checkpoints are kept; continue with: pskd train --resume {out}")
         raise
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+        abandon(staging, lock, not resume, out, log)
         raise
     return out, metrics
 
@@ -207,7 +162,7 @@ def _run_as_helper(config: RunConfig, out: Path | None, log, teachers) -> tuple[
     """A rank other than 0: the same training, reading rank 0's checkpoints to resume, writing nothing of the run
     (its own copy of the run directory goes to a temporary folder, deleted at the end)."""
     out = _share_run_dir(out)
-    staging = out.with_name(out.name + INCOMPLETE)
+    staging = staging_of(out)
     with tempfile.TemporaryDirectory(prefix="pskd-rank") as private:
         with checkpointing(staging / STATE):
             metrics = _run_into(config, Path(private), lambda *a, **k: None, teachers)
