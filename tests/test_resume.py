@@ -73,11 +73,14 @@ def test_killed_run_resumes_to_the_same_figures(tmp_path, capsys):
     assert not out.exists()
     saved = torch.load(student, weights_only=True)
     assert not saved["complete"] and 1 <= saved["epoch"] < CONFIG["train"]["epochs"]
+    staging = out.with_name("killed.incomplete")
+    spent = student.stat().st_mtime - (staging / "config.yaml").stat().st_mtime  # teachers and student so far
 
     code, _, err = run_cli(["train", "--resume", str(out), "--quiet"], capsys)
     assert code == 0, err
     resumed = json.loads((out / "metrics.json").read_text())
     assert figures(resumed) == figures(straight)
+    assert resumed["wall_time_s"] > spent > 0  # the time before the kill counts too
     assert not (out / "state").exists() and not out.with_name("killed.incomplete").exists()
     # the delivered weights are the same too
     a = torch.load(tmp_path / "straight" / "checkpoints" / "best.pt", weights_only=True)["state_dict"]

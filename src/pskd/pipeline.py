@@ -483,9 +483,18 @@ def train_student(session: Session, teachers: dict[str, TrainedTeacher]) -> Trai
     return chosen
 
 
+def _time_before(run_dir: Path) -> float:
+    """Seconds an interrupted run had spent: from the writing of its config.yaml to its last checkpoint (0 for a
+    fresh run). The epoch a kill cut short is work lost, not counted."""
+    config, stamps = run_dir / "config.yaml", [p.stat().st_mtime for p in (run_dir / STATE).glob("*.pt")]
+    return max(0.0, max(stamps) - config.stat().st_mtime) if stamps and config.is_file() else 0.0
+
+
 def _run_into(config: RunConfig, run_dir: Path, log, teachers: dict[str, TrainedTeacher] | None = None) -> dict:
-    started = time.perf_counter()
-    (run_dir / "config.yaml").write_text(dump_config(config), encoding="utf-8")
+    before = _time_before(run_dir)
+    started = time.perf_counter() - before
+    if not before:  # a resumed run keeps the config.yaml it started with (and its time)
+        (run_dir / "config.yaml").write_text(dump_config(config), encoding="utf-8")
     session = open_session(config, log)
     if teachers is None:  # a cross-entropy student uses no teacher: none is trained for it
         teachers = train_teachers(session) if teachers_used(config) else {}
@@ -580,7 +589,7 @@ def write_run(session: Session, run_dir: Path, teachers: dict[str, TrainedTeache
     plot_confusion(metrics["student"]["test"]["confusion_matrix"], class_names, run_dir / "confusion_matrix.png",
                    f"{title}\ntest accuracy {100 * metrics['student']['test']['accuracy']:.2f} %")
     plot_learning_curves(result_history, student.summary["best_epoch"], run_dir / "learning_curves.png", title)
-    metrics["wall_time_s"] = time.perf_counter() - started
+    metrics["wall_time_s"] = time.perf_counter() - started  # a resumed run's included
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
     write_report(metrics, class_names, run_dir / "report.md")
     return metrics
