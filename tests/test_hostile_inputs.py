@@ -164,6 +164,17 @@ CASES = {
     "output folder not empty": (_out_not_empty, "already exists and is not empty"),
     "export of a folder that is no run": (_export_not_a_run, "no such checkpoint"),
     "foreign checkpoint": (_predict_foreign_checkpoint, "not a pskd checkpoint"),
+    "run name that climbs out of runs/": (_set("name=../../outside"), "name: String should match pattern"),
+    "negative seed": (_set("seed=-3"), "seed: Input should be greater than or equal to 0"),
+    "seed beyond the generators": (_set("seed=18446744073709551616"), "seed: Input should be less than"),
+    "label fraction of zero": (_set("data.labels.fraction=0"), "data.labels.fraction"),
+    "unknown label regime": (_set("data.labels.teachers=some"), "data.labels.teachers"),
+    "unknown student preset": (_set("student.options.preset=huge"), "preset 'huge' is not one of"),
+    "unknown term in add_terms": (_set("distill.add_terms=[crd]"), "unknown loss 'crd'"),
+    "misspelt term option": (_set("method=self_train", "distill.terms.fixmatch.treshold=0.5"),
+                             "distill.terms.fixmatch.treshold: unknown key"),
+    "labelled share of one": (_set("train.labelled_share=1.0"), "train.labelled_share"),
+    "plugin that is not a file": (_set("plugins=[nowhere.py]"), "plugins: nowhere.py: not a Python file"),
 }
 
 

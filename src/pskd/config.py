@@ -24,7 +24,7 @@ class SyntheticConfig(Section):
     subjects: int = Field(8, ge=2)
     trials: int = Field(4, ge=1)
     classes: int = Field(10, ge=2, le=10)
-    seed: int = 0
+    seed: int = Field(0, ge=0, lt=2**32)
     # extra classes the wrist cannot see: the base action's right arm, another left arm (pskd.data.synthetic.BLIND)
     blind: int = Field(0, ge=0, le=4)
 
@@ -185,10 +185,14 @@ class DistillConfig(Section):
     terms: dict[str, dict[str, Any]] = {}
 
 
+SEED = Field(0, ge=0, lt=2**63)  # what every generator (Python, numpy, torch) accepts
+
+
 class RunConfig(Section):
-    name: str = "run"
+    # part of the default run folder's name: letters, digits, '.', '_' and '-' only, so it cannot leave runs/
+    name: str = Field("run", pattern=r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,99}$")
     method: str = "ce"  # a registered method (pskd.distill.methods)
-    seed: int = 0
+    seed: int = SEED
     deterministic: bool = True
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int | None = Field(None, ge=1)  # torch intra-op threads; None: torch's default
