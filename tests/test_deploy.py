@@ -85,6 +85,19 @@ def test_export_refuses_a_model_that_disagrees_and_writes_nothing(trained, tmp_p
         export_run(run_dir, tmp_path / "m.bin", log=lambda *a, **k: None)
 
 
+def test_export_over_an_existing_model_needs_overwrite(trained, tmp_path):
+    run_dir, _ = trained
+    target = tmp_path / "mine" / "m.onnx"
+    target.parent.mkdir()
+    target.write_bytes(b"someone's model")
+    with pytest.raises(UserError, match="already exists; export elsewhere with --out, or replace it with --overwrite"):
+        export_run(run_dir, target, log=lambda *a, **k: None)
+    assert target.read_bytes() == b"someone's model" and sorted(p.name for p in target.parent.iterdir()) == ["m.onnx"]
+    report = export_run(run_dir, target, log=lambda *a, **k: None, overwrite=True)
+    assert report["onnx_fp32"]["accuracy"] == report["pytorch"]["accuracy"] and target.stat().st_size > 1000
+    assert not [p for p in target.parent.iterdir() if p.name.startswith(".")]  # no temporary file left
+
+
 def _flops_by_hand(model: nn.Module, clip: torch.Tensor) -> int:
     """2 x multiply-adds of every convolution and linear layer, from the shapes each one sees."""
     total = 0

@@ -136,6 +136,33 @@ def _predict_foreign_checkpoint(root, tmp):
     return ["predict", str(tmp / "model.pt"), "--input", str(tmp / "rec.csv")]
 
 
+def _predict_output_over_its_input(root, tmp):
+    torch.save({"weights": torch.zeros(2)}, tmp / "model.pt")
+    (tmp / "rec.csv").write_text("0,0,1\n" * 400)
+    return ["predict", str(tmp / "model.pt"), "--input", str(tmp / "rec.csv"), "--out", str(tmp / "rec.csv")]
+
+
+def _npy_folder(tmp, header_shape: tuple, body: bytes) -> list[str]:
+    """A folder dataset whose one .npy file has a header that says `header_shape` and a body of `body`."""
+    folder = tmp / "own"
+    (folder / "acc").mkdir(parents=True)
+    with open(folder / "acc" / "a.npy", "wb") as handle:
+        np.lib.format.write_array_header_1_0(handle, {"descr": "<f4", "fortran_order": False, "shape": header_shape})
+        handle.write(body)
+    np.save(folder / "acc" / "b.npy", np.zeros((50, 3), dtype=np.float32))
+    (folder / "manifest.csv").write_text("clip_id,label,subject,accelerometer,accelerometer_rate\n"
+                                         "a,walk,1,acc/a.npy,50\nb,sit,2,acc/b.npy,50\n")
+    return ["data", "check", "folder", "--data-dir", str(folder)]
+
+
+def _npy_header_larger_than_the_file(root, tmp):
+    return _npy_folder(tmp, (10**6, 3), np.zeros((50, 3), dtype=np.float32).tobytes())
+
+
+def _npy_header_asking_for_terabytes(root, tmp):
+    return _npy_folder(tmp, (10**12, 3), b"")
+
+
 CASES = {
     "truncated MAT file": (_truncated, "not a readable MAT file"),
     "text file named .mat": (_text_as_mat, "not a readable MAT file"),
@@ -175,6 +202,9 @@ CASES = {
                              "distill.terms.fixmatch.treshold: unknown key"),
     "labelled share of one": (_set("train.labelled_share=1.0"), "train.labelled_share"),
     "plugin that is not a file": (_set("plugins=[nowhere.py]"), "plugins: nowhere.py: not a Python file"),
+    "predict output over its own input": (_predict_output_over_its_input, "--out"),
+    ".npy header larger than its file": (_npy_header_larger_than_the_file, "its header says shape (1000000, 3)"),
+    ".npy header asking for terabytes": (_npy_header_asking_for_terabytes, "needs 12000.0 GB"),
 }
 
 

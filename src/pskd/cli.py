@@ -274,11 +274,12 @@ def sweep(config_path: Path, methods: str, seeds: str, ablation: bool, grid_item
               help="Largest allowed logit difference from PyTorch (relative to the largest logit when above 1).")
 @click.option("--max-int8-drop", default=0.02, show_default=True, type=click.FloatRange(min=0.0),
               help="Largest allowed int8 accuracy loss against fp32 (a fraction).")
-def export(run_dir: Path, int8: bool, out: Path | None, atol: float, max_int8_drop: float) -> None:
+@click.option("--overwrite", is_flag=True, help="Replace model files already there.")
+def export(run_dir: Path, int8: bool, out: Path | None, atol: float, max_int8_drop: float, overwrite: bool) -> None:
     """Export a run's student to ONNX, check it against PyTorch on the test clips, report each form's accuracy."""
     from pskd.deploy.export import export_run
 
-    report = export_run(run_dir, out, int8, atol, max_int8_drop)
+    report = export_run(run_dir, out, int8, atol, max_int8_drop, overwrite=overwrite)
     fp32 = report["onnx_fp32"]
     click.echo(f"PyTorch     test accuracy {100 * report['pytorch']['accuracy']:.2f} % ({report['test_clips']} clips)")
     click.echo(f"ONNX fp32   test accuracy {100 * fp32['accuracy']:.2f} %, max logit difference "
@@ -331,6 +332,14 @@ def predict(model_path: Path, input_path: Path, rate: float | None, units: str |
 
     from pskd.deploy.predict import open_classifier, predict_recording, read_recording, write_rows
 
+    outputs = {"--out": out, "--segments": segments_path}
+    for option, target in outputs.items():  # every argument checked before any work or any output
+        if target is not None and str(target) != "-" and target.resolve() in (input_path.resolve(),
+                                                                                model_path.resolve()):
+            raise UserError(f"{option} {target}: that is the {'input' if target.resolve() == input_path.resolve() else 'model'}; "
+                            "choose another file")
+    if out is not None and segments_path is not None and str(out) != "-" and out.resolve() == segments_path.resolve():
+        raise UserError(f"--segments {segments_path}: the same file as --out")
     tic = time.perf_counter()
     card, classify = open_classifier(model_path, threads)
     recording = read_recording(input_path, card, rate, units)

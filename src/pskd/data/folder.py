@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pskd.arrays import load_npy
 from pskd.data.clip import ACCELEROMETER, SKELETON, Clip, DatasetInfo, find_root, summary
 from pskd.data.labels import UNLABELLED
 from pskd.data.layouts import Layout, adaptive_layout, layout_from_json
@@ -61,13 +62,7 @@ def read_array(path: Path) -> np.ndarray:
     """A numeric array from .npy or a header-less .csv; ValueError with the reason otherwise."""
     suffix = path.suffix.lower()
     if suffix == ".npy":
-        try:
-            array = np.load(path, allow_pickle=False)
-        except (ValueError, OSError) as err:
-            raise ValueError(f"not a readable .npy file ({str(err).splitlines()[0][:80]})") from None
-        if array.dtype.kind not in "iuf":
-            raise ValueError(f"dtype {array.dtype} is not numeric")
-        return array.astype(np.float32)
+        return load_npy(path).astype(np.float32)
     if suffix == ".csv":
         try:
             array = np.loadtxt(path, delimiter=",", dtype=np.float64, ndmin=2)

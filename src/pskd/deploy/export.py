@@ -114,8 +114,15 @@ def _accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
     return float((logits.argmax(axis=1) == labels).mean())
 
 
+def _private_file(target: Path) -> Path:
+    """A new file beside `target`, created exclusively under an unpredictable name (no link is followed)."""
+    handle, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.stem}-", suffix=".onnx.incomplete")
+    os.close(handle)
+    return Path(name)
+
+
 def export_run(run_dir: Path, out: Path | None = None, int8: bool = False, atol: float = 1e-4,
-               max_int8_drop: float = 0.02, log=log_stderr) -> dict:
+               max_int8_drop: float = 0.02, log=log_stderr, overwrite: bool = False) -> dict:
     """Export a run's delivered student; return the report (also written as export.json beside the files)."""
     require_onnx()
     run_dir = Path(run_dir)
@@ -125,6 +132,10 @@ def export_run(run_dir: Path, out: Path | None = None, int8: bool = False, atol:
     if fp32_path.suffix != ".onnx":
         raise UserError(f"--out {fp32_path}: the file name must end in .onnx")
     int8_path = fp32_path.with_name(fp32_path.stem + ".int8.onnx")
+    there = [p for p in (fp32_path, int8_path if int8 else None, fp32_path.parent / "export.json")
+             if p is not None and (p.exists() or p.is_symlink())]
+    if there and not overwrite:
+        raise UserError(f"{there[0]}: already exists; export elsewhere with --out, or replace it with --overwrite")
     fp32_path.parent.mkdir(parents=True, exist_ok=True)
     if not os.access(fp32_path.parent, os.W_OK):
         raise UserError(f"{fp32_path.parent}: not writable")
@@ -135,7 +146,7 @@ def export_run(run_dir: Path, out: Path | None = None, int8: bool = False, atol:
               "test_clips": len(data.test), "pytorch": {"accuracy": _accuracy(reference, data.test_labels)}}
     staged = []
     try:
-        tmp_fp32 = fp32_path.with_name(fp32_path.name + ".incomplete")
+        tmp_fp32 = _private_file(fp32_path)
         staged.append(tmp_fp32)
         log(f"exporting {card.model} ({sum(p.numel() for p in model.parameters()):,} parameters) to ONNX")
         to_onnx(model, card, tmp_fp32)
@@ -149,7 +160,7 @@ def export_run(run_dir: Path, out: Path | None = None, int8: bool = False, atol:
                                "max_abs_logit_difference": difference, "tolerance": atol * max(1.0, scale),
                                "agreement_with_pytorch": float((logits.argmax(1) == reference.argmax(1)).mean())}
         if int8:
-            tmp_int8 = int8_path.with_name(int8_path.name + ".incomplete")
+            tmp_int8 = _private_file(int8_path)
             staged.append(tmp_int8)
             log(f"quantising to int8, calibrated on {len(data.calibration)} training clips")
             quantize_int8(tmp_fp32, tmp_int8, data.calibration, card)

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import scipy.signal
 
+from pskd.arrays import load_npy
 from pskd.deploy.card import ModelCard
 from pskd.errors import DataError, UserError
 
@@ -90,11 +91,9 @@ def read_recording(path: Path, card: ModelCard, rate: float | None = None, units
     times = None
     if path.suffix.lower() == ".npy":
         try:
-            values = np.load(path, allow_pickle=False)
-        except (ValueError, OSError) as err:
-            raise DataError(f"{path}: not a readable .npy array ({str(err).splitlines()[0][:120]})") from None
-        if values.dtype.kind not in "iuf":
-            raise DataError(f"{path}: dtype {values.dtype} is not numeric")
+            values = load_npy(path)
+        except ValueError as err:
+            raise DataError(f"{path}: {err}") from None
         if values.ndim != 2:
             raise DataError(f"{path}: shape {values.shape}, expected [samples, {card.channels}]")
         values = values.astype(np.float64)

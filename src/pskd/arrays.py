@@ -1,0 +1,37 @@
+"""Reading `.npy` files that nobody vouches for: the header is checked against the file's size and a limit before
+anything is allocated, and only numeric arrays are accepted (no pickles). numpy only, so the torch-free deploy
+path can use it too."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+MAX_ARRAY_BYTES = 2 * 1024**3  # a recording or a clip larger than this is refused before reading
+
+
+def load_npy(path: Path, max_bytes: int = MAX_ARRAY_BYTES) -> np.ndarray:
+    """The array in `path`; ValueError with the reason when the file is not a plain numeric .npy whose header
+    agrees with its size, or when it would take more than max_bytes."""
+    try:
+        with open(path, "rb") as handle:
+            version = np.lib.format.read_magic(handle)
+            reader = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, fortran, dtype = reader(handle)
+            offset = handle.tell()
+    except (ValueError, OSError, EOFError) as err:
+        raise ValueError(f"not a readable .npy file ({str(err).splitlines()[0][:80]})") from None
+    if dtype.kind not in "iuf" or dtype.hasobject:
+        raise ValueError(f"dtype {dtype} is not numeric")
+    needed = int(np.prod(shape, dtype=object)) * dtype.itemsize
+    if needed > max_bytes:
+        raise ValueError(f"shape {shape} of {dtype} needs {needed / 1e9:.1f} GB, more than the "
+                         f"{max_bytes / 1e9:.1f} GB allowed")
+    actual = Path(path).stat().st_size - offset
+    if actual != needed:
+        raise ValueError(f"its header says shape {shape} of {dtype} ({needed} bytes), the file holds {actual}")
+    try:
+        return np.load(path, allow_pickle=False)
+    except (ValueError, OSError) as err:
+        raise ValueError(f"not a readable .npy file ({str(err).splitlines()[0][:80]})") from None
