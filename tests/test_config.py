@@ -78,3 +78,12 @@ def test_parse_value():
     assert parse_value("[1, 2]") == [1, 2]
     assert parse_value("synthetic") == "synthetic"
     assert parse_value("null") is None
+
+
+def test_an_override_reaches_only_its_own_section():
+    from pskd.demo import DEMO_CONFIG
+
+    config = build_config(DEMO_CONFIG, ["teachers.skeleton.train.epochs=2"])
+    assert config.teachers["skeleton"].train.epochs == 2
+    assert config.teachers["fusion"].train.epochs == 40  # the demo's two teachers share one dict for train
+    assert DEMO_CONFIG["teachers"]["skeleton"]["train"]["epochs"] == 40  # and the tree given is untouched

@@ -5,6 +5,7 @@ Every section forbids unknown keys, so a misspelt option is an error rather than
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any, Literal
 
@@ -290,7 +291,9 @@ def apply_override(tree: dict, dotted: str, value: Any) -> None:
 
 
 def build_config(tree: dict, overrides: list[str] | tuple[str, ...] = (), source: str = "config") -> RunConfig:
-    tree = dict(tree)
+    """A checked RunConfig from a tree and `key=value` overrides; the tree given is never changed (it is copied
+    whole, so an override of one section cannot reach another that shared a dictionary with it)."""
+    tree = copy.deepcopy(tree)
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"--set {item}: expected key=value")
