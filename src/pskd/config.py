@@ -5,7 +5,6 @@ Every section forbids unknown keys, so a misspelt option is an error rather than
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 from typing import Any, Literal
 
@@ -290,10 +289,19 @@ def apply_override(tree: dict, dotted: str, value: Any) -> None:
     node[keys[-1]] = value
 
 
+def _fresh(value: Any) -> Any:
+    """A copy of nested dicts and lists in which nothing is shared (deepcopy would keep shared parts shared)."""
+    if isinstance(value, dict):
+        return {key: _fresh(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_fresh(item) for item in value]
+    return value
+
+
 def build_config(tree: dict, overrides: list[str] | tuple[str, ...] = (), source: str = "config") -> RunConfig:
     """A checked RunConfig from a tree and `key=value` overrides; the tree given is never changed (it is copied
     whole, so an override of one section cannot reach another that shared a dictionary with it)."""
-    tree = copy.deepcopy(tree)
+    tree = _fresh(tree)
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"--set {item}: expected key=value")
