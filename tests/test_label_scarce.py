@@ -257,3 +257,42 @@ def test_the_gate_delivers_the_student_validation_prefers(tmp_path, monkeypatch)
     monkeypatch.setattr(pipeline, "train_and_evaluate", original)
     _, plain = run(scarce("self_train", gate=True), tmp_path / "no-teachers", log=QUIET)
     assert "gate" not in plain["student"]  # nothing to gate without teachers
+
+
+def test_teachers_load_from_an_earlier_run_and_teach_the_same_student(tmp_path):
+    import time
+
+    first_config = scarce("pskd")
+    tic = time.perf_counter()
+    first_dir, first = run(first_config, tmp_path / "first", log=QUIET)
+    first_seconds = time.perf_counter() - tic
+    tree = first_config.model_dump(mode="json")
+    for name in tree["teachers"]:
+        tree["teachers"][name]["checkpoint"] = str(first_dir)
+    tic = time.perf_counter()
+    _, second = run(build_config(tree), tmp_path / "second", log=QUIET)
+    assert time.perf_counter() - tic < first_seconds
+    assert second["student"]["test"] == first["student"]["test"]
+    for name in ("skeleton", "fusion"):
+        assert second["teachers"][name]["loaded_from"] == str(first_dir / "teachers" / f"{name}.pt")
+        assert second["teachers"][name]["test"]["accuracy"] == first["teachers"][name]["test"]["accuracy"]
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"data": {"labels": {"fraction": 0.5, "teachers": "all"}}}, "its labels"),  # it saw fewer labels than 'all'
+    ({"data": {"protocol": "trial_split", "synthetic": {"trials": 4}}}, "which this run tests on"),
+    ({"data": {"labels": {"fraction": 0.5, "seed": 7}}}, "its labels"),
+])
+def test_a_teacher_that_does_not_fit_the_run_is_refused(tmp_path, changes, message):
+    from pskd.sweep import merge_tree
+
+    first_dir, _ = run(scarce("kd"), tmp_path / "first", log=QUIET)
+    tree = merge_tree(scarce("kd").model_dump(mode="json"), changes)
+    for name in tree["teachers"]:
+        tree["teachers"][name]["checkpoint"] = str(first_dir)
+    with pytest.raises(ConfigError, match=message):
+        run(build_config(tree), tmp_path / "second", log=QUIET)
+    assert not (tmp_path / "second").exists() and not (tmp_path / "second.incomplete").exists()
+    missing = merge_tree(tree, {"teachers": {"skeleton": {"checkpoint": str(tmp_path / "nowhere")}}})
+    with pytest.raises(ConfigError, match="no such teacher checkpoint"):
+        run(build_config(missing), tmp_path / "third", log=QUIET)

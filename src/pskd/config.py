@@ -142,6 +142,8 @@ class TeacherConfig(ModelConfig):
     train: TrainConfig = TrainConfig()
     # Schedule A (teacher-assistant chain): train this teacher with cross-entropy plus KD from that teacher.
     distill_from: str | None = None
+    # load this teacher from an earlier run (its directory, or a teacher's .pt) instead of training it
+    checkpoint: str | None = None
 
 
 class StageConfig(Section):

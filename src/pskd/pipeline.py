@@ -38,6 +38,7 @@ from pskd.evaluate.metrics import summarize
 from pskd.evaluate.report import plot_confusion, plot_learning_curves, write_report
 from pskd.models.zoo import InputSpec, build_model, count_parameters, model_names
 from pskd.plugins import load_plugins
+from pskd.teacher_checkpoints import checkpoint_file, load_teacher_checkpoint, teacher_meta
 from pskd.rundir import INCOMPLETE, abandon, finish, resume_run_dir, stage_run_dir, staging_of  # noqa: F401
 from pskd.train import distributed
 from pskd.train.loop import checkpointing, cross_entropy, fit, pick_device, predict, seed_everything
@@ -109,6 +110,12 @@ def check_names(config: RunConfig) -> None:
         if name not in model_names():
             raise ConfigError(f"{where}.name: unknown model '{name}'; known: {', '.join(model_names())}")
     check_method(config)
+    for name, teacher in config.teachers.items():
+        if teacher.checkpoint and teachers_used(config):
+            checkpoint_file(teacher.checkpoint, name)  # there, before any data is read
+            if config.distill.cross_fit_folds >= 2:
+                raise ConfigError(f"teachers.{name}.checkpoint: a loaded teacher cannot be cross-fitted "
+                                  "(distill.cross_fit_folds trains it again on folds)")
 
 
 def run(config: RunConfig, out: Path | None = None, log=log_stderr,
@@ -435,6 +442,13 @@ def train_teachers(session: Session, ready: dict[str, TrainedTeacher] | None = N
             teachers[name] = ready[name]
             continue
         teacher = config.teachers[name]
+        if teacher.checkpoint:
+            trained = load_teacher(session, name)
+            teachers[name] = TrainedTeacher(trained, teacher_outputs(name, trained.model, teacher.streams, prepared,
+                                                                     session.training_clips, device))
+            session.log(f"teacher {name}: loaded from {trained.summary['loaded_from']}, test accuracy "
+                        f"{100 * trained.summary['test']['accuracy']:.2f} %")
+            continue
         stages = [Stage(1, [teacher.distill_from], "kd")] if chain and teacher.distill_from else []
         targets = [t.outputs for t in teachers.values()]
         criterion_for = Distilling(config, targets, stages, teacher.train.label_smoothing, prepared.info.devices,
@@ -458,6 +472,30 @@ def _student(session: Session, teachers: dict[str, TrainedTeacher], stages: list
                                session.prepared.info.devices, session.device)
     return train_and_evaluate(role, config.student, config.train, criterion_for, config, session.prepared,
                               session.split, session.device, session.log)
+
+
+def load_teacher(session: Session, name: str) -> Trained:
+    """A teacher from an earlier run's checkpoint (checked to fit this run), evaluated as a trained one is."""
+    config, prepared, split = session.config, session.teacher_prepared, session.teacher_split
+    teacher = config.teachers[name]
+    state, path = load_teacher_checkpoint(config, name, prepared.info.class_names, prepared.info.name, split)
+    model, _, _ = _build(f"teachers.{name}", teacher, lambda m: (None, None), prepared, split.train, session.device)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        raise ConfigError(f"teachers.{name}.checkpoint ({path}): its weights do not fit "
+                          f"({str(err).splitlines()[0][:120]})") from None
+    model.to(session.device)
+    parts = {part: PairedClips({s: prepared.streams[s] for s in teacher.streams}, prepared.labels,
+                               getattr(split, part)) for part in ("val", "test")}
+    logits = {part: predict(model, data, session.device)[1] for part, data in parts.items()}
+    figures = {part: summarize(parts[part].labels.numpy(), logits[part], prepared.info.class_names)
+               for part in parts}
+    summary = {"model": teacher.name, "streams": teacher.streams, "params": count_parameters(model),
+               "loaded_from": str(path), "epochs_trained": 0, "best_epoch": 0, "test": figures["test"],
+               "val": _short(figures["val"]), "val_last": _short(figures["val"]),
+               "test_best": _short(figures["test"]), "test_last": _short(figures["test"])}
+    return Trained(model, summary, [], state, state, logits["test"])
 
 
 def train_student(session: Session, teachers: dict[str, TrainedTeacher]) -> Trained:
@@ -578,11 +616,8 @@ def write_run(session: Session, run_dir: Path, teachers: dict[str, TrainedTeache
     if teachers:
         (run_dir / "teachers").mkdir()
         for name, teacher_run in teachers.items():
-            teacher = config.teachers[name]
-            _save_checkpoint(run_dir / "teachers" / f"{name}.pt", teacher_run.trained.delivered_state, {
-                "model": teacher.name, "streams": teacher.streams, "options": teacher.options,
-                "num_classes": prepared.info.num_classes, "class_names": class_names,
-            })
+            _save_checkpoint(run_dir / "teachers" / f"{name}.pt", teacher_run.trained.delivered_state,
+                             teacher_meta(config, name, class_names, prepared.info.name, session.teacher_split))
     _write_history(result_history, run_dir / "history.csv")
     metrics["student"]["test_per_subject"] = _write_predictions(session, student.test_logits, run_dir / "predictions.csv")
     title = f"{config.name}: {config.method} student on {prepared.info.name} {split.protocol}, seed {config.seed}"

@@ -13,7 +13,10 @@ from torch import nn
 
 from pskd.deploy.card import ModelCard
 from pskd.errors import ConfigError, DataError
+from pskd.models.checkpoint import read_checkpoint
 from pskd.models.zoo import InputSpec, StreamModel, build_model
+
+__all__ = ["DeployedStudent", "checkpoint_path", "load_student", "read_checkpoint"]
 
 
 class DeployedStudent(nn.Module):
@@ -39,18 +42,6 @@ def checkpoint_path(path: Path) -> Path:
     if not path.is_file():
         raise DataError(f"{path}: no such checkpoint (give a run directory or a .pt file)")
     return path
-
-
-def read_checkpoint(path: Path) -> tuple[dict, dict]:
-    """(state dict, meta) of a checkpoint written by pskd, read without unpickling any code."""
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # a foreign pickle, a truncated or tampered file: refused, whatever the cause
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise DataError(f"{path}: not a safe pskd checkpoint ({reason[:160]})") from None
-    if not (isinstance(blob, dict) and isinstance(blob.get("state_dict"), dict) and isinstance(blob.get("meta"), dict)):
-        raise DataError(f"{path}: not a pskd checkpoint (expected state_dict and meta)")
-    return blob["state_dict"], blob["meta"]
 
 
 def load_student(path: Path) -> tuple[DeployedStudent, ModelCard]:
