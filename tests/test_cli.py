@@ -157,3 +157,17 @@ def test_demo_runs_and_prints_its_report(tmp_path, capsys):
     assert code == 0, err
     assert "# demo: pskd on synthetic (cross_subject)" in stdout and "## Teachers" in stdout
     assert (tmp_path / "demo" / "report.md").is_file()
+
+
+def test_train_log_has_plain_progress_lines_even_when_quiet(tmp_path, capsys):
+    out = tmp_path / "run"
+    code, _, err = run_cli(["train", str(REPO / "configs/utd_mhad/student_ce.yaml"), *TINY, "--out", str(out),
+                            "--quiet"], capsys)
+    assert code == 0, err
+    log = (out / "train.log").read_text().splitlines()
+    epochs = [line for line in log if ": epoch " in line]
+    assert any("student: epoch 1/" in line for line in epochs) and "\r" not in "".join(log)
+    assert "epoch" not in err  # --quiet: nothing of it on the screen
+    code, _, err = run_cli(["train", str(REPO / "configs/utd_mhad/student_ce.yaml"), *TINY, "--out",
+                            str(tmp_path / "shown")], capsys)
+    assert code == 0 and "student: epoch 1/" in err and "\r" not in err  # stderr is not a terminal here

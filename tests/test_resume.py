@@ -81,6 +81,8 @@ def test_killed_run_resumes_to_the_same_figures(tmp_path, capsys):
     resumed = json.loads((out / "metrics.json").read_text())
     assert figures(resumed) == figures(straight)
     assert resumed["wall_time_s"] > spent > 0  # the time before the kill counts too
+    log = (out / "train.log").read_text()  # both parts of the run, in order
+    assert log.index("student: epoch 1/") < log.index(f"student: epoch {CONFIG['train']['epochs']}/")
     assert not (out / "state").exists() and not out.with_name("killed.incomplete").exists()
     # the delivered weights are the same too
     a = torch.load(tmp_path / "straight" / "checkpoints" / "best.pt", weights_only=True)["state_dict"]

@@ -1,7 +1,62 @@
-"""Messages for a person at the terminal: one line each, on stderr, so stdout stays for results."""
+"""Messages for a person: one line each, on stderr, so stdout stays for results; and a run's own log file."""
+
+from __future__ import annotations
 
 import sys
+import time
+from pathlib import Path
 
 
 def log_stderr(*args, file=None) -> None:
     print(*args, file=file if file is not None else sys.stderr, flush=True)
+
+
+class RunLog:
+    """A run's messages, to the screen (through `echo`) and to its train.log, each line with the time.
+
+    Calling it logs a message to both. `progress(line, show)` logs a per-epoch progress line to the file always
+    (also with --quiet) and to the screen when `show` (when stderr is not a terminal, these plain lines replace
+    the progress bar).
+    """
+
+    def __init__(self, path: Path, echo=log_stderr, held: bool = False):
+        """held: keep the lines in memory until keep() (a resumed run writes nothing into the interrupted run's
+        folder unless it ends or is interrupted again; a resume that fails leaves the folder as it was)."""
+        self.echo = echo
+        self.path = path
+        self.held: list[str] | None = [] if held else None
+        self.handle = None if held else open(path, "a", encoding="utf-8")
+
+    def _write(self, text: str) -> None:
+        line = f"{time.strftime('%Y-%m-%d %H:%M:%S')} {text}\n"
+        if self.held is not None:
+            self.held.append(line)
+        elif self.handle is not None and not self.handle.closed:
+            self.handle.write(line)
+            self.handle.flush()
+
+    def keep(self) -> None:
+        """Write the held lines, and every later one, to the file."""
+        if self.held is not None:
+            with open(self.path, "a", encoding="utf-8") as handle:
+                handle.writelines(self.held)
+            self.held = None
+            self.handle = open(self.path, "a", encoding="utf-8")
+
+    def __call__(self, *args, **kwargs) -> None:
+        self._write(" ".join(str(a) for a in args))
+        self.echo(*args, **kwargs)
+
+    def progress(self, line: str, show: bool) -> None:
+        self._write(line)
+        if show:
+            self.echo(line)
+
+    def close(self) -> None:
+        if self.handle is not None:
+            self.handle.close()
+
+
+def progress_printer(log):
+    """The per-epoch line writer of a log that has one (a RunLog), else None."""
+    return getattr(log, "progress", None)

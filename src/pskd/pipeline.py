@@ -22,7 +22,7 @@ import torch
 
 from pskd import __version__
 from pskd.config import ModelConfig, RunConfig, TeacherConfig, TrainConfig, dump_config
-from pskd.console import log_stderr
+from pskd.console import RunLog, log_stderr, progress_printer
 from pskd.data.batches import PairedClips
 from pskd.data.cache import Prepared, prepare
 from pskd.data.clip import SKELETON, DatasetInfo
@@ -141,16 +141,22 @@ def run(config: RunConfig, out: Path | None = None, log=log_stderr,
     out = Path(out) if out is not None else default_out_dir(config)
     staging, lock = resume_run_dir(out, config) if resume else stage_run_dir(out, overwrite)
     _share_run_dir(out)
+    run_log = RunLog(staging / "train.log", log, held=resume)
     try:
         with checkpointing(staging / STATE):
-            metrics = _run_into(config, staging, log, teachers)
+            metrics = _run_into(config, staging, run_log, teachers)
         distributed.barrier()  # every rank is done with the checkpoints
+        run_log.keep()
+        run_log.close()
         finish(staging, out, lock, STATE)
     except KeyboardInterrupt:
+        run_log.keep()
+        run_log("interrupted: the checkpoints are kept; continue with: pskd train --resume " + str(out))
+        run_log.close()
         lock.release()
-        log(f"interrupted: the checkpoints are kept; continue with: pskd train --resume {out}")
         raise
     except BaseException:
+        run_log.close()
         abandon(staging, lock, not resume, out, log)
         raise
     return out, metrics
@@ -214,6 +220,7 @@ def replay(
     epochs: int,
     device: torch.device,
     epoch_size: int | None = None,
+    log=None,
 ) -> torch.nn.Module:
     """Train a fresh model on the clips `fit_on` along the configured schedule, stopped after `epochs` (an epoch
     chosen on validation by an earlier run): used to refit on every training subject and to cross-fit teachers."""
@@ -224,7 +231,7 @@ def replay(
         model, PairedClips(streams, prepared.labels, fit_on, epoch_size, train_config.labelled_share), None,
         train_config, criterion, device,
         seed=config.seed, augment=make_augmenter(config, prepared.info), progress=config.progress, description=role,
-        stop_after=epochs, parameters=parameters,
+        stop_after=epochs, parameters=parameters, on_epoch=progress_printer(log),
     )
     model.load_state_dict(result.last_state)
     return model
@@ -261,7 +268,7 @@ def train_and_evaluate(
     result = fit(
         model, parts["train"], parts["val"], train_config, criterion, device, seed=config.seed,
         augment=make_augmenter(config, prepared.info), progress=config.progress, description=role,
-        parameters=parameters,
+        parameters=parameters, on_epoch=progress_printer(log),
     )
     class_names = prepared.info.class_names
     evaluations, outputs = {}, {}
@@ -279,7 +286,7 @@ def train_and_evaluate(
                                                              else ())])
         model = replay(f"{role} refit", model_config, train_config, criterion_for, config, prepared, everyone,
                        result.best_epoch, device, epoch_size=len(split.train) + len(split.val) + len(split.unlabelled)
-                       + len(split.unlabelled_val))
+                       + len(split.unlabelled_val), log=log)
         delivered_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
         _, delivered_logits = predict(model, parts["test"], device)
         delivered = summarize(parts["test"].labels.numpy(), delivered_logits, class_names)
@@ -322,7 +329,7 @@ def cross_fit(name: str, teacher: TeacherConfig, criterion_for: Callable, sessio
         inside = np.isin(prepared.subjects[clips], held_out)
         model = replay(f"teachers.{name} fold {list(map(int, held_out))}", teacher, teacher.train, criterion_for,
                        session.config, prepared, clips[~inside & learns], trained.summary["best_epoch"],
-                       session.device, epoch_size=int((~inside).sum()))
+                       session.device, epoch_size=int((~inside).sum()), log=session.log)
         embeddings, logits = predict(model, PairedClips(streams, prepared.labels, clips[inside]), session.device)
         outputs.logits[clips[inside]] = torch.from_numpy(logits)
         outputs.embeddings[clips[inside]] = torch.from_numpy(embeddings)

@@ -13,6 +13,7 @@ import math
 import os
 import random
 import re
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -237,12 +238,15 @@ def fit(
     description: str = "train",
     parameters=None,
     stop_after: int | None = None,
+    on_epoch: Callable[[str, bool], None] | None = None,
 ) -> FitResult:
     """Train `model` on `train`; keep the state that is best on `val` (by config.select) and the last one.
 
     parameters: what the optimizer updates (default: every parameter of the model). stop_after: end after this
     many epochs while keeping the schedule of config.epochs (to replay a selected trajectory). Augmentation runs
-    on the CPU with its own generator, so the random stream does not depend on the device.
+    on the CPU with its own generator, so the random stream does not depend on the device. on_epoch(line, show)
+    receives one plain progress line per epoch; show is true when a progress display is wanted and stderr is not
+    a terminal (where the progress bar would print carriage-return frames).
     """
     model.to(device)
     optimizer = make_optimizer(parameters if parameters is not None else model.parameters(), config)
@@ -302,8 +306,9 @@ def fit(
             result.last_state = _state(judged)
             result.seconds = saved["seconds"]
             return result
-    bar = tqdm(range(first_epoch, last_epoch + 1), desc=description, disable=not progress, unit="epoch",
-               leave=False, initial=first_epoch - 1, total=last_epoch)
+    terminal = sys.stderr.isatty()
+    bar = tqdm(range(first_epoch, last_epoch + 1), desc=description, disable=not (progress and terminal),
+               unit="epoch", leave=False, initial=first_epoch - 1, total=last_epoch)
     for epoch in bar:
         model.train()
         if hasattr(criterion, "set_epoch"):
@@ -358,6 +363,9 @@ def fit(
         if "val_accuracy" in record:  # a refit or a cross-fitting replay has no validation to show
             shown.update(val=f"{record['val_accuracy']:.3f}", best=str(result.best_epoch))
         bar.set_postfix(shown)
+        if on_epoch is not None:
+            on_epoch(f"{description}: epoch {epoch}/{last_epoch} " + " ".join(f"{k} {v}" for k, v in shown.items())
+                     + f" ({record['seconds']:.1f} s)", progress and not terminal)
         if config.patience is not None and since_best >= config.patience:
             result.stopped_early = True
         if checkpoint is not None and distributed.is_main():  # the other ranks only read it, to resume
