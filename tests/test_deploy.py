@@ -284,3 +284,24 @@ def test_read_recording_units_and_rates(tmp_path):
     assert (recording.rate, recording.rate_from) == (50.0, "model")
     with pytest.raises(UserError, match="--units furlongs"):
         read_recording(path, card, units="furlongs")
+
+
+def test_evaluate_gives_the_run_figures_for_a_run_and_its_onnx_export(trained, tmp_path, capsys):
+    run_dir, report = trained
+    code, out, err = run_cli(["evaluate", str(run_dir), "--out", str(tmp_path / "pt")], capsys)
+    assert code == 0, err
+    figures = json.loads((tmp_path / "pt" / "metrics.json").read_text())["test"]
+    delivered = json.loads((run_dir / "metrics.json").read_text())["student"]["test"]
+    assert figures["accuracy"] == delivered["accuracy"] and figures["confusion_matrix"] == delivered["confusion_matrix"]
+    assert {"report.md", "confusion_matrix.png", "predictions.csv"} <= {p.name for p in (tmp_path / "pt").iterdir()}
+    data = [a for a in TRAIN if a.startswith("data.")]
+    code, out, err = run_cli(["evaluate", str(run_dir / "export" / "student.onnx"), "--out", str(tmp_path / "onnx"),
+                              *[x for a in data for x in ("--set", a)]], capsys)
+    assert code == 0, err
+    assert json.loads((tmp_path / "onnx" / "metrics.json").read_text())["test"]["accuracy"] == \
+        report["onnx_fp32"]["accuracy"]
+    code, _, err = run_cli(["evaluate", str(run_dir), "--out", str(tmp_path / "other"),
+                            "--set", "data.synthetic.classes=5"], capsys)
+    assert code == 2 and "not the classes the model learnt" in err and not (tmp_path / "other").exists()
+    code, _, err = run_cli(["evaluate", str(run_dir), "--out", str(tmp_path / "pt")], capsys)
+    assert code == 2 and "--overwrite" in err

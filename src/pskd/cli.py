@@ -292,6 +292,33 @@ def export(run_dir: Path, int8: bool, out: Path | None, atol: float, max_int8_dr
 
 
 @cli.command()
+@click.argument("model_path", metavar="MODEL", type=click.Path(path_type=Path))
+@click.option("--dataset", help="Shorthand for --set data.dataset=NAME (default: the run's own, or utd_mhad).")
+@click.option("--data-dir", type=click.Path(path_type=Path), help="Shorthand for --set data.data_dir=DIR.")
+@click.option("--protocol", help="Shorthand for --set data.protocol=NAME.")
+@click.option("--split", "split_name", default="test", show_default=True, type=click.Choice(["test", "val", "all"]))
+@_set_option
+@click.option("--out", type=click.Path(path_type=Path), help="Folder for the figures (default: runs/evaluate-...).")
+@click.option("--overwrite", is_flag=True, help="Replace a folder already at --out.")
+def evaluate(model_path: Path, dataset: str | None, data_dir: Path | None, protocol: str | None, split_name: str,
+             overrides: tuple[str, ...], out: Path | None, overwrite: bool) -> None:
+    """Evaluate MODEL (a run directory, .pt checkpoint or .onnx file) on a dataset's split: metrics.json,
+    report.md, confusion_matrix.png and predictions.csv."""
+    import time
+
+    from pskd.deploy.evaluate import evaluate_model
+
+    named = {"data.dataset": dataset, "data.data_dir": data_dir, "data.protocol": protocol}
+    overrides = [*overrides, *(f"{key}={value}" for key, value in named.items() if value is not None)]
+    out = out or Path("runs") / f"evaluate-{model_path.stem}-{split_name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    metrics = evaluate_model(model_path, split_name, out, overrides, overwrite)
+    figures = metrics["test"]
+    click.echo(f"{metrics['dataset']} {metrics['protocol']} {split_name}: {figures['clips']} clips, accuracy "
+               f"{100 * figures['accuracy']:.2f} %, macro-F1 {100 * figures['macro_f1']:.2f} %")
+    click.echo(f"figures: {out}")
+
+
+@cli.command()
 @click.argument("run_dirs", metavar="RUN_DIR...", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--json", "json_path", type=click.Path(path_type=Path),
               help="Also write the figures here (one run: its bench.json; several: {runs, ratios}).")
