@@ -18,11 +18,12 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from tune_distill import table  # the same ranking by validation (benchmarks/ is on the path of its scripts)
+
 from pskd.config import build_config, load_config
 from pskd.distill.methods import teachers_used
 from pskd.pipeline import open_session, train_student, train_teachers
 from pskd.sweep import merge_tree
-from tune_distill import table  # the same ranking by validation (benchmarks/ is on the path of its scripts)
 
 FIX, CON = "fixmatch", "contrastive"
 VARIANTS: dict[str, dict] = {

@@ -6,13 +6,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import real_data_root
 
 from pskd.data import berkeley_mhad as bm
 from pskd.data.clip import ACCELEROMETER
 from pskd.data.protocols import make_split
 from pskd.errors import DataError
-
-from conftest import real_data_root
 
 
 @pytest.fixture(scope="module")

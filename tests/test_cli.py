@@ -8,8 +8,6 @@ import sys
 import numpy as np
 import pytest
 import torch
-
-
 from conftest import REPO, run_cli
 
 TINY = [

@@ -6,6 +6,7 @@ import pickle
 import numpy as np
 import pytest
 import torch
+from conftest import REPO, run_cli
 from torch import nn
 
 from pskd.config import load_config
@@ -16,14 +17,20 @@ from pskd.deploy import export as export_module
 from pskd.deploy.bench import bench_run, ratios, table
 from pskd.deploy.card import ModelCard
 from pskd.deploy.export import ExportError, export_run
+from pskd.deploy.predict import (
+    G,
+    Recording,
+    cut_windows,
+    open_classifier,
+    predict_recording,
+    read_recording,
+    score_segments,
+    segments,
+)
 from pskd.deploy.runtime import onnx_card
 from pskd.deploy.student import load_student
-from pskd.deploy.predict import (G, Recording, cut_windows, open_classifier, predict_recording, read_recording,
-                                 score_segments, segments)
 from pskd.errors import DataError, UserError
 from pskd.pipeline import run
-
-from conftest import REPO, run_cli
 
 pytest.importorskip("onnxruntime", reason="the export extra (onnx, onnxruntime) is not installed")
 

@@ -5,11 +5,10 @@ import json
 import pytest
 import torch
 import yaml
+from conftest import run_cli
 
 from pskd.config import build_config
 from pskd.pipeline import run
-
-from conftest import run_cli
 
 SMALL_GCN = {"widths": [8, 16], "strides": [1, 2], "embedding_dim": 16}
 TINY = {
@@ -93,9 +92,8 @@ def test_ce_ignores_teachers_and_teacher_chain_is_off_without_pl(tmp_path):
     ({"method": "kd", "teachers": {"a": {"distill_from": "z"}}}, "'z' is not one of"),
 ])
 def test_distillation_config_errors(tree, message):
-    from pskd.errors import ConfigError
-
     from pskd.distill.methods import check_method
+    from pskd.errors import ConfigError
 
     with pytest.raises(ConfigError) as caught:  # the tree's own checks, then the method's (before any data is read)
         check_method(build_config({**TINY, **tree}))

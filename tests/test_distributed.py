@@ -23,7 +23,6 @@ from pskd.train import distributed
 from pskd.train.loop import cross_entropy, fit
 
 
-
 class Mlp(nn.Module):
     """No batch norm and no dropout: its gradient on a batch is the mean of its gradients on the shards."""
 

@@ -11,13 +11,12 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from conftest import run_cli
+from test_utd_mhad import make_copy
 
 from pskd.data import utd_mhad
 from pskd.data.download import fetch, read_manifest, safe_extract
 from pskd.errors import DataError
-
-from conftest import run_cli
-from test_utd_mhad import make_copy
 
 KEYS = [(a, s, t) for a in range(1, 28) for s in range(1, 9) for t in range(1, 5)
         if (a, s, t) not in utd_mhad.KNOWN_MISSING]

@@ -7,7 +7,6 @@ import json
 import re
 
 import yaml
-
 from conftest import REPO, run_cli
 from test_distill_pipeline import TINY
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import run_cli
 
 from pskd.config import build_config
 from pskd.data import folder, synthetic
@@ -15,8 +16,6 @@ from pskd.data.layouts import UTD_KINECT_V1
 from pskd.data.protocols import make_split
 from pskd.errors import ConfigError, DataError
 from pskd.pipeline import run
-
-from conftest import run_cli
 
 
 def write_folder(root: Path, subjects=(1, 2, 3, 4), classes=3, trials=2, layout=True) -> Path:

@@ -13,8 +13,6 @@ import numpy as np
 import pytest
 import scipy.io
 import torch
-
-
 from conftest import REPO, run_cli
 from test_utd_mhad import clone, make_copy
 

@@ -9,6 +9,9 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import run_cli
+from test_distill_pipeline import TINY
+from test_folder_dataset import write_folder
 
 from pskd.config import DistillConfig, build_config
 from pskd.data.labels import UNLABELLED, hide_labels, keep_labels
@@ -18,10 +21,6 @@ from pskd.distill.losses.fixmatch import FixMatch, mask_time
 from pskd.distill.terms import TermContext, TermInputs
 from pskd.errors import ConfigError
 from pskd.pipeline import open_session, run
-
-from conftest import run_cli
-from test_distill_pipeline import TINY
-from test_folder_dataset import write_folder
 
 QUIET = lambda *a, **k: None  # noqa: E731
 

@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 import torch
 
+from pskd.data.layouts import UTD_KINECT_V1
 from pskd.errors import ConfigError
 from pskd.models.inertial import CompactCNN, GafResNet18
-from pskd.data.layouts import UTD_KINECT_V1
 from pskd.models.zoo import InputSpec, build_model, count_parameters
 
 

@@ -13,11 +13,10 @@ import time
 import pytest
 import torch
 import yaml
+from conftest import run_cli
 
 from pskd.config import build_config, dump_config
 from pskd.train.loop import checkpoint_file, checkpointing
-
-from conftest import run_cli
 
 GCN = {"widths": [8, 16], "strides": [1, 2], "embedding_dim": 16}
 CONFIG = {

@@ -9,12 +9,11 @@ import textwrap
 
 import pytest
 import yaml
+from conftest import REPO, run_cli
+from test_resume import CONFIG
 
 from pskd.errors import UserError
 from pskd.rundir import RunLock, stage_run_dir
-
-from conftest import REPO, run_cli
-from test_resume import CONFIG
 
 
 def tree(root):

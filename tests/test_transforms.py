@@ -6,7 +6,14 @@ import torch
 
 from pskd.data.layouts import UTD_KINECT_V1
 from pskd.data.transforms import (
-    Augmenter, Standardizer, axis_angle, center_skeleton, crop_resize, gasf, random_rotations, resample,
+    Augmenter,
+    Standardizer,
+    axis_angle,
+    center_skeleton,
+    crop_resize,
+    gasf,
+    random_rotations,
+    resample,
     scale_skeleton,
 )
 

@@ -31,7 +31,8 @@ __all__ = ["__version__", "load_config", "train", "load_classifier", *_LAZY]
 
 def load_config(source, overrides: list[str] | tuple[str, ...] = ()):
     """A checked RunConfig from a YAML file's path or a dict, with dotted `key=value` overrides."""
-    from pskd.config import build_config, load_config as from_file
+    from pskd.config import build_config
+    from pskd.config import load_config as from_file
 
     if isinstance(source, dict):
         return build_config(source, overrides, source="config dict")

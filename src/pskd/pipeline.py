@@ -26,10 +26,10 @@ from pskd.console import RunLog, log_stderr, progress_printer
 from pskd.data.batches import PairedClips
 from pskd.data.cache import Prepared, prepare
 from pskd.data.clip import SKELETON, DatasetInfo
+from pskd.data.labels import hide_labels, keep_labels
 from pskd.data.layouts import dataset_layout
 from pskd.data.protocols import Split, make_split
 from pskd.data.transforms import Augmenter, Standardizer
-from pskd.data.labels import hide_labels, keep_labels
 from pskd.distill.distiller import Distiller, Stage, TeacherOutputs
 from pskd.distill.methods import check_method, student_stages, teacher_chain_used, teachers_used
 from pskd.distill.terms import TermContext, check_loss
@@ -38,8 +38,8 @@ from pskd.evaluate.metrics import summarize
 from pskd.evaluate.report import plot_confusion, plot_learning_curves, write_report
 from pskd.models.zoo import InputSpec, build_model, count_parameters, model_names
 from pskd.plugins import load_plugins
-from pskd.teacher_checkpoints import checkpoint_file, load_teacher_checkpoint, teacher_meta
 from pskd.rundir import INCOMPLETE, abandon, finish, resume_run_dir, stage_run_dir, staging_of  # noqa: F401
+from pskd.teacher_checkpoints import checkpoint_file, load_teacher_checkpoint, teacher_meta
 from pskd.train import distributed
 from pskd.train.loop import checkpointing, cross_entropy, fit, pick_device, predict, seed_everything
 

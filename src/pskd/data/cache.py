@@ -20,10 +20,10 @@ import numpy as np
 
 from pskd.config import DataConfig, PreprocessConfig
 from pskd.console import log_stderr
+from pskd.data import transforms
 from pskd.data.clip import SKELETON, Clip, DatasetInfo
 from pskd.data.layouts import dataset_layout
 from pskd.data.sources import get_source, resolve_data_dir
-from pskd.data import transforms
 from pskd.data.transforms import center_skeleton, resample, scale_skeleton
 
 CACHE_VERSION = 3

@@ -9,7 +9,6 @@ from dataclasses import dataclass
 
 from pskd.errors import ConfigError
 
-
 ROLES = ("hip", "spine", "shoulder")  # body landmarks preprocessing uses, when a layout names them
 
 

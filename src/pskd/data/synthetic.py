@@ -9,7 +9,8 @@ mounting tilt per subject), in g. So at rest with the arm hanging it reads 1 g a
 As in the real recordings, the two streams are sampled at different rates (skeleton 30 Hz, accelerometer 50 Hz)
 and cropped independently (the sensor stream starts earlier and ends later), with sensor noise, bias, and
 joint-position noise and saturation at +-8 g. Subjects differ in body size, tempo, amplitude, their own posture
-for each action and the way the watch sits; trials differ by random variations and a watch that slides. Everything is drawn from numpy generators seeded by (seed, subject, action, trial).
+for each action and the way the watch sits; trials differ by random variations and a watch that slides.
+Everything is drawn from numpy generators seeded by (seed, subject, action, trial).
 """
 
 from __future__ import annotations

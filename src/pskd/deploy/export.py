@@ -26,6 +26,7 @@ from pskd.deploy.runtime import INPUT, LOGITS, PROBABILITIES, ort_session, requi
 from pskd.deploy.student import DeployedStudent, checkpoint_path, load_student
 from pskd.errors import UserError
 
+
 class ExportError(UserError):
     """The exported model does not reproduce PyTorch (exit code 3: not the user's mistake, but a refusal)."""
 

@@ -12,8 +12,9 @@ truth's weight is 0.
 The soft-label target mixes the teachers' distributions at temperature T and the one-hot label with these
 weights. With ground_truth="none" the one-hot share is left out of the soft-label term: the target is the
 teachers' mixture alone, and each sample counts with its teachers' total weight (a sample no teacher gets right
-is then taught by the cross-entropy term only, not by a one-hot target at temperature T). The semantic target is, per teacher space, that teacher's embedding, or for the ground-truth share, a
-class embedding (the class centroid of that teacher's embeddings, or a learned prototype).
+is then taught by the cross-entropy term only, not by a one-hot target at temperature T). The semantic target
+is, per teacher space, that teacher's embedding, or for the ground-truth share, a class embedding (the class
+centroid of that teacher's embeddings, or a learned prototype).
 """
 
 from __future__ import annotations
