@@ -37,6 +37,11 @@ VARIANTS: dict[str, dict] = {
     "pskd+fixmatch+contrastive": {"method": "pskd", "distill": {"add_terms": [FIX, CON]}},
     "avg_kd+fixmatch": {"method": "avg_kd", "distill": {"add_terms": [FIX]}},
     "pskd soft": {"method": "pskd", "distill": {"acs_mode": "soft"}},
+    "self_train threshold=0.9": {"method": "self_train", "distill": {"terms": {FIX: {"threshold": 0.9}}}},
+    "self_train rotation=30": {"method": "self_train", "distill": {"terms": {FIX: {"rotation_deg": 30.0}}}},
+    "self_train labelled_share=0.5": {"method": "self_train", "train": {"labelled_share": 0.5}},
+    "self_train rotation=30 share=0.5": {"method": "self_train", "train": {"labelled_share": 0.5},
+                                         "distill": {"terms": {FIX: {"rotation_deg": 30.0}}}},
     "pskd alpha=2": {"method": "pskd", "distill": {"alpha": 2.0}},
 }
 
