@@ -145,3 +145,36 @@ def test_layout_json_problems_and_paths_outside(tmp_path):
     (root / "manifest.csv").write_text(text)
     with pytest.raises(DataError, match="is outside the folder"):
         folder.load(root)
+
+
+def test_identical_recordings_under_other_clip_ids_are_reported(tmp_path, capsys):
+    import shutil
+
+    root = write_folder(tmp_path / "own", subjects=(1, 2), classes=2, trials=2)
+    shutil.copy(root / "acc" / "p1_0_1.csv", root / "acc" / "p1_0_2.csv")  # a watch file copied over another
+    info, _ = folder.load(root)
+    assert any("2 clips share an identical accelerometer recording" in n and "p1_0_1 = p1_0_2" in n
+               for n in info.notes)
+    code, out, err = run_cli(["data", "check", "folder", "--data-dir", str(root)], capsys)
+    assert code == 0 and "p1_0_1 = p1_0_2" in out
+
+
+def test_a_class_only_test_subjects_have_is_named_before_training(tmp_path):
+    from pskd.pipeline import open_session
+
+    root = write_folder(tmp_path / "own", subjects=(1, 2, 3, 4), classes=2, trials=2)
+    manifest = root / "manifest.csv"
+    rows = list(csv.DictReader(manifest.open()))
+    for row in rows:
+        if row["subject"] == "person4" and row["trial"] == "1":
+            row["label"] = "only in the test"
+    with manifest.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    said = []
+    config = build_config({"data": {"dataset": "folder", "data_dir": str(root), "protocol": "leave_subjects_out",
+                                    "folder": {"test_subjects": [4]}}, "progress": False})
+    open_session(config, lambda *args, **kwargs: said.append(" ".join(map(str, args))))
+    assert any(line.startswith("warning: no labelled training clip of 1 class(es)") and "only in the test" in line
+               for line in said)

@@ -427,7 +427,17 @@ def open_session(config: RunConfig, log=log_stderr) -> Session:
         f"prepared in {time.perf_counter() - tic:.1f} s; {split.describe()}")
     if teacher is not student:
         log(f"teachers learn from every training label: {teacher_split.describe()}")
+    unseen = unlearnable_classes(student, split)
+    if unseen:
+        log(f"warning: no labelled training clip of {len(unseen)} class(es), which the student cannot learn from "
+            f"its labels: {', '.join(unseen[:5])}{' ...' if len(unseen) > 5 else ''}")
     return Session(config, student, split, device, log, teacher, teacher_split)
+
+
+def unlearnable_classes(prepared: Prepared, split: Split) -> list[str]:
+    """Classes without a labelled training or validation clip (present in test subjects only, say)."""
+    seen = set(prepared.labels[np.concatenate([split.train, split.val])].tolist())
+    return [name for index, name in enumerate(prepared.info.class_names) if index not in seen]
 
 
 @dataclass

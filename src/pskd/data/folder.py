@@ -22,6 +22,7 @@ Every problem is reported with its row (the header is row 1), not only the first
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import math
 from pathlib import Path
@@ -206,7 +207,25 @@ def load(data_dir: str | Path) -> tuple[DatasetInfo, list[Clip]]:
     )
     if layout_source and SKELETON not in streams:
         info.notes.append(f"{layout_source} is not used: there is no skeleton stream")
+    info.notes += identical_recordings(clips)
     return info, clips
+
+
+def identical_recordings(clips: list[Clip]) -> list[str]:
+    """Notes naming clips whose recording of a stream is identical to another clip's (a copy under another id)."""
+    notes = []
+    for stream in clips[0].streams if clips else []:
+        groups: dict[bytes, list[str]] = {}
+        for clip in clips:
+            array = np.ascontiguousarray(clip.streams[stream])
+            key = hashlib.sha256(array.tobytes() + str(array.shape).encode()).digest()
+            groups.setdefault(key, []).append(clip.clip_id)
+        copies = [ids for ids in groups.values() if len(ids) > 1]
+        if copies:
+            shown = "; ".join(" = ".join(ids[:4]) + (" ..." if len(ids) > 4 else "") for ids in copies[:5])
+            notes.append(f"{sum(len(ids) for ids in copies)} clips share an identical {stream} recording with "
+                         f"another clip ({len(copies)} group(s)): {shown}{'; ...' if len(copies) > 5 else ''}")
+    return notes
 
 
 def _shape(stream: str, array: np.ndarray, layout: Layout | None) -> tuple[np.ndarray, str | None]:
