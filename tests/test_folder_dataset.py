@@ -178,3 +178,19 @@ def test_a_class_only_test_subjects_have_is_named_before_training(tmp_path):
     open_session(config, lambda *args, **kwargs: said.append(" ".join(map(str, args))))
     assert any(line.startswith("warning: no labelled training clip of 1 class(es)") and "only in the test" in line
                for line in said)
+
+
+def test_subjects_are_named_as_the_user_named_them(users_folder, tmp_path):
+    config = build_config({"method": "ce", "progress": False, "data": {
+        "dataset": "folder", "data_dir": str(users_folder), "protocol": "leave_subjects_out",
+        "folder": {"test_subjects": ["person4"]}}, "train": {"epochs": 2, "batch_size": 8},
+        "preprocess": {"accelerometer_length": 32}})
+    out, metrics = run(config, tmp_path / "named", log=lambda *a, **k: None)
+    assert metrics["split"]["test_subjects"] == [4] and metrics["split"]["subject_names"]["4"] == "person4"
+    assert list(metrics["student"]["test_per_subject"]) == ["person4"]
+    rows = list(csv.DictReader((out / "predictions.csv").open()))
+    assert {row["subject"] for row in rows} == {"person4"}
+    wrong = build_config({**config.model_dump(mode="json"), "data": {
+        **config.data.model_dump(mode="json"), "folder": {"test_subjects": ["anna"]}}})
+    with pytest.raises(ConfigError, match=r"\['anna'\] are not subjects of this dataset \(names: person1"):
+        run(wrong, tmp_path / "wrong", log=lambda *a, **k: None)

@@ -38,7 +38,7 @@ class BerkeleyConfig(Section):
 class FolderConfig(Section):
     """Protocols of a folder dataset: leave_subjects_out (test_subjects) or kfold over subjects (folds, fold)."""
 
-    test_subjects: list[int] = []
+    test_subjects: list[int | str] = []  # numbers, or the names the manifest gives
     folds: int = Field(5, ge=2)
     fold: int = Field(0, ge=0)
 

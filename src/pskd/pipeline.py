@@ -55,10 +55,21 @@ def split_data(config: RunConfig, prepared: Prepared) -> Split:
     options = {"scenes": prepared.scenes}
     if prepared.info.name == "folder":
         options.update(config.data.folder.model_dump())
+        options["test_subjects"] = subject_numbers(options["test_subjects"], prepared.info)
     return make_split(
         prepared.info.name, config.data.protocol, prepared.subjects, prepared.trials, config.data.val_subjects,
         options,
     )
+
+
+def subject_numbers(given: list, info: DatasetInfo) -> list[int]:
+    """Subjects given by number or by the name the dataset gives them, as numbers."""
+    numbers = {name: int(number) for number, name in info.subject_names.items()}
+    unknown = [s for s in given if isinstance(s, str) and s not in numbers and not s.isdigit()]
+    if unknown:
+        known = ", ".join(sorted(numbers)) or "none: this dataset numbers its subjects"
+        raise ConfigError(f"data.folder.test_subjects: {unknown} are not subjects of this dataset (names: {known})")
+    return [numbers[s] if isinstance(s, str) and s in numbers else int(s) for s in given]
 
 
 def input_spec(prepared: Prepared, fit_on: np.ndarray) -> InputSpec:
@@ -569,12 +580,13 @@ def _write_predictions(session: Session, logits: np.ndarray, path: Path) -> dict
                          "confidence_of_label"])
         for row, clip in enumerate(test):
             label, guess = int(prepared.labels[clip]), int(probabilities[row].argmax())
-            writer.writerow([prepared.clip_ids[clip], int(prepared.subjects[clip]), int(prepared.trials[clip]),
+            writer.writerow([prepared.clip_ids[clip], prepared.info.subject_name(prepared.subjects[clip]),
+                             int(prepared.trials[clip]),
                              names[label], names[guess], int(label == guess), f"{probabilities[row, guess]:.4f}",
                              f"{probabilities[row, label]:.4f}"])
     right = probabilities.argmax(axis=1) == prepared.labels[test]
     subjects = prepared.subjects[test]
-    return {str(int(subject)): {"accuracy": float(right[subjects == subject].mean()),
+    return {prepared.info.subject_name(subject): {"accuracy": float(right[subjects == subject].mean()),
                                 "clips": int((subjects == subject).sum())} for subject in np.unique(subjects)}
 
 
@@ -604,7 +616,7 @@ def write_run(session: Session, run_dir: Path, teachers: dict[str, TrainedTeache
         "split": {
             "train": len(split.train), "val": len(split.val), "test": len(split.test),
             "train_subjects": split.train_subjects, "val_subjects": split.val_subjects,
-            "test_subjects": split.test_subjects,
+            "test_subjects": split.test_subjects, "subject_names": prepared.info.subject_names,
         },
         "stages": [{"start": s.start, "teachers": s.teachers, "loss": s.loss} for s in student_stages(config)],
         "labels": _label_counts(session),

@@ -53,10 +53,15 @@ class DatasetInfo:
     # rotates them together, and streams of different units independently. Empty: the watch's accelerometer
     # and gyroscope. A stream on no unit (orientation angles, say) is not rotated.
     devices: dict[str, str] = field(default_factory=dict)
+    # a subject's name where the source names subjects (str(number) -> name); numbered 1, 2, ... by name
+    subject_names: dict[str, str] = field(default_factory=dict)
 
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+    def subject_name(self, number: int) -> str:
+        return self.subject_names.get(str(int(number)), str(int(number)))
 
 
 def skipped_notes(info: DatasetInfo) -> list[str]:

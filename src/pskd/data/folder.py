@@ -204,6 +204,7 @@ def load(data_dir: str | Path) -> tuple[DatasetInfo, list[Clip]]:
         name=NAME, class_names=names, streams=streams, rates=rates,
         units={s: "g" for s in streams if s == ACCELEROMETER},
         layout=spec["name"] if spec else None, layout_spec=spec, notes=notes,
+        subject_names={} if numeric else {str(number): name for name, number in subject_id.items()},
     )
     if layout_source and SKELETON not in streams:
         info.notes.append(f"{layout_source} is not used: there is no skeleton stream")
