@@ -3,8 +3,8 @@
     python benchmarks/tune_label_scarce.py configs/utd_mhad/pskd.yaml --seeds 0,1 \\
         --set data.labels.fraction=0.25 --set data.labels.teachers=same [--variants ce,self_train,pskd] [--out DIR]
 
-Per seed, the config's teachers are trained once on the labels data.labels.teachers lets them see. Every variant
-then trains the student on the same labelled and unlabelled clips with its own method and switches. Rows go to
+Per seed, the config's teachers are trained once on the labels data.labels.teachers lets them see (or loaded from
+an earlier run: --set teachers.skeleton.checkpoint=RUN_DIR ...). Every variant then trains the student on the same labelled and unlabelled clips with its own method and switches. Rows go to
 OUT/rows.jsonl; the table ranks the variants by the validation accuracy of the selection run (labelled clips of
 the validation subjects: the only figure a choice may use). Test accuracy is shown beside it and chooses nothing.
 """
@@ -43,6 +43,10 @@ VARIANTS: dict[str, dict] = {
     "self_train rotation=30 share=0.5": {"method": "self_train", "train": {"labelled_share": 0.5},
                                          "distill": {"terms": {FIX: {"rotation_deg": 30.0}}}},
     "pskd alpha=2": {"method": "pskd", "distill": {"alpha": 2.0}},
+    "pskd T=2": {"method": "pskd", "distill": {"temperature": 2.0}},
+    "pskd beta=0": {"method": "pskd", "distill": {"beta": 0.0}},
+    "pskd labelled_share=0.5": {"method": "pskd", "train": {"labelled_share": 0.5}},
+    "pskd epochs=200": {"method": "pskd", "train": {"epochs": 200}},
 }
 
 
