@@ -4,8 +4,8 @@
         --set data.labels.fraction=0.25 --set data.labels.teachers=same [--variants ce,self_train,pskd] [--out DIR]
 
 Per seed, the config's teachers are trained once on the labels data.labels.teachers lets them see (or loaded from
-an earlier run: --set teachers.skeleton.checkpoint=RUN_DIR ...). Every variant then trains the student on the same labelled and unlabelled clips with its own method and switches. Rows go to
-OUT/rows.jsonl; the table ranks the variants by the validation accuracy of the selection run (labelled clips of
+an earlier run: --set teachers.skeleton.checkpoint=RUN_DIR ...). Every variant then trains the student on the
+same labelled and unlabelled clips with its own method and switches. Rows go to OUT/rows.jsonl; the table ranks the variants by the validation accuracy of the selection run (labelled clips of
 the validation subjects: the only figure a choice may use). Test accuracy is shown beside it and chooses nothing.
 """
 
