@@ -5,8 +5,9 @@
 
 Per seed, the config's teachers are trained once on the labels data.labels.teachers lets them see (or loaded from
 an earlier run: --set teachers.skeleton.checkpoint=RUN_DIR ...). Every variant then trains the student on the
-same labelled and unlabelled clips with its own method and switches. Rows go to OUT/rows.jsonl; the table ranks the variants by the validation accuracy of the selection run (labelled clips of
-the validation subjects: the only figure a choice may use). Test accuracy is shown beside it and chooses nothing.
+same labelled and unlabelled clips with its own method and switches. Rows go to OUT/rows.jsonl; the table ranks
+the variants by the validation accuracy of the selection run (labelled clips of the validation subjects: the only
+figure a choice may use). Test accuracy is shown beside it and chooses nothing.
 """
 
 from __future__ import annotations
