@@ -295,3 +295,14 @@ def test_a_teacher_that_does_not_fit_the_run_is_refused(tmp_path, changes, messa
     missing = merge_tree(tree, {"teachers": {"skeleton": {"checkpoint": str(tmp_path / "nowhere")}}})
     with pytest.raises(ConfigError, match="no such teacher checkpoint"):
         run(build_config(missing), tmp_path / "third", log=QUIET)
+
+
+def test_runs_differing_only_in_what_they_do_not_use_are_trained_once(tmp_path):
+    from pskd.sweep import _groups, parse_grid, plan
+
+    base = build_config({**TINY, "method": "kd"})
+    grid = parse_grid(["distill.add_terms=[],[contrastive]", "distill.terms.fixmatch.threshold=0.5,0.9"])
+    runs = plan(base, {"ce": {"method": "ce"}, "self_train": {"method": "self_train"}}, [0], grid, tmp_path)
+    distinct = [item for group in _groups(runs) for item in group]
+    # ce uses neither: one run; self_train uses the fixmatch options, not add_terms: two runs
+    assert sorted(item["variant"] for item in distinct) == ["ce", "self_train", "self_train"]

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from pskd.config import RunConfig, apply_override, build_config, parse_value
 from pskd.console import log_stderr
-from pskd.distill.methods import method_names, teacher_chain_used, teachers_used
+from pskd.distill.methods import method_names, student_stages, teacher_chain_used, teachers_used
 from pskd.errors import ConfigError
 from pskd.evaluate.gains import merge, plot_gain_map, results_table, summarise
 from pskd.pipeline import open_session, run, train_teachers
@@ -98,10 +98,11 @@ def _run_key(config: RunConfig) -> str:
     """Identical keys, identical runs: what the student's training depends on (teachers only when used)."""
     tree = _tree(config)
     tree.pop("progress", None)
-    if not teachers_used(config):
+    if not teachers_used(config):  # only the options of its own terms matter to a method without teachers
         tree.pop("teachers", None)
         tree["data"]["labels"].pop("teachers", None)
-        tree.pop("distill", None)
+        used = {term for stage in student_stages(config) for term in stage.terms}
+        tree["distill"] = {name: options for name, options in tree["distill"]["terms"].items() if name in used}
     return json.dumps(tree, sort_keys=True)
 
 
