@@ -20,7 +20,7 @@ import itertools
 import json
 import multiprocessing
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 from pskd.config import RunConfig, apply_override, build_config, parse_value
@@ -207,17 +207,26 @@ def sweep(base: RunConfig, methods: list[str], seeds: list[int], out: Path, abla
     started = time.perf_counter()
     log(f"sweep: {len(runs)} runs ({sum(len(g) for g in groups)} distinct) in {len(groups)} teacher groups, "
         f"{jobs} process(es)")
+    out.mkdir(parents=True, exist_ok=True)
+    rows: list[dict] = []
+
+    def done(part: list[dict]) -> None:  # each group's rows as it ends: an interrupted sweep keeps them
+        rows.extend(part)
+        with open(out / "rows.jsonl", "a", encoding="utf-8") as handle:
+            handle.writelines(json.dumps(row) + "\n" for row in part)
+
     if jobs > 1:
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
-            rows = [row for part in pool.map(_group_in_process, groups) for row in part]
+            for future in as_completed([pool.submit(_group_in_process, group) for group in groups]):
+                done(future.result())
     else:
-        rows = [row for group in groups for row in _train_group(group, None, log)]
+        for group in groups:
+            done(_train_group(group, None, log))
     order = {(point_label(r["point"]), r["seed"], r["variant"]): i for i, r in enumerate(runs)}
     rows.sort(key=lambda r: order[(point_label(r["point"]), r["seed"], r["variant"])])
     results = summarise(base.data.dataset, base.data.protocol, base.student.name, seeds, rows, list(variants),
                         grid or {}, time.perf_counter() - started)
-    out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=2))
     (out / "results.md").write_text(results_table(results))
     if "ce" in variants:
