@@ -214,11 +214,11 @@ def test_sweep_grid_shares_teachers_runs_identical_configs_once_and_jobs_change_
             for r in one["rows"]}
     assert len(rows) == 8 and sum(r["shared"] for r in one["rows"]) == 3  # ce twice at 0.5 and 1.0, kd at 1.0
     assert rows[(0.5, "same", "ce")]["accuracy"] == rows[(0.5, "all", "ce")]["accuracy"]
-    gain = one["methods"]["kd | fraction=0.5, teachers=all"]["gain_over_ce"]
+    gain = one["methods"]["kd (fraction=0.5, teachers=all)"]["gain_over_ce"]
     assert gain["values"] == [rows[(0.5, "all", "kd")]["accuracy"] - rows[(0.5, "all", "ce")]["accuracy"]]
     assert (tmp_path / "one" / "gain_map.png").stat().st_size > 10_000
     assert len((tmp_path / "one" / "rows.jsonl").read_text().splitlines()) == 8  # written as groups end
-    assert "| kd | fraction=0.5, teachers=same |" in (tmp_path / "one" / "results.md").read_text()
+    assert "| kd (fraction=0.5, teachers=same) |" in (tmp_path / "one" / "results.md").read_text()
     two = sweep_module.sweep(base, ["ce", "kd"], [0], tmp_path / "two", log=QUIET, grid=grid, jobs=2)
     assert [r["accuracy"] for r in two["rows"]] == [r["accuracy"] for r in one["rows"]]
 

@@ -21,7 +21,7 @@ def label(point: dict) -> str:
 
 
 def _name(variant: str, point: dict) -> str:
-    return f"{variant} | {label(point)}" if point else variant
+    return f"{variant} ({label(point)})" if point else variant
 
 
 def summarise(dataset: str, protocol: str, student: str, seeds: list[int], rows: list[dict], variants: list[str],
