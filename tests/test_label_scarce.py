@@ -307,3 +307,21 @@ def test_runs_differing_only_in_what_they_do_not_use_are_trained_once(tmp_path):
     distinct = [item for group in _groups(runs) for item in group]
     # ce uses neither: one run; self_train uses the fixmatch options, not add_terms: two runs
     assert sorted(item["variant"] for item in distinct) == ["ce", "self_train", "self_train"]
+
+
+def test_a_student_starts_from_an_earlier_student(tmp_path):
+    first_dir, first = run(scarce("ce"), tmp_path / "first", log=QUIET)
+    tree = scarce("ce").model_dump(mode="json")
+    tree["student"]["init_from"] = str(first_dir)
+    tree["train"]["epochs"] = 1
+    tree["train"]["lr"] = 1e-9  # a step too small to move it: the student stays the one it started from
+    tree["train"]["refit"] = False
+    tree["train"]["ema"] = None
+    second_dir, second = run(build_config(tree), tmp_path / "second", log=QUIET)
+    before = torch.load(first_dir / "checkpoints" / "best.pt", weights_only=True)["state_dict"]
+    after = torch.load(second_dir / "checkpoints" / "last.pt", weights_only=True)["state_dict"]
+    weights = [k for k in before if k.endswith("weight") and "bn" not in k and before[k].dim() > 1]
+    assert weights and all(torch.allclose(before[k], after[k], atol=1e-6) for k in weights)
+    tree["student"]["options"] = {"widths": [8, 8], "embedding_dim": 16}
+    with pytest.raises(ConfigError, match="student.init_from .*its options"):
+        run(build_config(tree), tmp_path / "third", log=QUIET)

@@ -101,6 +101,8 @@ class ModelConfig(Section):
     name: str = "compact_cnn"
     streams: list[str] = ["accelerometer"]
     options: dict[str, Any] = {}  # passed to the model's constructor; checked against its signature
+    # start from these weights (a run directory's delivered student, or a .pt) instead of random ones
+    init_from: str | None = None
 
 
 class TrainConfig(Section):

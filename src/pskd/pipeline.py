@@ -39,7 +39,7 @@ from pskd.evaluate.report import plot_confusion, plot_learning_curves, write_rep
 from pskd.models.zoo import InputSpec, build_model, count_parameters, model_names
 from pskd.plugins import load_plugins
 from pskd.rundir import INCOMPLETE, abandon, finish, resume_run_dir, stage_run_dir, staging_of  # noqa: F401
-from pskd.teacher_checkpoints import checkpoint_file, load_teacher_checkpoint, teacher_meta
+from pskd.teacher_checkpoints import checkpoint_file, initial_weights, load_teacher_checkpoint, teacher_meta
 from pskd.train import distributed
 from pskd.train.loop import checkpointing, cross_entropy, fit, pick_device, predict, seed_everything
 
@@ -215,6 +215,10 @@ def _build(role: str, model_config: ModelConfig, criterion_for: Callable, prepar
     """A fresh model (standardised on the clips `fit_on`), its criterion, and every parameter to optimise."""
     model = build_model(model_config.name, model_config.streams, model_config.options, input_spec(prepared, fit_on),
                         role)
+    if model_config.init_from:
+        where = "student" if role.startswith("student") else role.split(" ")[0]
+        model.load_state_dict(initial_weights(model_config.init_from, model_config.name, model_config.streams,
+                                              model_config.options, prepared.info.class_names, where))
     criterion, extra = criterion_for(model)
     parameters = list(model.parameters()) + (list(extra.to(device).parameters()) if extra is not None else [])
     return model, criterion, parameters

@@ -64,3 +64,20 @@ def load_teacher_checkpoint(config: RunConfig, name: str, class_names: list[str]
     if seen:
         raise ConfigError(f"{where}: it trained on subjects {seen}, which this run tests on")
     return state, path
+
+
+def initial_weights(path: str, model: str, streams: list[str], options: dict, class_names: list[str],
+                    where: str) -> dict:
+    """The state dict to start a model from (`init_from`), after checking it is the same model on the same
+    streams and classes. A run directory means its delivered student."""
+    found = Path(path).expanduser()
+    if found.is_dir():
+        found = found / "checkpoints" / "best.pt"
+    if not found.is_file():
+        raise ConfigError(f"{where}.init_from: {found}: no such checkpoint (give a run directory or a .pt file)")
+    state, meta = read_checkpoint(found)
+    expected = {"model": model, "streams": streams, "options": options, "class_names": class_names}
+    for field, value in expected.items():
+        if meta.get(field) != value:
+            raise ConfigError(f"{where}.init_from ({found}): its {field} {meta.get(field)!r} is not {value!r}")
+    return state
