@@ -139,17 +139,17 @@ def test_sweep_ablation_variants_and_errors(tmp_path):
 
 
 def test_sweep_without_the_chain_reuses_the_teachers_that_distil_from_none(tmp_path, monkeypatch):
-    from pskd import pipeline
     from pskd.sweep import sweep
+    from pskd.train import recipe
 
     trained = []
-    original = pipeline.train_and_evaluate
+    original = recipe.train_and_evaluate
 
     def recording(role, *args, **kwargs):
         trained.append(role)
         return original(role, *args, **kwargs)
 
-    monkeypatch.setattr(pipeline, "train_and_evaluate", recording)
+    monkeypatch.setattr(recipe, "train_and_evaluate", recording)
     base = tiny("pskd")
     results = sweep(base, ["pskd"], [0], tmp_path / "s", ablation=False, log=lambda *a, **k: None)
     assert trained == ["teachers.skeleton", "teachers.fusion", "student"]

@@ -96,16 +96,16 @@ def test_hidden_labels_never_reach_the_student_and_teachers_see_them_only_with_a
                                                            ("dkd", False)])
 def test_unlabelled_clips_join_training_only_for_terms_that_use_them(tmp_path, monkeypatch, method,
                                                                      unlabelled_in_batches):
-    from pskd import pipeline
+    from pskd.train import recipe
 
     sizes = {}
-    original = pipeline.fit
+    original = recipe.fit
 
     def recording_fit(model, train, *args, **kwargs):
         sizes.setdefault(kwargs.get("description"), (len(train), int((train.labels < 0).sum())))
         return original(model, train, *args, **kwargs)
 
-    monkeypatch.setattr(pipeline, "fit", recording_fit)
+    monkeypatch.setattr(recipe, "fit", recording_fit)
     _, metrics = run(scarce(method), tmp_path / method, log=QUIET)
     size, unlabelled = sizes["student"]
     counts = metrics["labels"]
@@ -234,9 +234,9 @@ def test_bad_grids(items, message):
 
 
 def test_the_gate_delivers_the_student_validation_prefers(tmp_path, monkeypatch):
-    from pskd import pipeline
+    from pskd.train import recipe
 
-    original = pipeline.train_and_evaluate
+    original = recipe.train_and_evaluate
     roles = []
 
     def worse_with_teachers(role, *args, **kwargs):
@@ -246,7 +246,7 @@ def test_the_gate_delivers_the_student_validation_prefers(tmp_path, monkeypatch)
             trained.summary["val"] = {"accuracy": -1.0, "macro_f1": 0.0}
         return trained
 
-    monkeypatch.setattr(pipeline, "train_and_evaluate", worse_with_teachers)
+    monkeypatch.setattr(recipe, "train_and_evaluate", worse_with_teachers)
     out, metrics = run(scarce("kd", gate=True), tmp_path / "gated", log=QUIET)
     gate = metrics["student"]["gate"]
     assert roles[-2:] == ["student", "student without teachers (gate)"]
@@ -254,7 +254,7 @@ def test_the_gate_delivers_the_student_validation_prefers(tmp_path, monkeypatch)
     assert metrics["student"]["test"]["accuracy"] == gate["test_cross_entropy"]
     assert "so the cross-entropy student is delivered" in (out / "report.md").read_text()
     roles.clear()
-    monkeypatch.setattr(pipeline, "train_and_evaluate", original)
+    monkeypatch.setattr(recipe, "train_and_evaluate", original)
     _, plain = run(scarce("self_train", gate=True), tmp_path / "no-teachers", log=QUIET)
     assert "gate" not in plain["student"]  # nothing to gate without teachers
 

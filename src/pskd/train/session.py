@@ -1,0 +1,108 @@
+"""The data of a run as its parts may see it: the prepared clips, the protocol's split, and the labels the student
+and the teachers may learn from (data.labels), gathered in a Session with the device and the log."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+
+from pskd.config import RunConfig
+from pskd.console import log_stderr
+from pskd.data.cache import Prepared, prepare
+from pskd.data.clip import DatasetInfo
+from pskd.data.labels import hide_labels, keep_labels
+from pskd.data.protocols import Split, make_split
+from pskd.errors import ConfigError
+from pskd.plugins import load_plugins
+from pskd.train import distributed
+from pskd.train.loop import pick_device, seed_everything
+
+
+def split_data(config: RunConfig, prepared: Prepared) -> Split:
+    options = {"scenes": prepared.scenes}
+    if prepared.info.name == "folder":
+        options.update(config.data.folder.model_dump())
+        options["test_subjects"] = subject_numbers(options["test_subjects"], prepared.info)
+    return make_split(
+        prepared.info.name, config.data.protocol, prepared.subjects, prepared.trials, config.data.val_subjects,
+        options,
+    )
+
+
+def subject_numbers(given: list, info: DatasetInfo) -> list[int]:
+    """Subjects given by number or by the name the dataset gives them, as numbers."""
+    numbers = {name: int(number) for number, name in info.subject_names.items()}
+    unknown = [s for s in given if isinstance(s, str) and s not in numbers and not s.isdigit()]
+    if unknown:
+        known = ", ".join(sorted(numbers)) or "none: this dataset numbers its subjects"
+        raise ConfigError(f"data.folder.test_subjects: {unknown} are not subjects of this dataset (names: {known})")
+    return [numbers[s] if isinstance(s, str) and s in numbers else int(s) for s in given]
+
+
+@dataclass
+class Session:
+    """What the parts of a run share: its config, the prepared data and split, the device, the log."""
+
+    config: RunConfig
+    prepared: Prepared  # labels as the student may see them (-1 where hidden or absent)
+    split: Split
+    device: torch.device
+    log: Callable
+    teacher_prepared: Prepared | None = None  # as the teachers may see them (data.labels.teachers); default: the same
+    teacher_split: Split | None = None
+
+    def __post_init__(self):
+        self.teacher_prepared = self.teacher_prepared or self.prepared
+        self.teacher_split = self.teacher_split or self.split
+
+    @property
+    def training_clips(self) -> np.ndarray:
+        """Every clip of the training subjects (training and validation parts, labelled or not); never a test clip."""
+        return np.sort(np.concatenate([self.split.train, self.split.val, self.split.unlabelled,
+                                       self.split.unlabelled_val]))
+
+
+def label_views(config: RunConfig, prepared: Prepared, by_subject: Split) -> tuple[Prepared, Split, Prepared, Split]:
+    """The data as the student and as the teachers may see it: labels hidden as data.labels says (never a test
+    clip's), and the split's parts restricted to what each may learn from."""
+    labels = config.data.labels
+    training = np.concatenate([by_subject.train, by_subject.val])
+    keep = keep_labels(prepared.labels, prepared.subjects, training, labels.fraction, labels.seed, labels.subjects)
+    student = replace(prepared, labels=hide_labels(prepared.labels, keep))
+    teacher = prepared if labels.teachers == "all" else student
+    return student, by_subject.labelled_by(student.labels), teacher, by_subject.labelled_by(teacher.labels)
+
+
+def open_session(config: RunConfig, log=log_stderr) -> Session:
+    load_plugins(config.plugins)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    elif distributed.active():  # ranks on one machine share its cores
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
+    seed_everything(config.seed, config.deterministic)
+    device = pick_device(config.device)
+    tic = time.perf_counter()
+    prepared = prepare(config.data, config.preprocess, log=log)
+    for note in prepared.info.notes:
+        log(f"note: {note}")
+    student, split, teacher, teacher_split = label_views(config, prepared, split_data(config, prepared))
+    log(f"{prepared.info.name}: {len(prepared)} clips, {prepared.info.num_classes} classes, "
+        f"prepared in {time.perf_counter() - tic:.1f} s; {split.describe()}")
+    if teacher is not student:
+        log(f"teachers learn from every training label: {teacher_split.describe()}")
+    unseen = unlearnable_classes(student, split)
+    if unseen:
+        log(f"warning: no labelled training clip of {len(unseen)} class(es), which the student cannot learn from "
+            f"its labels: {', '.join(unseen[:5])}{' ...' if len(unseen) > 5 else ''}")
+    return Session(config, student, split, device, log, teacher, teacher_split)
+
+
+def unlearnable_classes(prepared: Prepared, split: Split) -> list[str]:
+    """Classes without a labelled training or validation clip (present in test subjects only, say)."""
+    seen = set(prepared.labels[np.concatenate([split.train, split.val])].tolist())
+    return [name for index, name in enumerate(prepared.info.class_names) if index not in seen]
