@@ -312,3 +312,37 @@ def test_evaluate_gives_the_run_figures_for_a_run_and_its_onnx_export(trained, t
     assert code == 2 and "not the classes the model learnt" in err and not (tmp_path / "other").exists()
     code, _, err = run_cli(["evaluate", str(run_dir), "--out", str(tmp_path / "pt")], capsys)
     assert code == 2 and "--overwrite" in err
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"class_names": ["a", "b", "c", "d", "e"]}, "its model card says class_names 5, the model has 4"),
+    ({"seq_len": 96}, "its model card says seq_len 96, the model has 64"),
+    ({"rate_hz": 1e9}, "invalid model card field(s) ['rate_hz']"),
+    ({"class_names": ["a", "a", "b", "c"]}, "invalid model card field(s) ['class_names']"),
+    ({"class_names": ["x" * 500, "b", "c", "d"]}, "invalid model card field(s) ['class_names']"),
+])
+def test_a_tampered_onnx_card_is_refused_with_the_field_named(trained, tmp_path, capsys, change, message):
+    import onnx
+
+    from pskd.deploy.card import CARD_KEY
+
+    run_dir, _ = trained
+    model = onnx.load(run_dir / "export" / "student.onnx")
+    entry = next(p for p in model.metadata_props if p.key == CARD_KEY)
+    entry.value = json.dumps({**json.loads(entry.value), **change})
+    onnx.save(model, tmp_path / "tampered.onnx")
+    (tmp_path / "rec.csv").write_text("0,0,1\n" * 400)
+    code, _, err = run_cli(["predict", str(tmp_path / "tampered.onnx"), "--input", str(tmp_path / "rec.csv"),
+                            "--out", str(tmp_path / "windows.csv")], capsys)
+    assert code == 2 and message in err and err.count("\n") == 1
+    assert not (tmp_path / "windows.csv").exists()
+
+
+def test_a_card_too_large_or_too_deep_is_refused_before_parsing():
+    from pskd.deploy.card import parse_card
+    from pskd.errors import DataError
+
+    with pytest.raises(DataError, match="at most"):
+        parse_card("{" + " " * 2_000_000 + "}", "m.onnx")
+    with pytest.raises(DataError, match="not valid JSON"):
+        parse_card("[" * 100_000 + "]" * 100_000, "m.onnx")

@@ -20,6 +20,49 @@ SKELETON = "skeleton"  # pskd.data.clip.SKELETON, without importing the data pac
 CARD_KEY = "pskd_card"  # the ONNX metadata key holding the card as JSON
 
 
+MAX_CARD_BYTES = 1_000_000  # a card is a few kB; a larger one is refused before it is parsed
+LIMITS = {"classes": 10_000, "streams": 16, "channels": 4096, "seq_len": 1_000_000, "rate_hz": 100_000.0,
+          "window_s": 24 * 3600.0, "text": 200}
+
+
+def _text(value, limit: int = LIMITS["text"]) -> bool:
+    return isinstance(value, str) and 0 < len(value) <= limit
+
+
+def _number(value, low: float, high: float) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and low < value <= high
+
+
+def card_checks(card: "ModelCard") -> dict[str, bool]:
+    """Each field of a card: within its type and bounds?"""
+    names, streams = card.class_names, card.streams
+    return {
+        "model": _text(card.model), "options": isinstance(card.options, dict),
+        "class_names": isinstance(names, list) and 2 <= len(names) <= LIMITS["classes"]
+        and all(_text(n) for n in names) and len(set(names)) == len(names),
+        "streams": isinstance(streams, list) and 1 <= len(streams) <= LIMITS["streams"]
+        and all(_text(s) for s in streams),
+        "channels": isinstance(card.channels, int) and 0 < card.channels <= LIMITS["channels"],
+        "seq_len": isinstance(card.seq_len, int) and 2 <= card.seq_len <= LIMITS["seq_len"],
+        "rate_hz": _number(card.rate_hz, 0, LIMITS["rate_hz"]),
+        "window_s": _number(card.window_s, 0, LIMITS["window_s"]),
+        "units": _text(card.units, 20), "dataset": isinstance(card.dataset, str), "method": isinstance(card.method, str),
+    }
+
+
+def parse_card(text, source: str) -> dict:
+    """A card's JSON, with limits on its size and nesting (a hostile file may hold anything)."""
+    if not isinstance(text, str) or len(text) > MAX_CARD_BYTES:
+        raise DataError(f"{source}: its pskd card is not a JSON text of at most {MAX_CARD_BYTES} bytes")
+    try:
+        values = json.loads(text)
+    except (json.JSONDecodeError, RecursionError):
+        raise DataError(f"{source}: its pskd card is not valid JSON") from None
+    if not isinstance(values, dict):
+        raise DataError(f"{source}: its pskd card is not a JSON object")
+    return values
+
+
 @dataclass
 class ModelCard:
     model: str
@@ -47,18 +90,17 @@ class ModelCard:
             card = cls(**{k: values[k] for k in cls.__dataclass_fields__ if k in values})
         except TypeError as err:
             raise DataError(f"{source}: its model card is incomplete ({err})") from None
-        checks = [
-            (isinstance(card.class_names, list) and len(card.class_names) >= 2, "class_names"),
-            (isinstance(card.streams, list) and bool(card.streams), "streams"),
-            (isinstance(card.channels, int) and card.channels > 0, "channels"),
-            (isinstance(card.seq_len, int) and card.seq_len >= 2, "seq_len"),
-            (isinstance(card.rate_hz, (int, float)) and card.rate_hz > 0, "rate_hz"),
-            (isinstance(card.window_s, (int, float)) and card.window_s > 0, "window_s"),
-        ]
-        bad = [name for ok, name in checks if not ok]
+        bad = [name for name, ok in card_checks(card).items() if not ok]
         if bad:
             raise DataError(f"{source}: invalid model card field(s) {bad}")
         return card
+
+    def check_shapes(self, seq_len: int | None, channels: int | None, outputs: int | None, source: str) -> None:
+        """The card against the model it describes (None: a dimension the model leaves free)."""
+        for field, card_value, model_value in (("seq_len", self.seq_len, seq_len), ("channels", self.channels, channels),
+                                               ("class_names", self.num_classes, outputs)):
+            if model_value is not None and model_value != card_value:
+                raise DataError(f"{source}: its model card says {field} {card_value}, the model has {model_value}")
 
     @classmethod
     def from_checkpoint_meta(cls, meta: dict, source: str) -> "ModelCard":

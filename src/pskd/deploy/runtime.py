@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
-from pskd.deploy.card import CARD_KEY, ModelCard
-from pskd.errors import UserError
+from pskd.deploy.card import CARD_KEY, ModelCard, parse_card
+from pskd.errors import DataError, UserError
 
 INPUT, LOGITS, PROBABILITIES = "clips", "logits", "probabilities"
 
@@ -33,18 +32,27 @@ def ort_session(path: Path, threads: int = 1):
 
 
 def onnx_card(path: Path) -> ModelCard:
-    """The card stored in an exported model, read by ONNX Runtime (no code executes)."""
+    """The card stored in an exported model, read by ONNX Runtime (no code executes), checked for its bounds and
+    against the graph's input and output shapes."""
     try:
-        meta = ort_session(path).get_modelmeta().custom_metadata_map
+        session = ort_session(path)
+        meta = session.get_modelmeta().custom_metadata_map
     except Exception as err:
         raise UserError(f"{path}: not a readable ONNX model ({str(err).splitlines()[0][:160]})") from None
     if CARD_KEY not in meta:
         raise UserError(f"{path}: an ONNX model without a pskd card (was it written by `pskd export`?)")
-    try:
-        values = json.loads(meta[CARD_KEY])
-    except json.JSONDecodeError:
-        raise UserError(f"{path}: its pskd card is not valid JSON") from None
-    return ModelCard.from_dict(values, str(path))
+    card = ModelCard.from_dict(parse_card(meta[CARD_KEY], str(path)), str(path))
+    inputs, outputs = session.get_inputs(), {o.name: o for o in session.get_outputs()}
+    if len(inputs) != 1 or len(inputs[0].shape) != 3 or LOGITS not in outputs or len(outputs[LOGITS].shape) != 2:
+        raise DataError(f"{path}: not a pskd student graph (one input [batch, samples, channels], logits [batch, "
+                        "classes])")
+
+    def fixed(dim):
+        return dim if isinstance(dim, int) else None
+
+    card.check_shapes(fixed(inputs[0].shape[1]), fixed(inputs[0].shape[2]), fixed(outputs[LOGITS].shape[1]),
+                      str(path))
+    return card
 
 
 def run_onnx(session, clips: np.ndarray, batch: int = 512) -> np.ndarray:
