@@ -166,6 +166,9 @@ def test_train_log_has_plain_progress_lines_even_when_quiet(tmp_path, capsys):
     epochs = [line for line in log if ": epoch " in line]
     assert any("student: epoch 1/" in line for line in epochs) and "\r" not in "".join(log)
     assert "epoch" not in err  # --quiet: nothing of it on the screen
+    student = (out / "history" / "student.csv").read_text().splitlines()  # appended as each epoch ended
+    assert student[0].startswith("epoch,lr,train_ce") and len(student) == 1 + 3
+    assert (out / "history" / "student_refit.csv").is_file()
     code, _, err = run_cli(["train", str(REPO / "configs/utd_mhad/student_ce.yaml"), *TINY, "--out",
                             str(tmp_path / "shown")], capsys)
     assert code == 0 and "student: epoch 1/" in err and "\r" not in err  # stderr is not a terminal here

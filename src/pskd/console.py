@@ -14,9 +14,9 @@ def log_stderr(*args, file=None) -> None:
 class RunLog:
     """A run's messages, to the screen (through `echo`) and to its train.log, each line with the time.
 
-    Calling it logs a message to both. `progress(line, show)` logs a per-epoch progress line to the file always
-    (also with --quiet) and to the screen when `show` (when stderr is not a terminal, these plain lines replace
-    the progress bar).
+    Calling it logs a message to both. `progress(line, show, training, record)` logs a per-epoch progress line to
+    the file always (also with --quiet) and to the screen when `show` (when stderr is not a terminal, these plain
+    lines replace the progress bar), and appends the epoch's record to history/<training>.csv beside train.log.
     """
 
     def __init__(self, path: Path, echo=log_stderr, held: bool = False):
@@ -24,6 +24,7 @@ class RunLog:
         folder unless it ends or is interrupted again; a resume that fails leaves the folder as it was)."""
         self.echo = echo
         self.path = path
+        self._headers: dict[Path, str] = {}
         self.held: list[str] | None = [] if held else None
         self.handle = None if held else open(path, "a", encoding="utf-8")
 
@@ -47,10 +48,26 @@ class RunLog:
         self._write(" ".join(str(a) for a in args))
         self.echo(*args, **kwargs)
 
-    def progress(self, line: str, show: bool) -> None:
+    def progress(self, line: str, show: bool, training: str = "", record: dict | None = None) -> None:
         self._write(line)
         if show:
             self.echo(line)
+        if record is not None and self.held is None:
+            self._append_history(training, record)
+
+    def _append_history(self, training: str, record: dict) -> None:
+        """history/<training>.csv gets the epoch's row (a header first; a new column starts a new header)."""
+        folder = self.path.parent / "history"
+        folder.mkdir(exist_ok=True)
+        path = folder / ("".join(c if c.isalnum() or c in "._-" else "_" for c in training).strip("_") + ".csv")
+        keys = list(record)
+        header = ",".join(keys)
+        fresh = not path.is_file() or self._headers.get(path) != header
+        with open(path, "a", encoding="utf-8") as handle:
+            if fresh:
+                handle.write(header + "\n")
+                self._headers[path] = header
+            handle.write(",".join(str(record[k]) for k in keys) + "\n")
 
     def close(self) -> None:
         if self.handle is not None:

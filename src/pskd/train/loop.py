@@ -238,7 +238,7 @@ def fit(
     description: str = "train",
     parameters=None,
     stop_after: int | None = None,
-    on_epoch: Callable[[str, bool], None] | None = None,
+    on_epoch: Callable[[str, bool, str, dict], None] | None = None,
 ) -> FitResult:
     """Train `model` on `train`; keep the state that is best on `val` (by config.select) and the last one.
 
@@ -246,7 +246,8 @@ def fit(
     many epochs while keeping the schedule of config.epochs (to replay a selected trajectory). Augmentation runs
     on the CPU with its own generator, so the random stream does not depend on the device. on_epoch(line, show)
     receives one plain progress line per epoch; show is true when a progress display is wanted and stderr is not
-    a terminal (where the progress bar would print carriage-return frames).
+    a terminal (where the progress bar would print carriage-return frames), and the training's description and
+    the epoch's history record.
     """
     model.to(device)
     optimizer = make_optimizer(parameters if parameters is not None else model.parameters(), config)
@@ -365,7 +366,7 @@ def fit(
         bar.set_postfix(shown)
         if on_epoch is not None:
             on_epoch(f"{description}: epoch {epoch}/{last_epoch} " + " ".join(f"{k} {v}" for k, v in shown.items())
-                     + f" ({record['seconds']:.1f} s)", progress and not terminal)
+                     + f" ({record['seconds']:.1f} s)", progress and not terminal, description, record)
         if config.patience is not None and since_best >= config.patience:
             result.stopped_early = True
         if checkpoint is not None and distributed.is_main():  # the other ranks only read it, to resume
