@@ -325,3 +325,15 @@ def test_a_student_starts_from_an_earlier_student(tmp_path):
     tree["student"]["options"] = {"widths": [8, 8], "embedding_dim": 16}
     with pytest.raises(ConfigError, match="student.init_from .*its options"):
         run(build_config(tree), tmp_path / "third", log=QUIET)
+
+
+def test_the_blind_wrist_setting_runs_through_the_gate(tmp_path):
+    """Classes the wrist cannot see (pskd.data.synthetic.BLIND): the gated student is the one validation prefers."""
+    tree = {**TINY, "method": "pskd", "distill": {"gate": True},
+            "data": {"dataset": "synthetic", "synthetic": {"subjects": 4, "trials": 2, "classes": 3, "blind": 1}}}
+    _, metrics = run(build_config(tree), tmp_path / "blind", log=QUIET)
+    gate = metrics["student"]["gate"]
+    assert metrics["student"]["test"]["per_class"][3]["class"] == "wave, left hand on the hip"
+    assert gate["delivered"] == ("distilled" if gate["val_distilled"] >= gate["val_cross_entropy"] else "cross-entropy")
+    chosen = gate["test_distilled"] if gate["delivered"] == "distilled" else gate["test_cross_entropy"]
+    assert metrics["student"]["test"]["accuracy"] == chosen
