@@ -225,8 +225,10 @@ def sweep(base: RunConfig, methods: list[str], seeds: list[int], out: Path, abla
             done(_train_group(group, None, log))
     order = {(point_label(r["point"]), r["seed"], r["variant"]): i for i, r in enumerate(runs)}
     rows.sort(key=lambda r: order[(point_label(r["point"]), r["seed"], r["variant"])])
+    fixed = {"data.labels.fraction": base.data.labels.fraction,
+             "student.options.preset": base.student.options.get("preset", "default")}
     results = summarise(base.data.dataset, base.data.protocol, base.student.name, seeds, rows, list(variants),
-                        grid or {}, time.perf_counter() - started)
+                        grid or {}, time.perf_counter() - started, fixed)
     (out / "results.json").write_text(json.dumps(results, indent=2))
     (out / "results.md").write_text(results_table(results))
     if "ce" in variants:

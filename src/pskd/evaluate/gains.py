@@ -25,7 +25,9 @@ def _name(variant: str, point: dict) -> str:
 
 
 def summarise(dataset: str, protocol: str, student: str, seeds: list[int], rows: list[dict], variants: list[str],
-              grid: dict[str, list], wall_time_s: float) -> dict:
+              grid: dict[str, list], wall_time_s: float, base: dict | None = None) -> dict:
+    """base: the config's values of the keys the gain map places (label fraction, student preset) where the grid
+    does not vary them."""
     points = list({label(r["point"]): r["point"] for r in rows}.values())
     cells, methods, gains, teachers = [], {}, [], {}
     for point in points:
@@ -37,11 +39,13 @@ def summarise(dataset: str, protocol: str, student: str, seeds: list[int], rows:
                 continue
             cell = {"point": point, "variant": variant, "accuracy": mean_std([r["accuracy"] for r in runs]),
                     "macro_f1": mean_std([r["macro_f1"] for r in runs]),
-                    "val_accuracy": mean_std([r.get("val_accuracy", float("nan")) for r in runs]), "runs": runs}
+                    "val_accuracy": mean_std([r.get("val_accuracy", float("nan")) for r in runs]), "runs": runs,
+                    "shared": all(r.get("shared") for r in runs)}
             paired = [r["accuracy"] - baseline[r["seed"]] for r in runs if r["seed"] in baseline]
             if paired and variant != "ce":
                 cell["gain_over_ce"] = mean_std(paired)
-                gains.append({"point": point, "variant": variant, "gain": cell["gain_over_ce"]})
+                gains.append({"point": point, "variant": variant, "gain": cell["gain_over_ce"],
+                              "shared": cell["shared"]})
             cells.append(cell)
             methods[_name(variant, point)] = cell
         for seed in sorted({r["seed"] for r in here}):
@@ -49,7 +53,7 @@ def summarise(dataset: str, protocol: str, student: str, seeds: list[int], rows:
             for name, accuracy in (with_teachers or {"teachers": {}})["teachers"].items():
                 teachers.setdefault(_name(name, point), []).append(accuracy)
     return {
-        "dataset": dataset, "protocol": protocol, "student": student, "seeds": seeds, "grid": grid,
+        "dataset": dataset, "protocol": protocol, "student": student, "seeds": seeds, "grid": grid, "base": base or {},
         "variants": variants, "wall_time_s": wall_time_s, "methods": methods, "gains": gains,
         "teachers": {name: {"accuracy": mean_std(values)} for name, values in teachers.items()}, "rows": rows,
     }
@@ -67,7 +71,7 @@ def merge(parts: list[dict]) -> dict:
         raise ConfigError(f"the sweeps to merge share seeds: {sorted(seeds)}")
     return summarise(first["dataset"], first["protocol"], first["student"], seeds,
                      [row for part in parts for row in part["rows"]], first["variants"], first["grid"],
-                     sum(part["wall_time_s"] for part in parts))
+                     sum(part["wall_time_s"] for part in parts), first.get("base"))
 
 
 def _cell(figure: dict) -> str:
@@ -101,24 +105,33 @@ def plot_gain_map(results: dict, path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    gains = results["gains"]
-    panels = sorted({g["point"].get(PRESET, "") for g in gains}, key=str) or [""]
+    base = results.get("base", {})
+    gains = [g for g in results["gains"] if not g.get("shared")]  # a deduplicated copy is drawn once, not again
+
+    def value(g: dict, key: str, default):
+        return g["point"].get(key, base.get(key, default))
+
+    panels = sorted({value(g, PRESET, "") for g in gains}, key=str) or [""]
+    fractions = sorted({value(g, FRACTION, 1.0) for g in gains}) or [1.0]
+    spread = (max(fractions) - min(fractions) or 1.0) * 0.012  # lines side by side at one fraction
     figure, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.2), sharey=True, squeeze=False)
     for ax, panel in zip(axes[0], panels):
         lines: dict[str, list] = {}
         for g in gains:
-            if g["point"].get(PRESET, "") != panel:
+            if value(g, PRESET, "") != panel:
                 continue
             others = {k: v for k, v in g["point"].items() if k not in (FRACTION, PRESET)}
             name = g["variant"] + (f" ({label(others)})" if others else "")
-            lines.setdefault(name, []).append((g["point"].get(FRACTION, 1.0), g["gain"]))
-        for name, points in sorted(lines.items()):
+            lines.setdefault(name, []).append((value(g, FRACTION, 1.0), g["gain"]))
+        for offset, (name, points) in enumerate(sorted(lines.items())):
             points.sort(key=lambda p: p[0])
-            ax.errorbar([p[0] for p in points], [100 * p[1]["mean"] for p in points],
+            shift = (offset - (len(lines) - 1) / 2) * spread
+            ax.errorbar([p[0] + shift for p in points], [100 * p[1]["mean"] for p in points],
                         yerr=[100 * p[1]["std"] for p in points], marker="o", capsize=3, label=name)
         ax.axhline(0.0, color="grey", linewidth=0.8)
         ax.set_xlabel("fraction of training clips with a label")
         ax.set_title(f"student preset: {panel}" if panel else f"student {results['student']}")
+        ax.set_xticks(fractions)
         ax.grid(alpha=0.3)
         if lines:
             ax.legend(fontsize=7)
