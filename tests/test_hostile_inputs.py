@@ -168,6 +168,31 @@ def _command(*args):
     return prepare
 
 
+def _manifest(text: str, with_file: bool = True):
+    """A folder dataset of one manifest (and one 40-sample accelerometer file), checked by `pskd data check`."""
+    def prepare(root, tmp):
+        folder = tmp / "own"
+        (folder / "acc").mkdir(parents=True)
+        if with_file:
+            np.savetxt(folder / "acc" / "x.csv", np.zeros((40, 3)), delimiter=",")
+        (folder / "manifest.csv").write_text(text)
+        return ["data", "check", "folder", "--data-dir", str(folder)]
+
+    return prepare
+
+
+def _failing_plugin(root, tmp):
+    (tmp / "plugin.py").write_text("import this_module_does_not_exist\n")
+    return ["train", CE, "--data-dir", str(root), "--out", str(tmp / "run"), "--set", f"plugins=[{tmp / 'plugin.py'}]"]
+
+
+def _a_file_as_data_root(root, tmp):
+    (tmp / "notes.txt").write_text("not a folder")
+    return ["data", "check", "folder", "--data-dir", str(tmp / "notes.txt")]
+
+
+HEADER = "clip_id,label,subject,accelerometer,accelerometer_rate\n"
+
 CASES = {
     "truncated MAT file": (_truncated, "not a readable MAT file"),
     "text file named .mat": (_text_as_mat, "not a readable MAT file"),
@@ -238,6 +263,30 @@ CASES = {
                                      "unknown method(s) ['magic']"),
     "sweep with seeds that are not numbers": (_command("sweep", CE, "--seeds", "a,b", "--out", "{tmp}/s"), "--seeds"),
     "config override of a value as a section": (_set("seed.value=3"), "'seed' is a value, not a section"),
+    "label fraction above one": (_set("data.labels.fraction=1.5"), "data.labels.fraction"),
+    "labelled share of zero": (_set("train.labelled_share=0"), "train.labelled_share"),
+    "term option out of range": (_set("distill.terms.contrastive.dim=0"), "distill.terms.contrastive.dim"),
+    "options for a term that does not exist": (_set("distill.terms.nonexistent={a: 1}"), "unknown loss 'nonexistent'"),
+    "gate that is not a yes or no": (_set("distill.gate=maybe"), "distill.gate"),
+    "empty run name": (_set("name="), "name: String should match pattern"),
+    "hidden run name": (_set("name=.secret"), "name: String should match pattern"),
+    "kernel of zero": (_set("student.options.kernel=0"), "must be at least 1"),
+    "no widths at all": (_set("student.options.widths=[]"), "must be at least 1"),
+    "plugin whose import fails": (_failing_plugin, "ModuleNotFoundError"),
+    "folder data root that is absent": (_command("data", "check", "folder", "--data-dir", "{tmp}/absent"),
+                                        "folder not found"),
+    "folder data root that is a file": (_a_file_as_data_root, "not a folder"),
+    "manifest with a header only": (_manifest(HEADER), "no clips"),
+    "manifest without any label": (_manifest(HEADER + "a,,1,acc/x.csv,50\nb,,2,acc/x.csv,50\n"),
+                                   "no labelled clip; at least two classes are needed"),
+    "manifest with a single class": (_manifest(HEADER + "a,walk,1,acc/x.csv,50\nb,walk,2,acc/x.csv,50\n"),
+                                     "a single class 'walk'"),
+    "manifest pointing outside its folder": (_manifest(HEADER + "a,walk,1,../../etc/passwd,50\n"
+                                                       "b,sit,2,acc/x.csv,50\n"), "is outside the folder"),
+    "manifest with an empty subject": (_manifest(HEADER + "a,walk,,acc/x.csv,50\nb,sit,2,acc/x.csv,50\n"),
+                                       "empty subject"),
+    "export of a dataset folder": (_command("export", "{root}"), "no such checkpoint"),
+    "bench of a folder that is no run": (_command("bench", "{tmp}"), "no such checkpoint"),
 }
 
 
@@ -260,4 +309,4 @@ def test_hostile_input_is_one_line_exit_2_and_leaves_nothing(name, pristine, tmp
 
 
 def test_the_corpus_is_large_enough():
-    assert len(CASES) >= 20
+    assert len(CASES) >= 80
