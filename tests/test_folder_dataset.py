@@ -194,3 +194,17 @@ def test_subjects_are_named_as_the_user_named_them(users_folder, tmp_path):
         **config.data.model_dump(mode="json"), "folder": {"test_subjects": ["anna"]}}})
     with pytest.raises(ConfigError, match=r"\['anna'\] are not subjects of this dataset \(names: person1"):
         run(wrong, tmp_path / "wrong", log=lambda *a, **k: None)
+
+
+def test_links_inside_the_folder_are_followed_and_links_out_are_refused(tmp_path):
+    root = write_folder(tmp_path / "own", subjects=(1, 2), classes=2, trials=2)
+    (root / "acc").rename(root / "real_acc")
+    (root / "acc").symlink_to(root / "real_acc")  # a subfolder linked to another inside the folder: fine
+    _, clips = folder.load(root)
+    assert len(clips) == 8
+    outside = tmp_path / "elsewhere"
+    (root / "real_acc").rename(outside)
+    (root / "acc").unlink()
+    (root / "acc").symlink_to(outside)  # now the link leaves the folder
+    with pytest.raises(DataError, match="resolves outside the folder \\(through a symbolic link\\)"):
+        folder.load(root)

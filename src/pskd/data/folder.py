@@ -25,6 +25,7 @@ import csv
 import hashlib
 import json
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -149,7 +150,7 @@ def load(data_dir: str | Path) -> tuple[DatasetInfo, list[Clip]]:
                 problems.append(f"{where}: no {stream} file")
                 continue
             if not path.resolve().is_relative_to(root.resolve()):
-                problems.append(f"{where}: {stream} file '{cell[stream]}' is outside the folder")
+                problems.append(f"{where}: {stream} file '{cell[stream]}' {_outside(root, cell[stream])}")
                 continue
             if not path.is_file():
                 problems.append(f"{where}: {stream} file '{cell[stream]}' not found")
@@ -227,6 +228,14 @@ def identical_recordings(clips: list[Clip]) -> list[str]:
             notes.append(f"{sum(len(ids) for ids in copies)} clips share an identical {stream} recording with "
                          f"another clip ({len(copies)} group(s)): {shown}{'; ...' if len(copies) > 5 else ''}")
     return notes
+
+
+def _outside(root: Path, relative: str) -> str:
+    """Why a manifest's path is refused: it names a place outside the folder, or a link inside takes it there."""
+    lexical = Path(os.path.normpath(root / relative))
+    if lexical.is_relative_to(Path(os.path.normpath(root))):
+        return "resolves outside the folder (through a symbolic link)"
+    return "is outside the folder"
 
 
 def _shape(stream: str, array: np.ndarray, layout: Layout | None) -> tuple[np.ndarray, str | None]:
