@@ -208,3 +208,12 @@ def test_links_inside_the_folder_are_followed_and_links_out_are_refused(tmp_path
     (root / "acc").symlink_to(outside)  # now the link leaves the folder
     with pytest.raises(DataError, match="resolves outside the folder \\(through a symbolic link\\)"):
         folder.load(root)
+
+
+def test_data_check_counts_clips_per_class_and_subject_and_gives_durations(users_folder, capsys):
+    code, out, err = run_cli(["data", "check", "folder", "--data-dir", str(users_folder), "--json"], capsys)
+    summary = json.loads(out)
+    assert code == 0 and sum(summary["clips_per_class"].values()) == 24
+    assert summary["clips_per_subject"] == {"person1": 6, "person2": 6, "person3": 6, "person4": 6}
+    seconds = summary["modalities"]["accelerometer"]["duration_s"]
+    assert 0 < seconds["min"] <= seconds["median"] <= seconds["max"]

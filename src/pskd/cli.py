@@ -57,10 +57,16 @@ def data_check(dataset: str, data_dir: Path | None, as_json: bool) -> None:
     click.echo(f"  subjects  {len(summary['subjects'])} ({', '.join(map(str, summary['subjects']))})")
     click.echo(f"  trials    {len(summary['trials'])} ({', '.join(map(str, summary['trials']))})")
     for stream, info in summary["modalities"].items():
+        seconds = info.get("duration_s")
+        spread = f", {seconds['min']:.2f}-{seconds['max']:.2f} s (median {seconds['median']:.2f})" if seconds else ""
         click.echo(
             f"  {stream:<13} {info['rate_hz']:g} Hz, {info['min_length']}-{info['max_length']} samples "
-            f"(median {info['median_length']:g})"
+            f"(median {info['median_length']:g}){spread}"
         )
+    if summary.get("clips_per_class"):
+        click.echo("  per class " + ", ".join(f"{name}: {n}" for name, n in summary["clips_per_class"].items()))
+    if summary.get("clips_per_subject"):
+        click.echo("  per subject " + ", ".join(f"{s}: {n}" for s, n in summary["clips_per_subject"].items()))
     missing = ", ".join(summary["missing"]) or "none"
     click.echo(f"  missing   {missing} ({summary['missing_note']})")
     if summary.get("sensor_placement"):

@@ -91,11 +91,22 @@ def summary(name: str, root, info: DatasetInfo, clips: list[Clip], labels: dict[
     modalities = {}
     for label, stream in labels.items():
         lengths = [len(c.streams[stream]) for c in clips]
+        seconds = [c.duration(stream) for c in clips]
         modalities[label] = {"rate_hz": info.rates[stream], "min_length": int(min(lengths)),
-                             "max_length": int(max(lengths)), "median_length": float(np.median(lengths))}
+                             "max_length": int(max(lengths)), "median_length": float(np.median(lengths)),
+                             "duration_s": {"min": float(min(seconds)), "median": float(np.median(seconds)),
+                                            "max": float(max(seconds))}}
+    per_class = {name: 0 for name in info.class_names}
+    per_subject: dict[str, int] = {}
+    for clip in clips:
+        if 0 <= clip.label < len(info.class_names):
+            per_class[info.class_names[clip.label]] += 1
+        key = info.subject_name(clip.subject)
+        per_subject[key] = per_subject.get(key, 0) + 1
     return {
         "dataset": name, "root": str(root), "clips": len(clips), "classes": info.num_classes,
         "subjects": sorted({c.subject for c in clips}), "trials": sorted({c.trial for c in clips}),
-        "modalities": modalities, "skipped": skipped_notes(info),
+        "modalities": modalities, "skipped": skipped_notes(info), "clips_per_class": per_class,
+        "clips_per_subject": dict(sorted(per_subject.items())),
     }
 
