@@ -172,3 +172,18 @@ def test_train_log_has_plain_progress_lines_even_when_quiet(tmp_path, capsys):
     code, _, err = run_cli(["train", str(REPO / "configs/utd_mhad/student_ce.yaml"), *TINY, "--out",
                             str(tmp_path / "shown")], capsys)
     assert code == 0 and "student: epoch 1/" in err and "\r" not in err  # stderr is not a terminal here
+
+
+def test_tensorboard_gets_every_logged_term(tmp_path, capsys):
+    pytest.importorskip("tensorboard", reason="the tensorboard extra is not installed")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = tmp_path / "run"
+    code, _, err = run_cli(["train", str(REPO / "configs/utd_mhad/student_ce.yaml"), *TINY, "--out", str(out),
+                            "--quiet", "--set", "logging.tensorboard=true"], capsys)
+    assert code == 0, err
+    events = EventAccumulator(str(out / "tensorboard"))
+    events.Reload()
+    tags = events.Tags()["scalars"]
+    assert {"student/train_ce", "student/val_accuracy", "student refit/train_loss"} <= set(tags)
+    assert [e.step for e in events.Scalars("student/train_ce")] == [1, 2, 3]

@@ -192,6 +192,12 @@ class DistillConfig(Section):
 SEED = Field(0, ge=0, lt=2**63)  # what every generator (Python, numpy, torch) accepts
 
 
+class LoggingConfig(Section):
+    """Where a run's per-epoch figures go besides train.log and history/ (both always written)."""
+
+    tensorboard: bool = False  # event files under <run>/tensorboard/ (needs the tensorboard extra)
+
+
 class RunConfig(Section):
     # part of the default run folder's name: letters, digits, '.', '_' and '-' only, so it cannot leave runs/
     name: str = Field("run", pattern=r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,99}$")
@@ -203,6 +209,7 @@ class RunConfig(Section):
     progress: bool = True
     # Python files imported first: the losses, methods and models they register become names a config can use
     plugins: list[str] = []
+    logging: LoggingConfig = LoggingConfig()
     data: DataConfig = DataConfig()
     preprocess: PreprocessConfig = PreprocessConfig()
     augment: AugmentConfig = AugmentConfig()

@@ -19,7 +19,7 @@ class RunLog:
     lines replace the progress bar), and appends the epoch's record to history/<training>.csv beside train.log.
     """
 
-    def __init__(self, path: Path, echo=log_stderr, held: bool = False):
+    def __init__(self, path: Path, echo=log_stderr, held: bool = False, tensorboard: bool = False):
         """held: keep the lines in memory until keep() (a resumed run writes nothing into the interrupted run's
         folder unless it ends or is interrupted again; a resume that fails leaves the folder as it was)."""
         self.echo = echo
@@ -27,6 +27,7 @@ class RunLog:
         self._headers: dict[Path, str] = {}
         self.held: list[str] | None = [] if held else None
         self.handle = None if held else open(path, "a", encoding="utf-8")
+        self.board = tensorboard_writer(path.parent / "tensorboard") if tensorboard else None
 
     def _write(self, text: str) -> None:
         line = f"{time.strftime('%Y-%m-%d %H:%M:%S')} {text}\n"
@@ -54,6 +55,10 @@ class RunLog:
             self.echo(line)
         if record is not None and self.held is None:
             self._append_history(training, record)
+        if record is not None and self.board is not None:
+            for key, value in record.items():
+                if key != "epoch" and isinstance(value, (int, float)):
+                    self.board.add_scalar(f"{training}/{key}", value, record["epoch"])
 
     def _append_history(self, training: str, record: dict) -> None:
         """history/<training>.csv gets the epoch's row (a header first; a new column starts a new header)."""
@@ -72,6 +77,25 @@ class RunLog:
     def close(self) -> None:
         if self.handle is not None:
             self.handle.close()
+        if self.board is not None:
+            self.board.close()
+            self.board = None
+
+
+def require_tensorboard():
+    """The TensorBoard writer class (the tensorboard extra); a one-line error when it is not installed."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        from pskd.errors import ConfigError
+
+        raise ConfigError("logging.tensorboard: the tensorboard package is not installed "
+                          "(pip install 'pskd[tensorboard]')") from None
+    return SummaryWriter
+
+
+def tensorboard_writer(folder: Path):
+    return require_tensorboard()(log_dir=str(folder))
 
 
 def progress_printer(log):

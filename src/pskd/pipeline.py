@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from pskd.config import RunConfig, dump_config
-from pskd.console import RunLog, log_stderr
+from pskd.console import RunLog, log_stderr, require_tensorboard
 from pskd.data.cache import prepare
 from pskd.distill.methods import check_method, teachers_used
 from pskd.errors import ConfigError, UserError
@@ -54,6 +54,8 @@ def check_names(config: RunConfig) -> None:
         if name not in model_names():
             raise ConfigError(f"{where}.name: unknown model '{name}'; known: {', '.join(model_names())}")
     check_method(config)
+    if config.logging.tensorboard:
+        require_tensorboard()  # before any folder is made
     for name, teacher in config.teachers.items():
         if teacher.checkpoint and teachers_used(config):
             checkpoint_file(teacher.checkpoint, name)  # there, before any data is read
@@ -85,7 +87,7 @@ def run(config: RunConfig, out: Path | None = None, log=log_stderr,
     out = Path(out) if out is not None else default_out_dir(config)
     staging, lock = resume_run_dir(out, config) if resume else stage_run_dir(out, overwrite)
     _share_run_dir(out)
-    run_log = RunLog(staging / "train.log", log, held=resume)
+    run_log = RunLog(staging / "train.log", log, held=resume, tensorboard=config.logging.tensorboard)
     try:
         with checkpointing(staging / STATE):
             metrics = _run_into(config, staging, run_log, teachers)
