@@ -365,14 +365,13 @@ def predict(model_path: Path, input_path: Path, rate: float | None, units: str |
 
     from pskd.deploy.predict import open_classifier, predict_recording, read_recording, write_rows
 
-    outputs = {"--out": out, "--segments": segments_path}
-    for option, target in outputs.items():  # every argument checked before any work or any output
-        if target is not None and str(target) != "-" and target.resolve() in (input_path.resolve(),
-                                                                                model_path.resolve()):
-            raise UserError(f"{option} {target}: that is the {'input' if target.resolve() == input_path.resolve() else 'model'}; "
-                            "choose another file")
-    if out is not None and segments_path is not None and str(out) != "-" and out.resolve() == segments_path.resolve():
-        raise UserError(f"--segments {segments_path}: the same file as --out")
+    taken = {input_path.resolve(): "the input", model_path.resolve(): "the model"}
+    for option, target in (("--out", out), ("--segments", segments_path)):  # checked before any work or output
+        if target is None or str(target) == "-":
+            continue
+        if target.resolve() in taken:
+            raise UserError(f"{option} {target}: that is {taken[target.resolve()]}; choose another file")
+        taken[target.resolve()] = "the same file as --out"
     tic = time.perf_counter()
     card, classify = open_classifier(model_path, threads)
     recording = read_recording(input_path, card, rate, units)

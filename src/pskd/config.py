@@ -61,6 +61,11 @@ class LabelsConfig(Section):
     # archive that was annotated), while the student's supervised term still sees only its own labels
     teachers: Literal["same", "all"] = "same"
 
+    @property
+    def hides_any(self) -> bool:
+        """Whether any training label is hidden (else `teachers` changes nothing)."""
+        return self.fraction < 1 or self.subjects is not None
+
 
 class DataConfig(Section):
     dataset: str = "utd_mhad"

@@ -88,9 +88,8 @@ def _tree(config: RunConfig) -> dict:
     """The config as a tree, with data.labels.teachers made 'same' where no label is hidden (then it changes
     nothing)."""
     tree = config.model_dump(mode="json")
-    labels = tree["data"]["labels"]
-    if labels["fraction"] >= 1 and labels["subjects"] is None:
-        labels["teachers"] = "same"
+    if not config.data.labels.hides_any:
+        tree["data"]["labels"]["teachers"] = "same"
     return tree
 
 

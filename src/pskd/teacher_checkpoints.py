@@ -32,7 +32,7 @@ def teacher_meta(config: RunConfig, name: str, class_names: list[str], dataset: 
 def teacher_labels(config: RunConfig) -> dict:
     """The labels a run's teachers learn from: every training label, or the labelled set the config draws."""
     labels = config.data.labels
-    if labels.teachers == "all" or (labels.fraction >= 1 and labels.subjects is None):
+    if labels.teachers == "all" or not labels.hides_any:
         return {"fraction": 1.0, "seed": None, "subjects": None}
     return {"fraction": labels.fraction, "seed": labels.seed, "subjects": labels.subjects}
 

@@ -24,6 +24,7 @@ from pskd.evaluate.metrics import summarize
 from pskd.models.zoo import InputSpec, build_model, count_parameters
 from pskd.teacher_checkpoints import initial_weights
 from pskd.train.loop import cross_entropy, fit, predict, seed_everything
+from pskd.train.state import snapshot
 
 
 def input_spec(prepared: Prepared, fit_on: np.ndarray) -> InputSpec:
@@ -159,7 +160,7 @@ def train_and_evaluate(
         model = replay(f"{role} refit", model_config, train_config, criterion_for, config, prepared, everyone,
                        result.best_epoch, device, epoch_size=len(split.train) + len(split.val) + len(split.unlabelled)
                        + len(split.unlabelled_val), log=log)
-        delivered_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        delivered_state = snapshot(model)
         _, delivered_logits = predict(model, parts["test"], device)
         delivered = summarize(parts["test"].labels.numpy(), delivered_logits, class_names)
     else:

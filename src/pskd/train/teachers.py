@@ -100,7 +100,7 @@ def train_teachers(session: Session, ready: dict[str, TrainedTeacher] | None = N
                                    device)
         seed_everything(config.seed, config.deterministic)
         trained = recipe.train_and_evaluate(f"teachers.{name}", teacher, teacher.train, criterion_for, config,
-                                     prepared, split, device, session.log)
+                                            prepared, split, device, session.log)
         if config.distill.cross_fit_folds >= 2:
             outputs = cross_fit(name, teacher, criterion_for, session, trained, config.distill.cross_fit_folds)
         else:
