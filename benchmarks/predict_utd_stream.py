@@ -16,7 +16,7 @@ import statistics
 import numpy as np
 
 from pskd.data import utd_mhad
-from pskd.data.sources import resolve_data_dir
+from pskd.data.registry import resolve_data_dir
 from pskd.deploy.predict import Recording, open_classifier, predict_recording, score_segments
 
 

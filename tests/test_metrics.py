@@ -1,5 +1,7 @@
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pskd.evaluate.metrics import confusion_matrix, per_class, summarize
 
@@ -27,3 +29,22 @@ def test_classes_without_test_clips_do_not_count_in_macro_f1():
     logits = np.eye(3)[[0, 0, 1]]
     summary = summarize(labels, logits, ["a", "b", "c"])
     assert summary["macro_f1"] == 1.0 and summary["per_class"][2]["support"] == 0
+
+
+def test_a_class_predicted_but_never_true_counts_with_f1_zero():
+    labels = np.array([0, 0, 1])
+    logits = np.eye(3)[[0, 2, 1]]  # class 2 predicted once, never true
+    # class 0: P 1, R 1/2, F1 2/3; class 1: 1; class 2: 0
+    assert summarize(labels, logits, ["a", "b", "c"])["macro_f1"] == pytest.approx((2 / 3 + 1 + 0) / 3)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(2, 6).flatmap(lambda k: st.tuples(
+    st.just(k), st.lists(st.tuples(st.integers(0, k - 1), st.integers(0, k - 1)), min_size=1, max_size=40))))
+def test_macro_f1_agrees_with_scikit_learn(case):
+    metrics = pytest.importorskip("sklearn.metrics", reason="scikit-learn (the dev extra) is not installed")
+    classes, pairs = case
+    labels, predictions = (np.array(column) for column in zip(*pairs))
+    ours = summarize(labels, np.eye(classes)[predictions], [str(i) for i in range(classes)])
+    assert ours["macro_f1"] == pytest.approx(metrics.f1_score(labels, predictions, average="macro", zero_division=0))
+    assert ours["accuracy"] == pytest.approx(metrics.accuracy_score(labels, predictions))

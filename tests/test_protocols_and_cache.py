@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -6,6 +8,7 @@ from pskd.config import DataConfig, PreprocessConfig
 from pskd.data import cache as cache_module
 from pskd.data.batches import LABEL, PairedClips
 from pskd.data.protocols import make_split
+from pskd.data.registry import DATASETS, get_dataset
 from pskd.errors import ConfigError, DataError
 
 SUBJECTS = np.repeat(np.arange(1, 9), 8)
@@ -61,14 +64,13 @@ def test_paired_batches_keep_streams_of_the_same_clip_together():
 
 def test_prepared_data_is_cached_and_keyed_by_preprocessing(tmp_path, monkeypatch):
     calls = []
-    source = cache_module.get_source("synthetic")
-    original = source.load
+    source = get_dataset("synthetic")
 
-    def counting(config, root):
+    def counting(options, root):
         calls.append(1)
-        return original(config, root)
+        return source.load(options, root)
 
-    monkeypatch.setattr(source, "load", counting)
+    monkeypatch.setitem(DATASETS, "synthetic", replace(source, load=counting))
     config = DataConfig(dataset="synthetic", cache_dir=str(tmp_path), synthetic={"subjects": 2, "trials": 1})
     first = cache_module.prepare(config, PreprocessConfig(accelerometer_length=32, skeleton_length=16))
     second = cache_module.prepare(config, PreprocessConfig(accelerometer_length=32, skeleton_length=16))

@@ -9,7 +9,8 @@ The Python API (imported on first use, so `import pskd` stays light):
 
 Extensions register themselves: `@pskd.register_loss("name")` on a `pskd.LossTerm` subclass (its settings a
 `pskd.TermOptions` model), `@pskd.register_method("name")` on a function config -> stages, and
-`@pskd.register_model("name")` on a network class. See the README, "Extending pskd".
+`@pskd.register_model("name")` on a network class, `@pskd.register_dataset("name", protocols=...)` on a loader
+(its settings a `pskd.DatasetOptions` model). See the README, "Extending pskd".
 """
 
 from __future__ import annotations
@@ -23,6 +24,10 @@ _LAZY = {
     "register_method": ("pskd.distill.methods", "register_method"),
     "Stage": ("pskd.distill.distiller", "Stage"),
     "register_model": ("pskd.models.zoo", "register_model"),
+    "register_dataset": ("pskd.data.registry", "register_dataset"),
+    "DatasetOptions": ("pskd.data.registry", "DatasetOptions"),
+    "Clip": ("pskd.data.clip", "Clip"),
+    "DatasetInfo": ("pskd.data.clip", "DatasetInfo"),
     "RunConfig": ("pskd.config", "RunConfig"),
 }
 

@@ -18,37 +18,6 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
-class SyntheticConfig(Section):
-    """Parameters of the embedded synthetic dataset (see pskd.data.synthetic)."""
-
-    subjects: int = Field(8, ge=2)
-    trials: int = Field(4, ge=1)
-    classes: int = Field(10, ge=2, le=10)
-    seed: int = Field(0, ge=0, lt=2**32)
-    # extra classes the wrist cannot see: the base action's right arm, another left arm (pskd.data.synthetic.BLIND)
-    blind: int = Field(0, ge=0, le=4)
-
-
-class BerkeleyConfig(Section):
-    """Berkeley-MHAD: which of the six accelerometers is the watch (the others are teacher streams acc_hKK)."""
-
-    watch: Literal["h01", "h02", "h03", "h04", "h05", "h06"] = "h02"
-
-
-class FolderConfig(Section):
-    """Protocols of a folder dataset: leave_subjects_out (test_subjects) or kfold over subjects (folds, fold)."""
-
-    test_subjects: list[int | str] = []  # numbers, or the names the manifest gives
-    folds: int = Field(5, ge=2)
-    fold: int = Field(0, ge=0)
-
-
-class MmactConfig(Section):
-    """MMAct: the camera whose keypoints are the skeleton stream."""
-
-    camera: int = Field(1, ge=1, le=4)
-
-
 class LabelsConfig(Section):
     """Which training clips keep their label. The others stay in as unlabelled paired clips: distillation and
     self-training terms see them, the supervised term does not. Test labels are never hidden (nor used to train)."""
@@ -76,11 +45,47 @@ class DataConfig(Section):
     val_subjects: list[int] | Literal["auto"] = "auto"
     cache: bool = True
     cache_dir: str | None = None  # default: $PSKD_CACHE_DIR, else ~/.cache/pskd
-    synthetic: SyntheticConfig = SyntheticConfig()
-    berkeley_mhad: BerkeleyConfig = BerkeleyConfig()
-    folder: FolderConfig = FolderConfig()
-    mmact: MmactConfig = MmactConfig()
     labels: LabelsConfig = LabelsConfig()
+    # Every other key is a dataset's own section, data.<dataset> (e.g. data.folder.test_subjects), checked against
+    # the options that dataset registered (pskd.data.registry); a plugin's dataset is checked once it is loaded.
+    model_config = ConfigDict(extra="allow", validate_assignment=True)
+
+    @model_validator(mode="after")
+    def _check_dataset_sections(self) -> "DataConfig":
+        try:
+            self.resolve_sections()
+        except ConfigError as err:
+            raise ValueError(str(err)) from None
+        return self
+
+    def resolve_sections(self) -> None:
+        """Each data.<dataset> section of a registered dataset checked and filled with its defaults, and the chosen
+        dataset's section added (a saved config shows every value). Run again once plugins are loaded."""
+        from pskd.data.registry import lookup
+
+        extra = self.__pydantic_extra__
+        for name, raw in extra.items():
+            dataset = lookup(name)
+            if dataset is not None:
+                extra[name] = dataset.parse_options(raw).model_dump()
+            elif not isinstance(raw, dict):
+                raise ConfigError(f"data.{name}: expected a dataset's section (a mapping), got {raw!r}")
+        chosen = lookup(self.dataset)
+        if chosen is not None and self.dataset not in extra:
+            extra[self.dataset] = chosen.parse_options(None).model_dump()
+
+    def options(self, name: str | None = None):
+        """The options of dataset `name` (default: this config's dataset), defaults filled in."""
+        from pskd.data.registry import get_dataset
+
+        name = name or self.dataset
+        return get_dataset(name).parse_options((self.__pydantic_extra__ or {}).get(name))
+
+    def unknown_sections(self) -> list[str]:
+        """Keys of this section that name no registered dataset (checked once plugins are loaded)."""
+        from pskd.data.registry import lookup
+
+        return [name for name in (self.__pydantic_extra__ or {}) if lookup(name) is None]
 
 
 class PreprocessConfig(Section):
@@ -268,6 +273,9 @@ def _format_validation(err: ValidationError, source: str) -> str:
         where = ".".join(str(p) for p in item["loc"]) or "(top level)"
         if item["type"] == "extra_forbidden":
             problems.append(f"{where}: unknown key")
+        elif item["type"] == "value_error":  # our own checks name their key in full
+            text = item["msg"].removeprefix("Value error, ")
+            problems.append(text if text.split(":")[0].startswith(where) or where == "(top level)" else f"{where}: {text}")
         else:
             got = item.get("input")
             shown = "" if isinstance(got, (dict, list)) else f" (got {got!r})"

@@ -19,6 +19,7 @@ import torch
 from pskd.config import RunConfig, dump_config
 from pskd.console import RunLog, log_stderr, require_tensorboard
 from pskd.data.cache import prepare
+from pskd.data.registry import dataset_names, get_dataset
 from pskd.distill.methods import check_method, teachers_used
 from pskd.errors import ConfigError, UserError
 from pskd.models.zoo import model_names
@@ -54,6 +55,7 @@ def check_names(config: RunConfig) -> None:
         if name not in model_names():
             raise ConfigError(f"{where}.name: unknown model '{name}'; known: {', '.join(model_names())}")
     check_method(config)
+    check_dataset(config)
     if config.logging.tensorboard:
         require_tensorboard()  # before any folder is made
     for name, teacher in config.teachers.items():
@@ -62,6 +64,17 @@ def check_names(config: RunConfig) -> None:
             if config.distill.cross_fit_folds >= 2:
                 raise ConfigError(f"teachers.{name}.checkpoint: a loaded teacher cannot be cross-fitted "
                                   "(distill.cross_fit_folds trains it again on folds)")
+
+
+def check_dataset(config: RunConfig) -> None:
+    """The dataset, its protocol and every data.<dataset> section, against the registry (plugins loaded)."""
+    dataset = get_dataset(config.data.dataset)
+    for name in config.data.unknown_sections():
+        raise ConfigError(f"data.{name}: unknown key (no dataset of that name; known: {', '.join(dataset_names())})")
+    config.data.resolve_sections()
+    if config.data.protocol not in dataset.protocols:
+        raise ConfigError(f"data.protocol: unknown protocol '{config.data.protocol}' for {dataset.name}; known: "
+                          f"{', '.join(sorted(dataset.protocols))}")
 
 
 def run(config: RunConfig, out: Path | None = None, log=log_stderr,

@@ -23,12 +23,14 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
 from pskd.data.clip import ACCELEROMETER, SKELETON, Clip, DatasetInfo, find_root, summary
 from pskd.data.layouts import Layout
 from pskd.data.mocap import read_bvh, read_optical
+from pskd.data.registry import DatasetOptions, register_dataset
 from pskd.errors import DataError
 
 NAME = "berkeley_mhad"
@@ -255,3 +257,20 @@ def summarize(data_dir: str | Path, watch: str = "h02") -> dict:
         "missing_note": "recordings absent from this copy",
         "sensor_placement": f"watch = {watch} ({PLACEMENT[watch]}); the other five are streams acc_hKK",
     }
+
+
+class BerkeleyOptions(DatasetOptions):
+    """data.berkeley_mhad: which of the six accelerometers is the watch (the others are teacher streams acc_hKK)."""
+
+    watch: Literal["h01", "h02", "h03", "h04", "h05", "h06"] = "h02"
+
+
+def first_seven_subjects(subjects: np.ndarray, trials: np.ndarray, **_) -> np.ndarray:
+    """Subjects 1-7 train, 8-12 test: Berkeley-MHAD's protocol (Ofli et al., as PSKD and VSKD use it)."""
+    return subjects <= 7
+
+
+@register_dataset(NAME, protocols={"cross_subject": first_seven_subjects}, options=BerkeleyOptions,
+                  resolve_root=resolve_root, summarize=lambda options, root: summarize(root, options.watch))
+def _registered(options: BerkeleyOptions, root: Path) -> tuple[DatasetInfo, list[Clip]]:
+    return load(root, options.watch)

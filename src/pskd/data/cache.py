@@ -23,7 +23,7 @@ from pskd.console import log_stderr
 from pskd.data import transforms
 from pskd.data.clip import SKELETON, Clip, DatasetInfo
 from pskd.data.layouts import dataset_layout
-from pskd.data.sources import get_source, resolve_data_dir
+from pskd.data.registry import get_dataset, resolve_data_dir
 from pskd.data.transforms import center_skeleton, resample, scale_skeleton
 
 CACHE_VERSION = 3
@@ -138,19 +138,20 @@ def _load(path: Path) -> Prepared:
 
 def prepare(config: DataConfig, preprocess: PreprocessConfig, log=log_stderr) -> Prepared:
     """Load and resample a dataset, through the on-disk cache when config.cache is on."""
-    source = get_source(config.dataset)
-    root = resolve_data_dir(source.name, config.data_dir) if source.needs_data_dir else None
+    source = get_dataset(config.dataset)
+    options = config.options()
+    root = source.root(resolve_data_dir(source.name, config.data_dir)) if source.needs_data_dir else None
     path = None
     if config.cache:
         code = code_fingerprint(source.module, transforms, sys.modules[__name__])
-        key = cache_key(source.fingerprint(config, root), preprocess, code)
+        key = cache_key(source.cache_fingerprint(options, root), preprocess, code)
         path = cache_dir(config) / f"{source.name}-{key}.npz"
         if path.is_file():
             try:
                 return _load(path)
             except (OSError, ValueError, KeyError, zipfile.BadZipFile, json.JSONDecodeError) as err:
                 log(f"cache {path} is unreadable ({type(err).__name__}); rebuilding it", file=sys.stderr)
-    info, clips = source.load(config, root)
+    info, clips = source.load(options, root)
     prepared = prepare_clips(info, clips, preprocess)
     if path is not None:
         try:

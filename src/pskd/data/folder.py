@@ -29,11 +29,13 @@ import os
 from pathlib import Path
 
 import numpy as np
+from pydantic import Field
 
 from pskd.arrays import load_npy
 from pskd.data.clip import ACCELEROMETER, SKELETON, Clip, DatasetInfo, find_root, summary
 from pskd.data.labels import UNLABELLED
 from pskd.data.layouts import Layout, adaptive_layout, layout_from_json
+from pskd.data.registry import DatasetOptions, register_dataset
 from pskd.errors import ConfigError, DataError
 
 NAME = "folder"
@@ -273,3 +275,54 @@ def label_counts(clips: list[Clip]) -> dict[str, dict[str, int]]:
         row = counts.setdefault(str(clip.subject), {"labelled": 0, "unlabelled": 0})
         row["unlabelled" if clip.label == UNLABELLED else "labelled"] += 1
     return counts
+
+
+class FolderOptions(DatasetOptions):
+    """data.folder: its protocols, leave_subjects_out (test_subjects) or kfold over subjects (folds, fold)."""
+
+    test_subjects: list[int | str] = []  # numbers, or the names the manifest gives
+    folds: int = Field(5, ge=2, le=1000)
+    fold: int = Field(0, ge=0)
+
+
+def given_test_subjects(subjects: np.ndarray, trials: np.ndarray, options: dict, **_) -> np.ndarray:
+    """Leave the subjects `data.folder.test_subjects` out for testing."""
+    test_subjects = options.get("test_subjects")
+    if not test_subjects:
+        raise ConfigError("protocol leave_subjects_out needs data.folder.test_subjects")
+    unknown = sorted(set(test_subjects) - set(int(s) for s in subjects))
+    if unknown:
+        raise ConfigError(f"data.folder.test_subjects {unknown} are not subjects of this dataset")
+    return ~np.isin(subjects, list(test_subjects))
+
+
+def subject_fold(subjects: np.ndarray, trials: np.ndarray, options: dict, **_) -> np.ndarray:
+    """k folds over the sorted subjects (contiguous groups); fold `fold` is the test part."""
+    folds, fold = options.get("folds", 5), options.get("fold", 0)
+    ordered = np.unique(subjects)
+    if not 2 <= folds <= len(ordered):
+        raise ConfigError(f"data.folder.folds {folds}: needs 2 to {len(ordered)} (the number of subjects)")
+    if not 0 <= fold < folds:
+        raise ConfigError(f"data.folder.fold {fold}: must be 0 to {folds - 1}")
+    return ~np.isin(subjects, np.array_split(ordered, folds)[fold])
+
+
+def subject_numbers(given: list, info: DatasetInfo) -> list[int]:
+    """Subjects given by number or by the name the manifest gives them, as numbers."""
+    numbers = {name: int(number) for number, name in info.subject_names.items()}
+    unknown = [s for s in given if isinstance(s, str) and s not in numbers and not s.isdigit()]
+    if unknown:
+        known = ", ".join(sorted(numbers)) or "none: this dataset numbers its subjects"
+        raise ConfigError(f"data.folder.test_subjects: {unknown} are not subjects of this dataset (names: {known})")
+    return [numbers[s] if isinstance(s, str) and s in numbers else int(s) for s in given]
+
+
+def _protocol_options(options: FolderOptions, info: DatasetInfo) -> dict:
+    return {**options.model_dump(), "test_subjects": subject_numbers(options.test_subjects, info)}
+
+
+@register_dataset(NAME, protocols={"leave_subjects_out": given_test_subjects, "kfold": subject_fold},
+                  options=FolderOptions, resolve_root=resolve_root, summarize=lambda options, root: summarize(root),
+                  fingerprint=lambda options, root: "", protocol_options=_protocol_options)
+def _registered(options: FolderOptions, root: Path) -> tuple[DatasetInfo, list[Clip]]:
+    return load(root)  # the options choose a protocol's test subjects; the clips do not depend on them

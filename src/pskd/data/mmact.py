@@ -28,10 +28,12 @@ from datetime import datetime
 from pathlib import Path, PurePosixPath
 
 import numpy as np
+from pydantic import Field
 
 from pskd.data.clip import ACCELEROMETER, GYROSCOPE, SKELETON, Clip, DatasetInfo, find_root, summary
 from pskd.data.layouts import COCO17
-from pskd.errors import DataError
+from pskd.data.registry import DatasetOptions, register_dataset
+from pskd.errors import ConfigError, DataError
 
 NAME = "mmact"
 SENSORS = {"acc_watch": ACCELEROMETER, "acc_phone": "phone_accelerometer", "gyro": GYROSCOPE,
@@ -231,3 +233,28 @@ def summarize(data_dir: str | Path, camera: int = 1) -> dict:
         "sensor_placement": f"scenes {sorted({c.scene for c in clips})}; keypoints of camera {camera}",
         "notes": [n for n in info.notes if not n.startswith("skipped ")],
     }
+
+
+class MmactOptions(DatasetOptions):
+    """data.mmact: the camera whose keypoints are the skeleton stream."""
+
+    camera: int = Field(1, ge=1, le=4)
+
+
+def first_sixteen_subjects(subjects: np.ndarray, trials: np.ndarray, **_) -> np.ndarray:
+    """MMAct cross-subject: subjects 1-16 train, 17-20 test."""
+    return subjects <= 16
+
+
+def not_scene_two(subjects: np.ndarray, trials: np.ndarray, scenes: np.ndarray | None = None, **_) -> np.ndarray:
+    """MMAct cross-scene: scene 2 is the test scene."""
+    if scenes is None:
+        raise ConfigError("the cross_scene protocol needs each clip's scene")
+    return scenes != 2
+
+
+@register_dataset(NAME, protocols={"cross_subject": first_sixteen_subjects, "cross_scene": not_scene_two},
+                  options=MmactOptions, resolve_root=resolve_root,
+                  summarize=lambda options, root: summarize(root, options.camera))
+def _registered(options: MmactOptions, root: Path) -> tuple[DatasetInfo, list[Clip]]:
+    return load(root, options.camera)

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from pskd.data.registry import get_dataset
 from pskd.errors import ConfigError
 
 
@@ -56,65 +57,18 @@ class Split:
         return split
 
 
-def _odd_even_subjects(subjects: np.ndarray, trials: np.ndarray, **_) -> np.ndarray:
+def odd_even_subjects(subjects: np.ndarray, trials: np.ndarray, **_) -> np.ndarray:
     """Odd subjects train, even subjects test: UTD-MHAD's standard cross-subject protocol (1,3,5,7 / 2,4,6,8)."""
     return subjects % 2 == 1
 
 
-def _first_half_trials(subjects: np.ndarray, trials: np.ndarray, **_) -> np.ndarray:
+def first_half_trials(subjects: np.ndarray, trials: np.ndarray, **_) -> np.ndarray:
     """Trials 1-2 train, 3-4 test (every subject in both)."""
     return trials <= 2
 
 
-def _first_seven_subjects(subjects: np.ndarray, trials: np.ndarray, **_) -> np.ndarray:
-    """Subjects 1-7 train, 8-12 test: Berkeley-MHAD's protocol (Ofli et al., as PSKD and VSKD use it)."""
-    return subjects <= 7
-
-
-def _given_test_subjects(subjects: np.ndarray, trials: np.ndarray, test_subjects=(), **_) -> np.ndarray:
-    """Leave the subjects `data.folder.test_subjects` out for testing."""
-    if not test_subjects:
-        raise ConfigError("protocol leave_subjects_out needs data.folder.test_subjects")
-    unknown = sorted(set(test_subjects) - set(int(s) for s in subjects))
-    if unknown:
-        raise ConfigError(f"data.folder.test_subjects {unknown} are not subjects of this dataset")
-    return ~np.isin(subjects, list(test_subjects))
-
-
-def _subject_fold(subjects: np.ndarray, trials: np.ndarray, folds: int = 5, fold: int = 0, **_) -> np.ndarray:
-    """k folds over the sorted subjects (contiguous groups); fold `fold` is the test part."""
-    ordered = np.unique(subjects)
-    if not 2 <= folds <= len(ordered):
-        raise ConfigError(f"data.folder.folds {folds}: needs 2 to {len(ordered)} (the number of subjects)")
-    if not 0 <= fold < folds:
-        raise ConfigError(f"data.folder.fold {fold}: must be 0 to {folds - 1}")
-    return ~np.isin(subjects, np.array_split(ordered, folds)[fold])
-
-
-def _first_sixteen_subjects(subjects: np.ndarray, trials: np.ndarray, **_) -> np.ndarray:
-    """MMAct cross-subject: subjects 1-16 train, 17-20 test."""
-    return subjects <= 16
-
-
-def _not_scene_two(subjects: np.ndarray, trials: np.ndarray, scenes=None, **_) -> np.ndarray:
-    """MMAct cross-scene: scene 2 is the test scene."""
-    if scenes is None:
-        raise ConfigError("the cross_scene protocol needs each clip's scene")
-    return scenes != 2
-
-
-# dataset name -> protocol name -> rule giving a boolean "is a training clip" mask
-PROTOCOLS = {
-    "utd_mhad": {"cross_subject": _odd_even_subjects, "trial_split": _first_half_trials},
-    "synthetic": {"cross_subject": _odd_even_subjects, "trial_split": _first_half_trials},
-    "berkeley_mhad": {"cross_subject": _first_seven_subjects},
-    "folder": {"leave_subjects_out": _given_test_subjects, "kfold": _subject_fold},
-    "mmact": {"cross_subject": _first_sixteen_subjects, "cross_scene": _not_scene_two},
-}
-
-
 def protocol_names(dataset: str) -> list[str]:
-    return sorted(PROTOCOLS.get(dataset, {}))
+    return sorted(get_dataset(dataset).protocols)
 
 
 AUTO_VALIDATION_SHARE = 0.15
@@ -144,12 +98,12 @@ def make_split(
     clips (at least one subject, and never every one). Validation clips are never test clips, and for a protocol
     whose test part shares subjects with training (trial_split) validation still uses training clips only.
     """
-    rules = PROTOCOLS.get(dataset)
-    if rules is None:
-        raise ConfigError(f"no protocols are defined for dataset '{dataset}'")
+    rules = get_dataset(dataset).protocols
     if protocol not in rules:
         raise ConfigError(f"unknown protocol '{protocol}' for {dataset}; known: {', '.join(sorted(rules))}")
-    is_train = rules[protocol](subjects, trials, **(options or {}))
+    options = dict(options or {})
+    scenes = options.pop("scenes", None)
+    is_train = rules[protocol](subjects, trials, scenes=scenes, options=options)
     train_subjects = sorted(int(s) for s in np.unique(subjects[is_train]))
     if val_subjects == "auto":
         chosen = auto_validation(subjects[is_train], train_subjects)

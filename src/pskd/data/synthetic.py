@@ -16,9 +16,12 @@ Everything is drawn from numpy generators seeded by (seed, subject, action, tria
 from __future__ import annotations
 
 import numpy as np
+from pydantic import Field
 
 from pskd.data.clip import ACCELEROMETER, SKELETON, Clip, DatasetInfo
 from pskd.data.layouts import UTD_KINECT_V1
+from pskd.data.protocols import first_half_trials, odd_even_subjects
+from pskd.data.registry import DatasetOptions, register_dataset
 
 NAME = "synthetic"
 GRAVITY = 9.81  # m/s^2
@@ -306,3 +309,20 @@ def load(subjects: int = 8, trials: int = 4, classes: int = 10, seed: int = 0,
         units={ACCELEROMETER: "g"},
     )
     return info, clips
+
+
+class SyntheticOptions(DatasetOptions):
+    """data.synthetic: the size of the generated dataset."""
+
+    subjects: int = Field(8, ge=2, le=1000)
+    trials: int = Field(4, ge=1, le=100)
+    classes: int = Field(10, ge=2, le=len(CLASS_NAMES))
+    seed: int = Field(0, ge=0, lt=2**32)
+    # extra classes the wrist cannot see: the base action's right arm, another left arm (BLIND)
+    blind: int = Field(0, ge=0, le=len(BLIND))
+
+
+@register_dataset(NAME, protocols={"cross_subject": odd_even_subjects, "trial_split": first_half_trials},
+                  options=SyntheticOptions, needs_data_dir=False)
+def _registered(options: SyntheticOptions, root: None) -> tuple[DatasetInfo, list[Clip]]:
+    return load(**options.model_dump())

@@ -16,6 +16,8 @@ import numpy as np
 import scipy.io
 
 from pskd.data.clip import ACCELEROMETER, GYROSCOPE, SKELETON, Clip, DatasetInfo, find_root, summary
+from pskd.data.protocols import first_half_trials, odd_even_subjects
+from pskd.data.registry import register_dataset
 from pskd.errors import DataError
 
 NAME = "utd_mhad"
@@ -209,3 +211,9 @@ def summarize(data_dir: str | Path) -> dict:
         "missing_note": "absent from the official release",
         "sensor_placement": "right wrist for actions 1-21, right thigh for actions 22-27",
     }
+
+
+@register_dataset(NAME, protocols={"cross_subject": odd_even_subjects, "trial_split": first_half_trials},
+                  resolve_root=resolve_root, summarize=lambda options, root: summarize(root))
+def _registered(options, root: Path) -> tuple[DatasetInfo, list[Clip]]:
+    return load(root)

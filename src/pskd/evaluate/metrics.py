@@ -25,13 +25,14 @@ def per_class(confusion: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def summarize(labels: np.ndarray, logits: np.ndarray, class_names: list[str]) -> dict:
-    """Every figure a report needs, as JSON-ready Python values. Macro-F1 averages the classes present in the
-    labels (a class with no test clip has no defined recall)."""
+    """Every figure a report needs, as JSON-ready Python values. Macro-F1 averages the classes that occur among the
+    labels or the predictions, as scikit-learn's f1_score(average="macro") does: a class never true nor predicted
+    has no figure; one predicted but never true counts with F1 0."""
     predictions = np.asarray(logits).argmax(axis=1)
     labels = np.asarray(labels)
     confusion = confusion_matrix(labels, predictions, len(class_names))
     figures = per_class(confusion)
-    present = figures["support"] > 0
+    present = (figures["support"] > 0) | (confusion.sum(axis=0) > 0)
     return {
         "accuracy": float((predictions == labels).mean()) if len(labels) else 0.0,
         "macro_f1": float(figures["f1"][present].mean()) if present.any() else 0.0,

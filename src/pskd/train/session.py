@@ -14,34 +14,21 @@ import torch
 from pskd.config import RunConfig
 from pskd.console import log_stderr
 from pskd.data.cache import Prepared, prepare
-from pskd.data.clip import DatasetInfo
 from pskd.data.labels import hide_labels, keep_labels
 from pskd.data.protocols import Split, make_split
-from pskd.errors import ConfigError
+from pskd.data.registry import get_dataset
 from pskd.plugins import load_plugins
 from pskd.train import distributed
 from pskd.train.loop import pick_device, seed_everything
 
 
 def split_data(config: RunConfig, prepared: Prepared) -> Split:
-    options = {"scenes": prepared.scenes}
-    if prepared.info.name == "folder":
-        options.update(config.data.folder.model_dump())
-        options["test_subjects"] = subject_numbers(options["test_subjects"], prepared.info)
+    dataset = get_dataset(prepared.info.name)
+    options = {"scenes": prepared.scenes, **dataset.split_options(config.data.options(), prepared.info)}
     return make_split(
         prepared.info.name, config.data.protocol, prepared.subjects, prepared.trials, config.data.val_subjects,
         options,
     )
-
-
-def subject_numbers(given: list, info: DatasetInfo) -> list[int]:
-    """Subjects given by number or by the name the dataset gives them, as numbers."""
-    numbers = {name: int(number) for number, name in info.subject_names.items()}
-    unknown = [s for s in given if isinstance(s, str) and s not in numbers and not s.isdigit()]
-    if unknown:
-        known = ", ".join(sorted(numbers)) or "none: this dataset numbers its subjects"
-        raise ConfigError(f"data.folder.test_subjects: {unknown} are not subjects of this dataset (names: {known})")
-    return [numbers[s] if isinstance(s, str) and s in numbers else int(s) for s in given]
 
 
 @dataclass

@@ -1,0 +1,165 @@
+"""The datasets pskd can read, keyed by the names configs use: the one place a new dataset plugs in.
+
+A dataset module registers its loader with `@register_dataset(name, protocols=..., options=...)`. The entry owns
+everything configs and commands need of it:
+
+- `load(options, root)`: every clip and the DatasetInfo (root is None for a generated dataset);
+- its protocols, name -> rule(subjects, trials, scenes=..., options=...) giving the boolean "is a training
+  clip" mask (scenes: each clip's scene or None; options: the dataset's options as a dict);
+- its own config section `data.<name>`, a DatasetOptions model checked when the config is read;
+- how to find its folder (`resolve_root`), how to fingerprint it for the cache, how to summarise it for
+  `pskd data check`.
+
+The built-in datasets register themselves when this registry is first looked up; a user's dataset registers from
+a plugin file (a config's `plugins`) the same way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+
+from pydantic import BaseModel, ConfigDict
+
+from pskd.errors import ConfigError, DataError
+
+DATA_DIR_VARIABLE = "PSKD_DATA_DIR"
+BUILTIN = ("utd_mhad", "berkeley_mhad", "folder", "mmact", "synthetic")
+# keys of the data section that are not datasets (pskd.config.DataConfig): a dataset cannot take these names
+RESERVED = frozenset({"dataset", "data_dir", "protocol", "val_subjects", "cache", "cache_dir", "labels"})
+
+
+class DatasetOptions(BaseModel):
+    """A dataset's own settings (data.<name>); unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+Rule = Callable[..., "object"]  # (subjects, trials, scenes=, options=) -> boolean mask of training clips
+
+
+@dataclass(frozen=True)
+class Dataset:
+    name: str
+    load: Callable  # (options, root: Path | None) -> (DatasetInfo, list[Clip])
+    protocols: dict[str, Rule]
+    options: type[DatasetOptions] = DatasetOptions
+    needs_data_dir: bool = True  # False: generated, no folder (load gets root None)
+    # the dataset's own folder from the data root given (default: the folder given, which must exist)
+    resolve_root: Callable[[Path], Path] | None = None
+    summarize: Callable | None = None  # (options, root) -> the dict `pskd data check` prints
+    # what, besides the files and the code, changes the clips (default: every option)
+    fingerprint: Callable | None = None  # (options, root) -> str
+    # the protocol rules' keyword arguments from the options (default: the options as a dict)
+    protocol_options: Callable | None = None  # (options, DatasetInfo) -> dict
+    module: ModuleType | None = None  # the code that reads the clips (part of the cache key)
+    version: str = "v1"
+
+    def root(self, data_dir: Path | None) -> Path | None:
+        """The folder `load` reads, from the data root given (None for a generated dataset)."""
+        if not self.needs_data_dir:
+            return None
+        if self.resolve_root is not None:
+            return self.resolve_root(data_dir)
+        if not Path(data_dir).is_dir():
+            raise DataError(f"{data_dir}: {self.name} folder not found")
+        return Path(data_dir)
+
+    def parse_options(self, raw: dict | DatasetOptions | None, where: str | None = None) -> DatasetOptions:
+        """The options model of `data.<name>` (defaults for what is not given); a bad value is a ConfigError."""
+        from pydantic import ValidationError
+
+        if isinstance(raw, self.options):
+            return raw
+        try:
+            return self.options.model_validate(raw or {})
+        except ValidationError as err:
+            item = err.errors()[0]
+            key = ".".join(str(p) for p in item["loc"])
+            shown = "" if isinstance(item.get("input"), (dict, list)) else f" (got {item.get('input')!r})"
+            message = "unknown key" if item["type"] == "extra_forbidden" else item["msg"] + shown
+            raise ConfigError(f"{where or 'data.' + self.name}.{key}: {message}") from None
+
+    def cache_fingerprint(self, options: DatasetOptions, root: Path | None) -> str:
+        """Changes whenever the clips would: the options, and the names, sizes and times of the files under root."""
+        own = self.fingerprint(options, root) if self.fingerprint else options.model_dump_json()
+        files = file_fingerprint(root) if root is not None else ""
+        return f"{self.name}-{self.version}-{own}-{files}"
+
+    def split_options(self, options: DatasetOptions, info) -> dict:
+        return self.protocol_options(options, info) if self.protocol_options else options.model_dump()
+
+
+DATASETS: dict[str, Dataset] = {}
+_builtins_loaded = False
+
+
+def register_dataset(name: str, *, protocols: dict[str, Rule], options: type[DatasetOptions] = DatasetOptions,
+                     **details):
+    """Decorate a loader `load(options, root)` to make it the dataset `name` (details: the Dataset fields)."""
+    if not name.isidentifier() or name in RESERVED:
+        raise ValueError(f"'{name}' cannot name a dataset (an identifier, not one of {sorted(RESERVED)})")
+    if not protocols:
+        raise ValueError(f"dataset '{name}' needs at least one protocol")
+    if not (isinstance(options, type) and issubclass(options, DatasetOptions)):
+        raise TypeError(f"register_dataset('{name}'): options must be a pskd.DatasetOptions subclass")
+
+    def wrap(load: Callable) -> Callable:
+        if name in DATASETS and DATASETS[name].load is not load:
+            raise ValueError(f"a dataset named '{name}' is already registered ({DATASETS[name].load.__module__})")
+        module = details.pop("module", None) or importlib.import_module(load.__module__)
+        DATASETS[name] = Dataset(name=name, load=load, protocols=dict(protocols), options=options, module=module,
+                                 **details)
+        return load
+
+    return wrap
+
+
+def _load_builtins() -> None:
+    global _builtins_loaded
+    if not _builtins_loaded:
+        _builtins_loaded = True
+        for name in BUILTIN:
+            importlib.import_module(f"pskd.data.{name}")
+
+
+def dataset_names() -> list[str]:
+    _load_builtins()
+    return sorted(DATASETS)
+
+
+def get_dataset(name: str) -> Dataset:
+    _load_builtins()
+    if name not in DATASETS:
+        raise ConfigError(f"unknown dataset '{name}'; known: {', '.join(sorted(DATASETS))}")
+    return DATASETS[name]
+
+
+def lookup(name: str) -> Dataset | None:
+    """The dataset registered as `name`, or None (a plugin's dataset may register later)."""
+    _load_builtins()
+    return DATASETS.get(name)
+
+
+def file_fingerprint(root: Path) -> str:
+    """Names, sizes and modification times of every file under root: cheap, and enough to notice any change."""
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*")):
+        if path.is_file():
+            stat = path.stat()
+            digest.update(f"{path.relative_to(root)}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
+def resolve_data_dir(name: str, data_dir: str | os.PathLike | None) -> Path:
+    """The folder given, else $PSKD_DATA_DIR (the loader accepts the data root or the dataset's own folder)."""
+    if data_dir is None:
+        data_dir = os.environ.get(DATA_DIR_VARIABLE)
+        if not data_dir:
+            raise DataError(f"no data folder for {name}: pass --data-dir DIR or set {DATA_DIR_VARIABLE}")
+    return Path(data_dir).expanduser()
