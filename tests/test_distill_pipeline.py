@@ -128,6 +128,26 @@ def test_sweep_shares_teachers_and_tabulates_methods_over_seeds(tmp_path, monkey
     assert kd["teachers"]["skeleton"]["test"]["accuracy"] == pskd["teachers"]["skeleton"]["test"]["accuracy"]
 
 
+def test_a_sweep_loads_the_teachers_an_earlier_sweep_trained(tmp_path, monkeypatch):
+    from pskd import sweep as sweep_module
+    from pskd.train import recipe
+
+    quiet = lambda *a, **k: None  # noqa: E731
+    first = sweep_module.sweep(tiny("pskd"), ["kd", "pskd"], [0], tmp_path / "first", log=quiet)
+    trained, said = [], []
+    original = recipe.train_and_evaluate
+    monkeypatch.setattr(recipe, "train_and_evaluate", lambda role, *a, **k: trained.append(role) or original(role, *a, **k))
+    # seed 1 was not in the first sweep: its teachers are trained
+    again = sweep_module.sweep(tiny("pskd"), ["kd", "pskd"], [0, 1], tmp_path / "again", log=lambda *a, **k: said.append(a[0]),
+                               teachers_from=tmp_path / "first")
+    assert trained == ["student", "student", "teachers.skeleton", "teachers.fusion", "student", "student"]
+    assert "sweep: 2 of 4 runs load their teachers from earlier runs" in said
+    for method in ("kd", "pskd"):  # the same teachers, so the same students
+        assert again["methods"][method]["accuracy"]["values"][0] == first["methods"][method]["accuracy"]["values"][0]
+    loaded = json.loads((tmp_path / "again" / "seed0" / "pskd" / "metrics.json").read_text())
+    assert loaded["teachers"]["skeleton"]["loaded_from"].startswith(str(tmp_path / "first" / "seed0"))
+
+
 def test_sweep_ablation_variants_and_errors(tmp_path):
     from pskd.errors import ConfigError
     from pskd.sweep import ablations, sweep

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 
 import pytest
 import torch
@@ -16,7 +17,7 @@ import yaml
 from conftest import run_cli
 
 from pskd.config import build_config, dump_config
-from pskd.train.loop import checkpoint_file, checkpointing
+from pskd.train.session import Session
 
 GCN = {"widths": [8, 16], "strides": [1, 2], "embedding_dim": 16}
 CONFIG = {
@@ -107,8 +108,8 @@ def test_resume_refuses_another_config_and_a_finished_run(tmp_path, capsys):
     assert code == 2 and "needs a CONFIG" in err
 
 
-def test_checkpoints_are_written_only_inside_a_run(tmp_path):
-    assert checkpoint_file("student") is None
-    with checkpointing(tmp_path):
-        assert checkpoint_file("teachers.skeleton fold [1, 3]") == tmp_path / "teachers.skeleton_fold_1_3.pt"
-    assert checkpoint_file("student") is None
+def test_each_training_has_its_own_state_file_inside_a_run(tmp_path):
+    session = Session(None, None, None, None, print)
+    assert session.checkpoint("student") is None
+    session = replace(session, state_dir=tmp_path)
+    assert session.checkpoint("teachers.skeleton fold [1, 3]") == tmp_path / "teachers.skeleton_fold_1_3.pt"

@@ -27,7 +27,7 @@ from pskd.plugins import load_plugins
 from pskd.rundir import INCOMPLETE, abandon, finish, resume_run_dir, stage_run_dir, staging_of
 from pskd.teacher_checkpoints import checkpoint_file
 from pskd.train import distributed
-from pskd.train.loop import checkpointing, pick_device
+from pskd.train.loop import pick_device
 from pskd.train.outputs import write_run
 from pskd.train.recipe import Trained, replay, train_and_evaluate
 from pskd.train.session import Session, open_session, split_data
@@ -102,8 +102,7 @@ def run(config: RunConfig, out: Path | None = None, log=log_stderr,
     _share_run_dir(out)
     run_log = RunLog(staging / "train.log", log, held=resume, tensorboard=config.logging.tensorboard)
     try:
-        with checkpointing(staging / STATE):
-            metrics = _run_into(config, staging, run_log, teachers)
+        metrics = _run_into(config, staging, run_log, teachers, state_dir=staging / STATE)
         distributed.barrier()  # every rank is done with the checkpoints
         run_log.keep()
         run_log.close()
@@ -136,8 +135,7 @@ def _run_as_helper(config: RunConfig, out: Path | None, log, teachers) -> tuple[
     out = _share_run_dir(out)
     staging = staging_of(out)
     with tempfile.TemporaryDirectory(prefix="pskd-rank") as private:
-        with checkpointing(staging / STATE):
-            metrics = _run_into(config, Path(private), lambda *a, **k: None, teachers)
+        metrics = _run_into(config, Path(private), lambda *a, **k: None, teachers, state_dir=staging / STATE)
         distributed.barrier()
     return out, metrics
 
@@ -149,12 +147,14 @@ def _time_before(run_dir: Path) -> float:
     return max(0.0, max(stamps) - config.stat().st_mtime) if stamps and config.is_file() else 0.0
 
 
-def _run_into(config: RunConfig, run_dir: Path, log, teachers: dict[str, TrainedTeacher] | None = None) -> dict:
+def _run_into(config: RunConfig, run_dir: Path, log, teachers: dict[str, TrainedTeacher] | None = None,
+              state_dir: Path | None = None) -> dict:
+    """Train and write one run into run_dir; each training checkpoints into state_dir and resumes from it."""
     before = _time_before(run_dir)
     started = time.perf_counter() - before
     if not before:  # a resumed run keeps the config.yaml it started with (and its time)
         (run_dir / "config.yaml").write_text(dump_config(config), encoding="utf-8")
-    session = open_session(config, log)
+    session = open_session(config, log, state_dir)
     if teachers is None:  # a cross-entropy student uses no teacher: none is trained for it
         teachers = train_teachers(session) if teachers_used(config) else {}
     student = train_student(session, teachers)

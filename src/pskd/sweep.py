@@ -23,7 +23,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
-from pskd.config import RunConfig, apply_override, build_config, parse_value
+from pskd.config import RunConfig, apply_override, build_config, load_config, parse_value
 from pskd.console import log_stderr
 from pskd.distill.methods import method_names, student_stages, teacher_chain_used, teachers_used
 from pskd.errors import ConfigError
@@ -181,6 +181,42 @@ def _train_group(group: list[dict], threads: int | None, log) -> list[dict]:
     return rows
 
 
+def earlier_teachers(folder: Path) -> dict[tuple[str, bool], Path]:
+    """The run directories of an earlier sweep (or any folder of runs) that saved every one of their teachers, by
+    what the teachers depend on (the teacher key) and whether they were trained with the teacher chain."""
+    if not folder.is_dir():
+        raise ConfigError(f"--teachers-from {folder}: not a folder")
+    found: dict[tuple[str, bool], Path] = {}
+    for config_path in sorted(folder.rglob("config.yaml")):
+        run_dir = config_path.parent
+        if not (run_dir / "metrics.json").is_file():
+            continue  # an unfinished run
+        try:
+            config = load_config(config_path)
+        except ConfigError:
+            continue
+        key = _teacher_key(config)
+        if key is not None and all((run_dir / "teachers" / f"{n}.pt").is_file() for n in config.teachers):
+            found.setdefault((key, teacher_chain_used(config)), run_dir)
+    return found
+
+
+def reuse_teachers(runs: list[dict], found: dict[tuple[str, bool], Path], log) -> None:
+    """Each run whose teachers an earlier run trained loads them from there (teachers.<name>.checkpoint)."""
+    reused = 0
+    for item in runs:
+        config = item["config"]
+        key = _teacher_key(config)
+        earlier = found.get((key, teacher_chain_used(config))) if key is not None else None
+        if earlier is None:
+            continue
+        changes = {"teachers": {name: {"checkpoint": str(earlier)} for name in config.teachers}}
+        item["config"] = build_config(merge_tree(config.model_dump(mode="json"), changes),
+                                      source=f"sweep run {item['folder']}")
+        reused += 1
+    log(f"sweep: {reused} of {len(runs)} runs load their teachers from earlier runs")
+
+
 def _threads_for(config: RunConfig) -> RunConfig:
     return config if config.threads else config.model_copy(update={"threads": 1})
 
@@ -190,7 +226,9 @@ def _group_in_process(group: list[dict]) -> list[dict]:
 
 
 def sweep(base: RunConfig, methods: list[str], seeds: list[int], out: Path, ablation: bool = False,
-          log=log_stderr, grid: dict[str, list] | None = None, jobs: int = 1) -> dict:
+          log=log_stderr, grid: dict[str, list] | None = None, jobs: int = 1, teachers_from: Path | None = None) -> dict:
+    """Every method at every seed and grid point; teachers trained once per group, or loaded from the runs of
+    `teachers_from` (an earlier sweep) that trained the same teachers."""
     unknown = [m for m in methods if m not in method_names()]
     if unknown:
         raise ConfigError(f"--methods: unknown method(s) {unknown}; known: {', '.join(method_names())}")
@@ -202,6 +240,8 @@ def sweep(base: RunConfig, methods: list[str], seeds: list[int], out: Path, abla
     runs = plan(base, variants, seeds, grid or {}, out)
     for item in runs:
         item["config"] = _threads_for(item["config"])
+    if teachers_from is not None:
+        reuse_teachers(runs, earlier_teachers(teachers_from), log)
     groups = _groups(runs)
     started = time.perf_counter()
     log(f"sweep: {len(runs)} runs ({sum(len(g) for g in groups)} distinct) in {len(groups)} teacher groups, "

@@ -6,12 +6,9 @@ the terms, logs each, and selects the checkpoint on the validation split (never 
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import random
-import re
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +25,7 @@ from pskd.train.inference import evaluate_loss, predict, to_device
 from pskd.train.state import FitResult, Training, WeightAverage, lr_factor, make_optimizer, save_atomically
 
 # what other modules take from here
-__all__ = ["FitResult", "WeightAverage", "checkpoint_file", "checkpointing", "cross_entropy", "evaluate_loss", "fit",
+__all__ = ["FitResult", "WeightAverage", "cross_entropy", "evaluate_loss", "fit",
            "lr_factor", "make_optimizer", "pick_device", "predict", "save_atomically", "seed_everything", "to_device"]
 
 Outputs = tuple[torch.Tensor, torch.Tensor]  # (embedding, logits)
@@ -64,28 +61,6 @@ def cross_entropy(label_smoothing: float = 0.0) -> Criterion:
     return criterion
 
 
-# Where fit() keeps its per-epoch checkpoints: set by the pipeline for the run being written (a folder), unset
-# elsewhere (then nothing is written). Each fit writes <folder>/<its description>.pt.
-_CHECKPOINTS: contextvars.ContextVar[Path | None] = contextvars.ContextVar("checkpoints", default=None)
-
-
-@contextlib.contextmanager
-def checkpointing(folder: Path | None) -> Iterator[None]:
-    """Within this block every fit() checkpoints each epoch under `folder`, and resumes from what it finds."""
-    token = _CHECKPOINTS.set(folder)
-    try:
-        yield
-    finally:
-        _CHECKPOINTS.reset(token)
-
-
-def checkpoint_file(description: str) -> Path | None:
-    folder = _CHECKPOINTS.get()
-    if folder is None:
-        return None
-    return folder / (re.sub(r"[^A-Za-z0-9_.-]+", "_", description).strip("_") + ".pt")
-
-
 def fit(
     model: nn.Module,
     train: PairedClips,
@@ -100,6 +75,7 @@ def fit(
     parameters=None,
     stop_after: int | None = None,
     on_epoch: Callable[[str, bool, str, dict], None] | None = None,
+    checkpoint: Path | None = None,
 ) -> FitResult:
     """Train `model` on `train`; keep the state that is best on `val` (by config.select) and the last one.
 
@@ -108,12 +84,12 @@ def fit(
     on the CPU with its own generator, so the random stream does not depend on the device. on_epoch(line, show)
     receives one plain progress line per epoch; show is true when a progress display is wanted and stderr is not
     a terminal (where the progress bar would print carriage-return frames), and the training's description and
-    the epoch's history record.
+    the epoch's history record. checkpoint: the file this training saves its state to after every epoch, and
+    resumes from when it is there (None: nothing is written).
     """
     training = Training(model, criterion, config, device, train.num_batches(config.batch_size), seed, augment,
                         parameters)
     last_epoch = min(config.epochs, stop_after or config.epochs)
-    checkpoint = checkpoint_file(description)
     step = training.step_module()
     if checkpoint is not None and checkpoint.is_file() and training.restore(checkpoint):
         result = training.finish()

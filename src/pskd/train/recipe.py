@@ -16,7 +16,6 @@ from pskd.data.batches import PairedClips
 from pskd.data.cache import Prepared
 from pskd.data.clip import SKELETON, DatasetInfo
 from pskd.data.layouts import dataset_layout
-from pskd.data.protocols import Split
 from pskd.data.transforms import Augmenter, Standardizer
 from pskd.distill.distiller import Distiller, Stage, TeacherOutputs
 from pskd.distill.terms import TermContext, check_loss
@@ -24,6 +23,7 @@ from pskd.evaluate.metrics import summarize
 from pskd.models.zoo import InputSpec, build_model, count_parameters
 from pskd.teacher_checkpoints import initial_weights
 from pskd.train.loop import cross_entropy, fit, predict, seed_everything
+from pskd.train.session import Session
 from pskd.train.state import snapshot
 
 
@@ -82,21 +82,11 @@ def build_for_training(role: str, model_config: ModelConfig, criterion_for: Call
     return model, criterion, parameters
 
 
-def replay(
-    role: str,
-    model_config: ModelConfig,
-    train_config: TrainConfig,
-    criterion_for: Callable,
-    config: RunConfig,
-    prepared: Prepared,
-    fit_on: np.ndarray,
-    epochs: int,
-    device: torch.device,
-    epoch_size: int | None = None,
-    log=None,
-) -> torch.nn.Module:
+def replay(role: str, model_config: ModelConfig, train_config: TrainConfig, criterion_for: Callable,
+           session: Session, fit_on: np.ndarray, epochs: int, epoch_size: int | None = None) -> torch.nn.Module:
     """Train a fresh model on the clips `fit_on` along the configured schedule, stopped after `epochs` (an epoch
     chosen on validation by an earlier run): used to refit on every training subject and to cross-fit teachers."""
+    config, prepared, device = session.config, session.prepared, session.device
     seed_everything(config.seed, config.deterministic)
     model, criterion, parameters = build_for_training(role, model_config, criterion_for, prepared, fit_on, device)
     streams = {s: prepared.streams[s] for s in model_config.streams}
@@ -104,28 +94,22 @@ def replay(
         model, PairedClips(streams, prepared.labels, fit_on, epoch_size, train_config.labelled_share), None,
         train_config, criterion, device,
         seed=config.seed, augment=make_augmenter(config, prepared.info), progress=config.progress, description=role,
-        stop_after=epochs, parameters=parameters, on_epoch=progress_printer(log),
+        stop_after=epochs, parameters=parameters, on_epoch=progress_printer(session.log),
+        checkpoint=session.checkpoint(role),
     )
     model.load_state_dict(result.last_state)
     return model
 
 
-def train_and_evaluate(
-    role: str,
-    model_config: ModelConfig,
-    train_config: TrainConfig,
-    criterion_for: Callable[[torch.nn.Module], tuple[Callable, torch.nn.Module | None]],
-    config: RunConfig,
-    prepared: Prepared,
-    split: Split,
-    device: torch.device,
-    log,
-) -> Trained:
-    """The one recipe every model goes through, student or teacher.
+def train_and_evaluate(role: str, model_config: ModelConfig, train_config: TrainConfig,
+                       criterion_for: Callable[[torch.nn.Module], tuple[Callable, torch.nn.Module | None]],
+                       session: Session) -> Trained:
+    """The one recipe every model goes through, student or teacher, on the session's data and split.
 
     criterion_for(model) gives the training criterion and, when it has parameters of its own (projection heads),
     the module holding them: they are optimised with the model, and rebuilt fresh for the refit.
     """
+    config, prepared, split, device = session.config, session.prepared, session.split, session.device
     # building first checks the model's streams against the dataset
     unlabelled = getattr(criterion_for, "uses_unlabelled", False)
     rows = {"train": np.concatenate([split.train, split.unlabelled]) if unlabelled else split.train,
@@ -136,20 +120,14 @@ def train_and_evaluate(
     # every method takes as many steps per epoch as there are training clips, labelled or not
     parts["train"] = PairedClips(streams, prepared.labels, rows["train"], len(split.train) + len(split.unlabelled),
                                  train_config.labelled_share)
-    log(f"{role} {model_config.name} on {', '.join(model_config.streams)}: {count_parameters(model):,} parameters, "
-        f"device {device}")
+    session.log(f"{role} {model_config.name} on {', '.join(model_config.streams)}: {count_parameters(model):,} "
+                f"parameters, device {device}")
     result = fit(
         model, parts["train"], parts["val"], train_config, criterion, device, seed=config.seed,
         augment=make_augmenter(config, prepared.info), progress=config.progress, description=role,
-        parameters=parameters, on_epoch=progress_printer(log),
+        parameters=parameters, on_epoch=progress_printer(session.log), checkpoint=session.checkpoint(role),
     )
-    class_names = prepared.info.class_names
-    evaluations, outputs = {}, {}
-    for tag, state in (("best", result.best_state), ("last", result.last_state)):
-        model.load_state_dict(state)
-        for part in ("val", "test"):
-            _, outputs[(tag, part)] = predict(model, parts[part], device)
-            evaluations[(tag, part)] = summarize(parts[part].labels.numpy(), outputs[(tag, part)], class_names)
+    evaluations, outputs = evaluate_best_and_last(model, result, parts, device, prepared.info.class_names)
     delivered, delivered_state = evaluations[("best", "test")], result.best_state
     delivered_logits = outputs[("best", "test")]
     if train_config.refit:
@@ -157,12 +135,12 @@ def train_and_evaluate(
         # epoch validation chose. The validation subject is training data now, so this model has no validation.
         everyone = np.concatenate([split.train, split.val, *((split.unlabelled, split.unlabelled_val) if unlabelled
                                                              else ())])
-        model = replay(f"{role} refit", model_config, train_config, criterion_for, config, prepared, everyone,
-                       result.best_epoch, device, epoch_size=len(split.train) + len(split.val) + len(split.unlabelled)
-                       + len(split.unlabelled_val), log=log)
+        model = replay(f"{role} refit", model_config, train_config, criterion_for, session, everyone,
+                       result.best_epoch, epoch_size=len(split.train) + len(split.val) + len(split.unlabelled)
+                       + len(split.unlabelled_val))
         delivered_state = snapshot(model)
         _, delivered_logits = predict(model, parts["test"], device)
-        delivered = summarize(parts["test"].labels.numpy(), delivered_logits, class_names)
+        delivered = summarize(parts["test"].labels.numpy(), delivered_logits, prepared.info.class_names)
     else:
         model.load_state_dict(delivered_state)
     summary = {
@@ -183,6 +161,18 @@ def train_and_evaluate(
         "test_last": short_figures(evaluations[("last", "test")]),
     }
     return Trained(model, summary, result.history, result.last_state, delivered_state, delivered_logits)
+
+
+def evaluate_best_and_last(model: torch.nn.Module, result, parts: dict, device: torch.device,
+                           class_names: list[str]) -> tuple[dict, dict]:
+    """Figures and logits of the best and the last state on the validation and test parts."""
+    evaluations, outputs = {}, {}
+    for tag, state in (("best", result.best_state), ("last", result.last_state)):
+        model.load_state_dict(state)
+        for part in ("val", "test"):
+            _, outputs[(tag, part)] = predict(model, parts[part], device)
+            evaluations[(tag, part)] = summarize(parts[part].labels.numpy(), outputs[(tag, part)], class_names)
+    return evaluations, outputs
 
 
 class Distilling:

@@ -4,9 +4,11 @@ and the teachers may learn from (data.labels), gathered in a Session with the de
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -42,10 +44,22 @@ class Session:
     log: Callable
     teacher_prepared: Prepared | None = None  # as the teachers may see them (data.labels.teachers); default: the same
     teacher_split: Split | None = None
+    # where each training keeps its per-epoch state, to resume from (None: nothing is written)
+    state_dir: Path | None = None
 
     def __post_init__(self):
         self.teacher_prepared = self.teacher_prepared or self.prepared
         self.teacher_split = self.teacher_split or self.split
+
+    def checkpoint(self, training: str) -> Path | None:
+        """The state file of the training named `training` ("student", "teachers.skeleton fold [1, 3]", ...)."""
+        if self.state_dir is None:
+            return None
+        return self.state_dir / (re.sub(r"[^A-Za-z0-9_.-]+", "_", training).strip("_") + ".pt")
+
+    def as_teachers_see_it(self) -> "Session":
+        """This session with the data and split the teachers may learn from."""
+        return replace(self, prepared=self.teacher_prepared, split=self.teacher_split)
 
     @property
     def training_clips(self) -> np.ndarray:
@@ -65,7 +79,7 @@ def label_views(config: RunConfig, prepared: Prepared, by_subject: Split) -> tup
     return student, by_subject.labelled_by(student.labels), teacher, by_subject.labelled_by(teacher.labels)
 
 
-def open_session(config: RunConfig, log=log_stderr) -> Session:
+def open_session(config: RunConfig, log=log_stderr, state_dir: Path | None = None) -> Session:
     load_plugins(config.plugins)
     if config.threads:
         torch.set_num_threads(config.threads)
@@ -86,7 +100,7 @@ def open_session(config: RunConfig, log=log_stderr) -> Session:
     if unseen:
         log(f"warning: no labelled training clip of {len(unseen)} class(es), which the student cannot learn from "
             f"its labels: {', '.join(unseen[:5])}{' ...' if len(unseen) > 5 else ''}")
-    return Session(config, student, split, device, log, teacher, teacher_split)
+    return Session(config, student, split, device, log, teacher, teacher_split, state_dir)
 
 
 def unlearnable_classes(prepared: Prepared, split: Split) -> list[str]:

@@ -17,8 +17,7 @@ def _student(session: Session, teachers: dict[str, TrainedTeacher], stages: list
     seed_everything(config.seed, config.deterministic)
     criterion_for = Distilling(config, [t.outputs for t in teachers.values()], stages, config.train.label_smoothing,
                                session.prepared.info.devices, session.device)
-    return recipe.train_and_evaluate(role, config.student, config.train, criterion_for, config, session.prepared,
-                                     session.split, session.device, session.log)
+    return recipe.train_and_evaluate(role, config.student, config.train, criterion_for, session)
 
 
 def train_student(session: Session, teachers: dict[str, TrainedTeacher]) -> Trained:

@@ -40,8 +40,8 @@ def cross_fit(name: str, teacher: TeacherConfig, criterion_for: Callable, sessio
     for held_out in np.array_split(subjects, folds):
         inside = np.isin(prepared.subjects[clips], held_out)
         model = replay(f"teachers.{name} fold {list(map(int, held_out))}", teacher, teacher.train, criterion_for,
-                       session.config, prepared, clips[~inside & learns], trained.summary["best_epoch"],
-                       session.device, epoch_size=int((~inside).sum()), log=session.log)
+                       session.as_teachers_see_it(), clips[~inside & learns], trained.summary["best_epoch"],
+                       epoch_size=int((~inside).sum()))
         embeddings, logits = predict(model, PairedClips(streams, prepared.labels, clips[inside]), session.device)
         outputs.logits[clips[inside]] = torch.from_numpy(logits)
         outputs.embeddings[clips[inside]] = torch.from_numpy(embeddings)
@@ -79,7 +79,7 @@ def train_teachers(session: Session, ready: dict[str, TrainedTeacher] | None = N
     uses the chain) learns from that already trained teacher too. Each is frozen, its outputs computed once.
     Teachers in `ready` (trained earlier on the same split and seed) are taken as they are."""
     config, device = session.config, session.device
-    prepared, split = session.teacher_prepared, session.teacher_split
+    prepared = session.teacher_prepared
     teachers: dict[str, TrainedTeacher] = {}
     chain = teacher_chain_used(config)
     for name in config.teacher_order():
@@ -99,8 +99,8 @@ def train_teachers(session: Session, ready: dict[str, TrainedTeacher] | None = N
         criterion_for = Distilling(config, targets, stages, teacher.train.label_smoothing, prepared.info.devices,
                                    device)
         seed_everything(config.seed, config.deterministic)
-        trained = recipe.train_and_evaluate(f"teachers.{name}", teacher, teacher.train, criterion_for, config,
-                                            prepared, split, device, session.log)
+        trained = recipe.train_and_evaluate(f"teachers.{name}", teacher, teacher.train, criterion_for,
+                                            session.as_teachers_see_it())
         if config.distill.cross_fit_folds >= 2:
             outputs = cross_fit(name, teacher, criterion_for, session, trained, config.distill.cross_fit_folds)
         else:
