@@ -34,8 +34,9 @@ def tiny(method, **distill):
 
 
 @pytest.mark.parametrize("method, terms", [
-    ("kd", {"train_ce", "train_kd"}), ("dkd", {"train_dkd"}), ("avg_kd", {"train_kd"}), ("camkd", {"train_kd"}),
-    ("takd", {"train_kd"}), ("dask", {"train_relational", "train_semantic"}), ("pskd", {"train_kd", "train_semantic"}),
+    ("kd", {"train_ce", "train_kd"}), ("dkd", {"train_dkd"}), ("avg_kd", {"train_avg_kd"}), ("camkd", {"train_camkd"}),
+    ("takd", {"train_kd"}), ("dask", {"train_dask_relational", "train_dask_semantic"}),
+    ("pskd", {"train_acs_kd", "train_acs_semantic"}),
 ])
 def test_every_method_trains_teachers_then_distils(tmp_path, method, terms):
     out, metrics = run(tiny(method), tmp_path / method, log=lambda *a, **k: None)

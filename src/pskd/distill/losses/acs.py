@@ -118,4 +118,4 @@ class ACS(LossTerm):
             inputs.teacher_embeddings, [classes[n].to(inputs.logits.device) for n in names], inputs.labels,
             s.acs_mode, s.temperature, s.acs_ground_truth,
         )
-        return {"kd": s.alpha * terms["acs_kd"], "semantic": s.beta * terms["acs_semantic"]}
+        return {"acs_kd": s.alpha * terms["acs_kd"], "acs_semantic": s.beta * terms["acs_semantic"]}

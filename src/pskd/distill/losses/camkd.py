@@ -34,8 +34,8 @@ class CAMKD(LossTerm):
     """Confidence-aware multi-teacher KD over the stage's teachers; the weights need the label."""
 
     needs_labels = True
-    logs = ("kd",)
+    logs = ("camkd",)
 
     def forward(self, inputs: TermInputs) -> dict[str, torch.Tensor]:
         s = self.settings
-        return {"kd": s.alpha * camkd_loss(inputs.logits, inputs.teacher_logits, inputs.labels, s.temperature)}
+        return {"camkd": s.alpha * camkd_loss(inputs.logits, inputs.teacher_logits, inputs.labels, s.temperature)}

@@ -42,4 +42,4 @@ class AverageKD(LossTerm):
     def forward(self, inputs: TermInputs) -> dict[str, torch.Tensor]:
         s = self.settings
         target = torch.stack([F.softmax(z / s.temperature, dim=1) for z in inputs.teacher_logits]).mean(dim=0)
-        return {"kd": s.alpha * soft_target_kl(inputs.logits, target, s.temperature)}
+        return {"avg_kd": s.alpha * soft_target_kl(inputs.logits, target, s.temperature)}

@@ -58,7 +58,7 @@ class DASK(LossTerm):
         projected = self.projections[inputs.teachers[0]](inputs.embedding)
         target = inputs.teacher_embeddings[0]
         return {
-            "kd": s.alpha * kd_loss(inputs.logits, inputs.teacher_logits[0], s.temperature),
-            "relational": s.beta * relational_loss(projected, target, s.relational_distance, s.relational_angle),
-            "semantic": s.beta * semantic_mse(projected, target),
+            "dask_kd": s.alpha * kd_loss(inputs.logits, inputs.teacher_logits[0], s.temperature),
+            "dask_relational": s.beta * relational_loss(projected, target, s.relational_distance, s.relational_angle),
+            "dask_semantic": s.beta * semantic_mse(projected, target),
         }
