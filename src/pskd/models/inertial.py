@@ -97,7 +97,7 @@ class CompactCNN(nn.Module):
         kernel: int | None = None,
         embedding_dim: int | None = None,
         dropout: float = 0.3,
-        separable: bool | None = None,
+        separable: bool = False,
     ):
         super().__init__()
         if preset not in PRESETS:
@@ -106,7 +106,7 @@ class CompactCNN(nn.Module):
         widths = tuple(widths) if widths is not None else PRESETS[preset]["widths"]
         kernel = kernel if kernel is not None else PRESETS[preset]["kernel"]
         embedding_dim = embedding_dim if embedding_dim is not None else PRESETS[preset]["embedding_dim"]
-        separable = separable if separable is not None else PRESETS[preset].get("separable", False)
+        separable = separable or PRESETS[preset].get("separable", False)  # true: depthwise-separable blocks
         if not widths or min(widths) < 1 or kernel < 1 or embedding_dim < 1 or not 0 <= dropout < 1:
             raise ValueError("widths, kernel and embedding_dim must be at least 1 and dropout in [0, 1)")
         self.seq_len = seq_len
