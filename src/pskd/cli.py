@@ -51,36 +51,10 @@ def data_check(dataset: str, data_dir: Path | None, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(summary))
         return
-    click.echo(f"{summary['dataset']} at {summary['root']}: OK")
-    click.echo(f"  clips     {summary['clips']}")
-    click.echo(f"  classes   {summary['classes']}")
-    click.echo(f"  subjects  {len(summary['subjects'])} ({', '.join(map(str, summary['subjects']))})")
-    click.echo(f"  trials    {len(summary['trials'])} ({', '.join(map(str, summary['trials']))})")
-    for stream, info in summary["modalities"].items():
-        seconds = info.get("duration_s")
-        spread = f", {seconds['min']:.2f}-{seconds['max']:.2f} s (median {seconds['median']:.2f})" if seconds else ""
-        click.echo(
-            f"  {stream:<13} {info['rate_hz']:g} Hz, {info['min_length']}-{info['max_length']} samples "
-            f"(median {info['median_length']:g}){spread}"
-        )
-    if summary.get("clips_per_class"):
-        click.echo("  per class " + ", ".join(f"{name}: {n}" for name, n in summary["clips_per_class"].items()))
-    if summary.get("clips_per_subject"):
-        click.echo("  per subject " + ", ".join(f"{s}: {n}" for s, n in summary["clips_per_subject"].items()))
-    missing = ", ".join(summary["missing"]) or "none"
-    click.echo(f"  missing   {missing} ({summary['missing_note']})")
-    if summary.get("sensor_placement"):
-        click.echo(f"  sensor    {summary['sensor_placement']}")
-    if summary.get("found"):
-        click.echo("  found     " + "; ".join(f"{name}: {'yes' if there else 'no'}"
-                                           for name, there in summary["found"].items()))
-    if summary.get("labels"):
-        click.echo("  labels    " + ", ".join(f"subject {subject}: {row['labelled']} labelled + {row['unlabelled']} "
-                                              "unlabelled" for subject, row in summary["labels"].items()))
-    for item in summary["skipped"]:
-        click.echo(f"  skipped   {item}")
-    for note in summary.get("notes", []):
-        click.echo(f"  note      {note}")
+    from pskd.data.check import summary_lines
+
+    for line in summary_lines(summary):
+        click.echo(line)
 
 
 @cli.command()

@@ -122,13 +122,9 @@ def _private_file(target: Path) -> Path:
     return Path(name)
 
 
-def export_run(run_dir: Path, out: Path | None = None, int8: bool = False, atol: float = 1e-4,
-               max_int8_drop: float = 0.02, log=log_stderr, overwrite: bool = False) -> dict:
-    """Export a run's delivered student; return the report (also written as export.json beside the files)."""
-    require_onnx()
-    run_dir = Path(run_dir)
-    model, card = load_student(run_dir)
-    checkpoint = checkpoint_path(run_dir)
+def _targets(run_dir: Path, out: Path | None, int8: bool, overwrite: bool) -> tuple[Path, Path]:
+    """The fp32 and int8 model files, checked before any work: an .onnx name, nothing there unless overwrite,
+    a folder that can be written."""
     fp32_path = Path(out) if out is not None else run_dir / "export" / "student.onnx"
     if fp32_path.suffix != ".onnx":
         raise UserError(f"--out {fp32_path}: the file name must end in .onnx")
@@ -140,6 +136,31 @@ def export_run(run_dir: Path, out: Path | None = None, int8: bool = False, atol:
     fp32_path.parent.mkdir(parents=True, exist_ok=True)
     if not os.access(fp32_path.parent, os.W_OK):
         raise UserError(f"{fp32_path.parent}: not writable")
+    return fp32_path, int8_path
+
+
+def _check_int8(staged: Path, int8_path: Path, data, fp32_logits: np.ndarray, fp32_accuracy: float,
+                max_drop: float) -> dict:
+    """The int8 model's figures on the test clips; an ExportError when it loses more than max_drop accuracy."""
+    quantised = run_onnx(ort_session(staged), data.test)
+    accuracy = _accuracy(quantised, data.test_labels)
+    drop = fp32_accuracy - accuracy
+    if drop > max_drop:
+        raise ExportError(f"{int8_path}: int8 accuracy {100 * accuracy:.2f} % is {100 * drop:.2f} points "
+                          f"below fp32 (allowed {100 * max_drop:.2f}); nothing was written")
+    return {"path": str(int8_path), "accuracy": accuracy, "accuracy_drop": drop,
+            "agreement_with_fp32": float((quantised.argmax(1) == fp32_logits.argmax(1)).mean()),
+            "max_abs_logit_difference": float(np.abs(quantised - fp32_logits).max())}
+
+
+def export_run(run_dir: Path, out: Path | None = None, int8: bool = False, atol: float = 1e-4,
+               max_int8_drop: float = 0.02, log=log_stderr, overwrite: bool = False) -> dict:
+    """Export a run's delivered student; return the report (also written as export.json beside the files)."""
+    require_onnx()
+    run_dir = Path(run_dir)
+    model, card = load_student(run_dir)
+    checkpoint = checkpoint_path(run_dir)
+    fp32_path, int8_path = _targets(run_dir, out, int8, overwrite)
     data = run_data(run_dir, card, log=log)
     with torch.inference_mode():
         reference = model(torch.from_numpy(data.test))[0].numpy()
@@ -165,15 +186,8 @@ def export_run(run_dir: Path, out: Path | None = None, int8: bool = False, atol:
             staged.append(tmp_int8)
             log(f"quantising to int8, calibrated on {len(data.calibration)} training clips")
             quantize_int8(tmp_fp32, tmp_int8, data.calibration, card)
-            quantised = run_onnx(ort_session(tmp_int8), data.test)
-            accuracy = _accuracy(quantised, data.test_labels)
-            drop = report["onnx_fp32"]["accuracy"] - accuracy
-            report["onnx_int8"] = {"path": str(int8_path), "accuracy": accuracy, "accuracy_drop": drop,
-                                   "agreement_with_fp32": float((quantised.argmax(1) == logits.argmax(1)).mean()),
-                                   "max_abs_logit_difference": float(np.abs(quantised - logits).max())}
-            if drop > max_int8_drop:
-                raise ExportError(f"{int8_path}: int8 accuracy {100 * accuracy:.2f} % is {100 * drop:.2f} points "
-                                  f"below fp32 (allowed {100 * max_int8_drop:.2f}); nothing was written")
+            report["onnx_int8"] = _check_int8(tmp_int8, int8_path, data, logits, report["onnx_fp32"]["accuracy"],
+                                              max_int8_drop)
         tmp_fp32.replace(fp32_path)
         if int8:
             tmp_int8.replace(int8_path)

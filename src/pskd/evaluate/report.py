@@ -68,6 +68,27 @@ def _pct(x: float) -> str:
 def write_report(metrics: dict, class_names: list[str], path: Path) -> str:
     """The human summary of a run; returns the text it wrote."""
     student = metrics["student"]
+    lines = [*_header(metrics), *_teachers(metrics), *_student(student), *_per_class(student, class_names),
+             *_per_subject(student)]
+    text = "\n".join(lines) + "\n"
+    path.write_text(text, encoding="utf-8")
+    return text
+
+
+def _most_confused(confusion: list[list[int]], class_names: list[str], top: int = 5) -> list[str]:
+    counts = np.asarray(confusion)
+    pairs = [
+        (int(counts[i, j]), i, j)
+        for i in range(len(counts))
+        for j in range(len(counts))
+        if i != j and counts[i, j] > 0
+    ]
+    pairs.sort(reverse=True)
+    return [f"{class_names[i]} -> {class_names[j]} ({n})" for n, i, j in pairs[:top]]
+
+
+def _header(metrics: dict) -> list[str]:
+    """The title, the run, the split and, with scarce labels, who learnt from which labels."""
     split = metrics["split"]
     lines = [
         f"# {metrics['name']}: {metrics['method']} on {metrics['dataset']} ({metrics['protocol']})",
@@ -90,27 +111,37 @@ def write_report(metrics: dict, class_names: list[str], path: Path) -> str:
             f"clips only; teachers learnt from {who} ({labels['teachers_labelled']} clips).",
             "",
         ]
-    if metrics.get("teachers"):
-        lines += [
-            "## Teachers",
-            "",
-            "| teacher | model | streams | params | test accuracy (%) | test macro-F1 (%) | best-on-val (%) | last epoch (%) |",
-            "|---|---|---|---|---|---|---|---|",
-        ]
-        for name, teacher in metrics["teachers"].items():
-            lines.append(
-                f"| {name} | `{teacher['model']}` | {', '.join(teacher['streams'])} | {teacher['params']:,} | "
-                f"{_pct(teacher['test']['accuracy'])} | {_pct(teacher['test']['macro_f1'])} | "
-                f"{_pct(teacher['test_best']['accuracy'])} | {_pct(teacher['test_last']['accuracy'])} |"
-            )
-        stages = "; ".join(
-            f"from epoch {s['start']}: {s['loss']} from {', '.join(s['teachers'])}" for s in metrics.get("stages", [])
+    return lines
+
+
+def _teachers(metrics: dict) -> list[str]:
+    """The teachers' table and the student's stages (nothing for a student without teachers)."""
+    if not metrics.get("teachers"):
+        return []
+    lines = [
+        "## Teachers",
+        "",
+        "| teacher | model | streams | params | test accuracy (%) | test macro-F1 (%) | best-on-val (%) | last epoch (%) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, teacher in metrics["teachers"].items():
+        lines.append(
+            f"| {name} | `{teacher['model']}` | {', '.join(teacher['streams'])} | {teacher['params']:,} | "
+            f"{_pct(teacher['test']['accuracy'])} | {_pct(teacher['test']['macro_f1'])} | "
+            f"{_pct(teacher['test_best']['accuracy'])} | {_pct(teacher['test_last']['accuracy'])} |"
         )
-        lines += ["", f"Student stages: {stages or 'cross-entropy only'}.", ""]
+    stages = "; ".join(
+        f"from epoch {s['start']}: {s['loss']} from {', '.join(s['teachers'])}" for s in metrics.get("stages", [])
+    )
+    return [*lines, "", f"Student stages: {stages or 'cross-entropy only'}.", ""]
+
+
+def _student(student: dict) -> list[str]:
+    """The student's checkpoints (selected, last, refit), the gate, and the pictures."""
     fixed = student.get("select") == "last"
     chosen = "the last: a fixed schedule, validation only watched" if fixed else "best on validation"
     selected = "selected (the last epoch)" if fixed else "best on validation"
-    lines += [
+    lines = [
         "## Student",
         "",
         f"`{student['model']}` on {', '.join(student['streams'])}: {student['params']:,} parameters, "
@@ -142,12 +173,14 @@ def write_report(metrics: dict, class_names: list[str], path: Path) -> str:
         "![confusion matrix](confusion_matrix.png)",
         "",
         "![learning curves](learning_curves.png)",
-        "",
-        "## Per class (delivered model, test split)",
-        "",
-        "| # | class | precision | recall | F1 | clips |",
-        "|---|---|---|---|---|---|",
     ]
+    return lines
+
+
+def _per_class(student: dict, class_names: list[str]) -> list[str]:
+    """Per class figures of the delivered model, and the most frequent confusions."""
+    lines = ["", "## Per class (delivered model, test split)", "", "| # | class | precision | recall | F1 | clips |",
+             "|---|---|---|---|---|---|"]
     for i, row in enumerate(student["test"]["per_class"]):
         lines.append(
             f"| {i + 1} | {row['class']} | {_pct(row['precision'])} | {_pct(row['recall'])} | {_pct(row['f1'])} | "
@@ -156,23 +189,14 @@ def write_report(metrics: dict, class_names: list[str], path: Path) -> str:
     confused = _most_confused(student["test"]["confusion_matrix"], class_names)
     if confused:
         lines += ["", "Most frequent confusions: " + "; ".join(confused) + "."]
+    return lines
+
+
+def _per_subject(student: dict) -> list[str]:
+    lines: list[str] = []
     per_subject = student.get("test_per_subject")
     if per_subject:
         lines += ["", "## Per test subject (delivered model)", "", "| subject | accuracy (%) | clips |", "|---|---|---|"]
         lines += [f"| {subject} | {_pct(row['accuracy'])} | {row['clips']} |" for subject, row in per_subject.items()]
         lines += ["", "Each test clip's prediction and confidence: `predictions.csv`."]
-    text = "\n".join(lines) + "\n"
-    path.write_text(text, encoding="utf-8")
-    return text
-
-
-def _most_confused(confusion: list[list[int]], class_names: list[str], top: int = 5) -> list[str]:
-    counts = np.asarray(confusion)
-    pairs = [
-        (int(counts[i, j]), i, j)
-        for i in range(len(counts))
-        for j in range(len(counts))
-        if i != j and counts[i, j] > 0
-    ]
-    pairs.sort(reverse=True)
-    return [f"{class_names[i]} -> {class_names[j]} ({n})" for n, i, j in pairs[:top]]
+    return lines
