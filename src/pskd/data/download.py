@@ -187,6 +187,48 @@ def _find_folders(extracted: Path, folders: list[str]) -> dict[str, Path]:
     return found
 
 
+def _fetch_and_extract(archive, base: str, downloads: Path, staging: Path, want: str | None, log,
+                       progress: Callable[[str, int, int | None], None] | None) -> None:
+    """One archive: fetched unless already there (resumed when partial), its SHA-256 checked, extracted safely."""
+    source = urllib.parse.urljoin(base, archive.name)
+    path = downloads / archive.name
+    if not path.exists():
+        log(f"downloading {source}")
+        fetch(source, path, (lambda done, total, n=archive.name: progress(n, done, total)) if progress else None)
+    want = want or archive.sha256
+    if want:
+        got = sha256_of(path)
+        if got != want:
+            path.unlink()
+            raise DataError(f"{source}: SHA-256 {got} does not match the expected {want}; the file was deleted")
+        log(f"{archive.name}: SHA-256 verified")
+    try:
+        safe_extract(path, staging / archive.name)
+    except DataError:
+        path.unlink()  # an archive that cannot be extracted safely is not kept for next time
+        raise
+
+
+def _verify(expected_files: dict[str, str], found: dict[str, Path], dataset: str, downloads: Path) -> None:
+    """Every extracted file against the manifest's digests; on a mismatch the archives are deleted."""
+    bad, missing = [], []
+    for relative, digest in expected_files.items():
+        folder, _, rest = relative.partition("/")
+        if folder not in found:
+            continue
+        path = found[folder] / rest
+        if not path.is_file():
+            missing.append(relative)
+        elif sha256_of(path) != digest:
+            bad.append(relative)
+    if bad or missing:
+        detail = "; ".join(part for part in (
+            f"{len(bad)} file(s) differ from the manifest ({', '.join(bad[:3])})" if bad else "",
+            f"{len(missing)} file(s) missing ({', '.join(missing[:3])})" if missing else "") if part)
+        shutil.rmtree(downloads, ignore_errors=True)  # not kept: the next run downloads afresh
+        raise DataError(f"{dataset}: the extracted files do not verify: {detail}; the archives were deleted")
+
+
 def download(dataset: str, data_dir: Path, url: str | None = None, sha256: dict[str, str] | None = None,
              manifest: Path | None = None, keep_archives: bool = False, log=print,
              progress: Callable[[str, int, int | None], None] | None = None) -> Path:
@@ -223,25 +265,7 @@ def download(dataset: str, data_dir: Path, url: str | None = None, sha256: dict[
     staging = Path(tempfile.mkdtemp(prefix=f".{dataset}.", dir=data_dir))
     try:
         for archive in spec.archives:
-            source = urllib.parse.urljoin(base, archive.name)
-            path = downloads / archive.name
-            if not path.exists():
-                log(f"downloading {source}")
-                fetch(source, path, (lambda done, total, n=archive.name: progress(n, done, total)) if progress
-                      else None)
-            want = sha256.get(archive.name) or archive.sha256
-            if want:
-                got = sha256_of(path)
-                if got != want:
-                    path.unlink()
-                    raise DataError(f"{source}: SHA-256 {got} does not match the expected {want}; the file was "
-                                    "deleted")
-                log(f"{archive.name}: SHA-256 verified")
-            try:
-                safe_extract(path, staging / archive.name)
-            except DataError:
-                path.unlink()  # an archive that cannot be extracted safely is not kept for next time
-                raise
+            _fetch_and_extract(archive, base, downloads, staging, sha256.get(archive.name), log, progress)
         found = {}
         for archive in spec.archives:
             found.update(_find_folders(staging / archive.name, [f for f in spec.folders if f not in found]))
@@ -249,22 +273,7 @@ def download(dataset: str, data_dir: Path, url: str | None = None, sha256: dict[
         if absent:
             raise DataError(f"the archives of {dataset} hold no {', '.join(absent)} folder")
         if expected_files is not None:
-            bad, missing = [], []
-            for relative, digest in expected_files.items():
-                folder, _, rest = relative.partition("/")
-                if folder not in found:
-                    continue
-                path = found[folder] / rest
-                if not path.is_file():
-                    missing.append(relative)
-                elif sha256_of(path) != digest:
-                    bad.append(relative)
-            if bad or missing:
-                detail = "; ".join(part for part in (
-                    f"{len(bad)} file(s) differ from the manifest ({', '.join(bad[:3])})" if bad else "",
-                    f"{len(missing)} file(s) missing ({', '.join(missing[:3])})" if missing else "") if part)
-                shutil.rmtree(downloads, ignore_errors=True)  # not kept: the next run downloads afresh
-                raise DataError(f"{dataset}: the extracted files do not verify: {detail}; the archives were deleted")
+            _verify(expected_files, found, dataset, downloads)
             log(f"{len(expected_files)} files verified against the manifest")
         target.mkdir(parents=True, exist_ok=True)
         for name in spec.folders:
