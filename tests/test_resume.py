@@ -3,6 +3,7 @@ never interrupted (CPU, deterministic flag)."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
@@ -113,3 +114,54 @@ def test_each_training_has_its_own_state_file_inside_a_run(tmp_path):
     assert session.checkpoint("student") is None
     session = replace(session, state_dir=tmp_path)
     assert session.checkpoint("teachers.skeleton fold [1, 3]") == tmp_path / "teachers.skeleton_fold_1_3.pt"
+
+
+@pytest.mark.slow
+def test_a_full_disk_mid_run_is_one_error_line_and_the_run_resumes_to_the_same_figures(tmp_path, capsys, monkeypatch):
+    """A write that fails with ENOSPC at the student's 5th checkpoint (injected: no small file system here): one
+    error line naming the file, exit code 2, the checkpoints of epochs 1-4 kept, then --resume finishes the run
+    exactly as an uninterrupted one."""
+    from pskd.train import state
+
+    tree = {**CONFIG, "method": "ce", "teachers": {}, "distill": {}, "train": {**CONFIG["train"], "epochs": 8}}
+    config = tmp_path / "ce.yaml"
+    config.write_text(yaml.safe_dump(tree))
+    code, _, err = run_cli(["train", str(config), "--out", str(tmp_path / "straight"), "--quiet"], capsys)
+    assert code == 0, err
+    real, calls = state.write_atomically, []
+
+    def full_disk(path, write):
+        calls.append(path)
+        if len(calls) == 5:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        real(path, write)
+
+    monkeypatch.setattr(state, "write_atomically", full_disk)
+    out = tmp_path / "full"
+    code, _, err = run_cli(["train", str(config), "--out", str(out), "--quiet"], capsys)
+    lines = [line for line in err.splitlines() if line.startswith("pskd: error")]  # the others: the run's log
+    assert code == 2 and len(lines) == 1 and "Traceback" not in err
+    assert "student.pt: cannot write (No space left on device)" in lines[0]
+    assert lines[0].endswith(f"continue it with: pskd train --resume {out}")
+    kept = torch.load(out.with_name("full.incomplete") / "state" / "student.pt", weights_only=True)
+    assert kept["epoch"] == 4 and not out.exists()
+    monkeypatch.setattr(state, "write_atomically", real)
+    code, _, err = run_cli(["train", "--resume", str(out), "--quiet"], capsys)
+    assert code == 0, err
+    assert figures(json.loads((out / "metrics.json").read_text())) == \
+        figures(json.loads((tmp_path / "straight" / "metrics.json").read_text()))
+
+
+def test_an_atomic_write_that_fails_leaves_the_previous_file_and_no_temporary_one(tmp_path):
+    from pskd.fileio import WriteError, write_atomically
+
+    target = tmp_path / "state.pt"
+    write_atomically(target, lambda handle: handle.write(b"first"))
+
+    def fails(handle):
+        handle.write(b"half")
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+
+    with pytest.raises(WriteError, match="state.pt: cannot write .Read-only file system"):
+        write_atomically(target, fails)
+    assert target.read_bytes() == b"first" and sorted(p.name for p in tmp_path.iterdir()) == ["state.pt"]

@@ -22,6 +22,7 @@ from pskd.data.cache import prepare
 from pskd.data.registry import dataset_names, get_dataset
 from pskd.distill.methods import check_method, teachers_used
 from pskd.errors import ConfigError, UserError
+from pskd.fileio import WriteError
 from pskd.models.zoo import model_names
 from pskd.plugins import load_plugins
 from pskd.rundir import INCOMPLETE, abandon, finish, resume_run_dir, stage_run_dir, staging_of
@@ -113,11 +114,29 @@ def run(config: RunConfig, out: Path | None = None, log=log_stderr,
         run_log.close()
         lock.release()
         raise
+    except (WriteError, OSError) as err:  # a full disk, a read-only file system: keep what was checkpointed
+        raise _write_failed(err, staging, lock, run_log, resume, out, log) from None
     except BaseException:
         run_log.close()
         abandon(staging, lock, not resume, out, log)
         raise
     return out, metrics
+
+
+def _write_failed(err: OSError | WriteError, staging: Path, lock, run_log, resume: bool, out: Path, log) -> WriteError:
+    """The error to report when the run could not write: its checkpoints are kept, to resume once there is room
+    (a fresh run with no checkpoint yet leaves nothing behind)."""
+    try:
+        run_log.close()
+    except OSError:
+        pass  # the log's own last lines may not fit either
+    message = str(err) if isinstance(err, WriteError) else f"{err.filename or staging}: cannot write ({err.strerror})"
+    if resume or any((staging / STATE).glob("*.pt")):
+        lock.release()
+        return WriteError(f"{message}; the run so far is kept: free some space, then continue it with: "
+                          f"pskd train --resume {out}")
+    abandon(staging, lock, True, out, log)
+    return WriteError(message)
 
 
 def _share_run_dir(out: Path | None) -> Path | None:

@@ -11,7 +11,6 @@ import hashlib
 import json
 import os
 import sys
-import tempfile
 import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ from pskd.data.clip import SKELETON, Clip, DatasetInfo
 from pskd.data.layouts import dataset_layout
 from pskd.data.registry import get_dataset, resolve_data_dir
 from pskd.data.transforms import center_skeleton, resample, scale_skeleton
+from pskd.fileio import WriteError, write_atomically
 
 CACHE_VERSION = 3
 CACHE_VARIABLE = "PSKD_CACHE_DIR"
@@ -108,15 +108,7 @@ def _save(path: Path, prepared: Prepared) -> None:
                   scenes=prepared.scenes)
     meta = {"info": asdict(prepared.info), "clip_ids": prepared.clip_ids}
     arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.stem, suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as out:
-            np.savez(out, **arrays)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    write_atomically(path, lambda handle: np.savez(handle, **arrays))
 
 
 def _load(path: Path) -> Prepared:
@@ -156,6 +148,6 @@ def prepare(config: DataConfig, preprocess: PreprocessConfig, log=log_stderr) ->
     if path is not None:
         try:
             _save(path, prepared)
-        except OSError as err:
-            log(f"could not write the cache {path} ({err.strerror}); continuing without it", file=sys.stderr)
+        except WriteError as err:
+            log(f"could not write the cache ({err}); continuing without it", file=sys.stderr)
     return prepared

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import copy
 import math
-import os
 import random
 import time
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from torch import nn
 
 from pskd.config import TrainConfig
 from pskd.data.batches import LABEL, PairedClips
+from pskd.fileio import write_atomically
 from pskd.train import distributed
 from pskd.train.inference import evaluate_loss, to_device
 
@@ -62,13 +62,8 @@ def snapshot(model: nn.Module) -> dict:
 
 
 def save_atomically(blob: dict, path: Path) -> None:
-    """Write then rename: a kill at any moment leaves either the previous file or the new one, never half of one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(blob, tmp)
-    with open(tmp, "rb") as handle:
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    """torch.save through pskd.fileio.write_atomically: the previous checkpoint survives a kill or a failed write."""
+    write_atomically(path, lambda handle: torch.save(blob, handle))
 
 
 def make_optimizer(parameters, config: TrainConfig) -> torch.optim.Optimizer:
