@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -217,3 +218,34 @@ def test_data_check_counts_clips_per_class_and_subject_and_gives_durations(users
     assert summary["clips_per_subject"] == {"person1": 6, "person2": 6, "person3": 6, "person4": 6}
     seconds = summary["modalities"]["accelerometer"]["duration_s"]
     assert 0 < seconds["min"] <= seconds["median"] <= seconds["max"]
+
+
+def _rewrite_manifest(root: Path, column: str, values: dict[int, str]) -> None:
+    """Set `column` of the manifest's data rows (0-based) to the given texts."""
+    with (root / "manifest.csv").open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    for index, text in values.items():
+        rows[index][column] = text
+    with (root / "manifest.csv").open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def test_identifiers_are_integers_only_in_plain_ascii_digits(tmp_path):
+    root = write_folder(tmp_path / "ids", subjects=(1, 2), classes=2, trials=2, layout=False)
+    # subjects '1' and '2' (numbers), then one spelt with a superscript digit: every subject is a name
+    _rewrite_manifest(root, "subject", {i: s for i, s in enumerate(["1"] * 4 + ["2", "2", "2", "²"])})
+    info, clips = folder.load(root)
+    assert info.subject_names == {"1": "1", "2": "2", "3": "²"} and sorted({c.subject for c in clips}) == [1, 2, 3]
+    for bad in ("٣", "²", "1e3", "12345678901", "+4"):
+        _rewrite_manifest(root, "trial", {0: bad})
+        with pytest.raises(DataError, match=re.escape(f"row 2: trial '{bad}' is not an integer")):
+            folder.load(root)
+
+
+def test_subjects_that_are_the_same_number_are_refused(tmp_path):
+    root = write_folder(tmp_path / "same", subjects=(7, 8), classes=2, trials=2, layout=False)
+    _rewrite_manifest(root, "subject", {i: s for i, s in enumerate(["7", "7", "007", "007", "8", "8", "8", "8"])})
+    with pytest.raises(DataError, match="subjects '007', '7' are the same number 7; spell each subject one way"):
+        folder.load(root)

@@ -26,6 +26,7 @@ import hashlib
 import json
 import math
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -136,7 +137,7 @@ def load(data_dir: str | Path) -> tuple[DatasetInfo, list[Clip]]:
         if not cell["subject"]:
             problems.append(f"{where}: empty subject")
         for name in ("session", "trial"):
-            if name in cell and cell[name] and not cell[name].lstrip("-").isdigit():
+            if name in cell and cell[name] and not is_integer(cell[name]):
                 problems.append(f"{where}: {name} '{cell[name]}' is not an integer")
         arrays, rates = {}, {}
         for stream in streams:
@@ -189,8 +190,8 @@ def load(data_dir: str | Path) -> tuple[DatasetInfo, list[Clip]]:
         found = f"a single class '{names[0]}'" if names else "no labelled clip"
         raise DataError(f"{manifest}: {found}; at least two classes are needed")
     subject_names = sorted({cell["subject"] for _, cell, _, _ in records})
-    numeric = all(s.lstrip("-").isdigit() for s in subject_names)
-    subject_id = {s: (int(s) if numeric else i + 1) for i, s in enumerate(subject_names)}
+    subject_id = subject_numbering(subject_names, manifest)
+    numeric = all(is_integer(name) for name in subject_names)
     clips = [
         Clip(clip_id=cell["clip_id"], label=names.index(cell["label"]) if cell["label"] else UNLABELLED,
              subject=subject_id[cell["subject"]],
@@ -213,6 +214,29 @@ def load(data_dir: str | Path) -> tuple[DatasetInfo, list[Clip]]:
         info.notes.append(f"{layout_source} is not used: there is no skeleton stream")
     info.notes += identical_recordings(clips)
     return info, clips
+
+
+INTEGER = re.compile(r"-?[0-9]{1,9}")  # plain ASCII digits, within any integer type's range
+
+
+def is_integer(text: str) -> bool:
+    """Whether a manifest cell is an integer: ASCII digits only ('²' or '٣' are names), at most nine of them."""
+    return INTEGER.fullmatch(text) is not None
+
+
+def subject_numbering(names: list[str], manifest: Path) -> dict[str, int]:
+    """Subjects all given as integers keep their numbers; otherwise every subject is a name, numbered 1, 2, ...
+    in order. Two integers that are the same number ('7' and '007') are refused rather than merged."""
+    if not all(is_integer(name) for name in names):
+        return {name: i + 1 for i, name in enumerate(names)}
+    by_number: dict[int, list[str]] = {}
+    for name in names:
+        by_number.setdefault(int(name), []).append(name)
+    for number, spellings in by_number.items():
+        if len(spellings) > 1:
+            raise DataError(f"{manifest}: subjects {', '.join(repr(s) for s in spellings)} are the same number "
+                            f"{number}; spell each subject one way")
+    return {name: int(name) for name in names}
 
 
 def identical_recordings(clips: list[Clip]) -> list[str]:
