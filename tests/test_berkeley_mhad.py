@@ -45,6 +45,26 @@ def test_real_copy_loads_and_synchronises(berkeley_root):
     np.testing.assert_array_equal(left[0].streams[ACCELEROMETER], clips[0].streams["acc_h01"])
 
 
+def test_real_copy_names_its_recordings_with_outlying_timestamps(berkeley_root):
+    info, _ = bm.load(berkeley_root)
+    odd = [note for note in info.notes if "timestamps imply" in note]
+    assert len(odd) == 17 and any(note.startswith("acc_h04_s07_a07_r02.txt: timestamps imply 8.7 Hz") for note in odd)
+
+
+def test_an_outlying_timestamp_is_named_or_refused(tmp_path):
+    root = make_copy(tmp_path / "berkeley_mhad")
+    path = root / "Accelerometer" / "Shimmer03" / "acc_h03_s01_a01_r01.txt"
+    values = np.loadtxt(path)
+    values[-1, 3] = values[0, 3] + 5.0  # 90 samples over 5 s: 17.8 Hz, a late last packet
+    np.savetxt(path, values, fmt="%.6f")
+    info, _ = bm.load(root)
+    assert any(note.startswith("acc_h03_s01_a01_r01.txt: timestamps imply 17.8 Hz") for note in info.notes)
+    values[-1, 3] = values[0, 3] + 3600.0  # an hour: the recording would be flattened into a sliver
+    np.savetxt(path, values, fmt="%.6f")
+    with pytest.raises(DataError, match="acc_h03_s01_a01_r01.txt: 90 samples over 3600.00 s of timestamps is 0.0 Hz"):
+        bm.load(root)
+
+
 def test_real_copy_summary_names_the_modalities_found(berkeley_root):
     summary = bm.summarize(berkeley_root)
     assert summary["clips"] == 658
