@@ -12,7 +12,7 @@ from conftest import REPO, run_cli
 
 TINY = [
     "--set", "data.dataset=synthetic", "--set", "data.synthetic.subjects=4", "--set", "data.synthetic.trials=2",
-    "--set", "data.synthetic.classes=4", "--set", "preprocess.accelerometer_length=32",
+    "--set", "data.synthetic.classes=4", "--set", "preprocess.sensor_length=32",
     "--set", "preprocess.skeleton_length=16", "--set", "train.epochs=3", "--set", "train.batch_size=8",
     "--set", "student.options.widths=[8,16]", "--set", "student.options.embedding_dim=16",
 ]

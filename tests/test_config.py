@@ -86,3 +86,9 @@ def test_an_override_reaches_only_its_own_section():
     assert config.teachers["skeleton"].train.epochs == 2
     assert config.teachers["fusion"].train.epochs == 40  # the demo's two teachers share one dict for train
     assert DEMO_CONFIG["teachers"]["skeleton"]["train"]["epochs"] == 40  # and the tree given is untouched
+
+
+def test_the_former_name_of_sensor_length_is_still_read():
+    assert build_config({"preprocess": {"accelerometer_length": 64}}).preprocess.sensor_length == 64
+    with pytest.raises(ConfigError, match="give sensor_length only"):
+        build_config({"preprocess": {"accelerometer_length": 64, "sensor_length": 32}})

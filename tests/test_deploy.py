@@ -37,7 +37,7 @@ pytest.importorskip("onnxruntime", reason="the export extra (onnx, onnxruntime) 
 SUBJECTS, TRIALS, CLASSES = 6, 6, 4
 TRAIN = [
     "data.dataset=synthetic", f"data.synthetic.subjects={SUBJECTS}", f"data.synthetic.trials={TRIALS}",
-    f"data.synthetic.classes={CLASSES}", "preprocess.accelerometer_length=64", "train.epochs=30", "train.refit=false",
+    f"data.synthetic.classes={CLASSES}", "preprocess.sensor_length=64", "train.epochs=30", "train.refit=false",
     "student.options.widths=[16,32]", "student.options.embedding_dim=32", "progress=false", "threads=1",
 ]
 

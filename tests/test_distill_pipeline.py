@@ -14,7 +14,7 @@ SMALL_GCN = {"widths": [8, 16], "strides": [1, 2], "embedding_dim": 16}
 TINY = {
     "name": "tiny",
     "data": {"dataset": "synthetic", "synthetic": {"subjects": 4, "trials": 2, "classes": 4}},
-    "preprocess": {"accelerometer_length": 32, "skeleton_length": 16},
+    "preprocess": {"sensor_length": 32, "skeleton_length": 16},
     "student": {"name": "compact_cnn", "options": {"widths": [8, 16], "embedding_dim": 16}},
     "train": {"epochs": 3, "batch_size": 8},
     "progress": False,

@@ -94,7 +94,7 @@ def test_two_processes_train_exactly_as_one(tmp_path):
 SMALL = {
     "name": "ddp", "method": "pskd", "progress": False, "threads": 1,
     "data": {"dataset": "synthetic", "synthetic": {"subjects": 6, "trials": 4, "classes": 4}},
-    "preprocess": {"accelerometer_length": 32, "skeleton_length": 16},
+    "preprocess": {"sensor_length": 32, "skeleton_length": 16},
     "student": {"name": "compact_cnn", "options": {"widths": [16, 32], "embedding_dim": 16, "dropout": 0.0}},
     "train": {"epochs": 15, "batch_size": 32, "refit": False},
     "teachers": {"skeleton": {"name": "skeleton_gcn", "options": {"widths": [8, 16], "strides": [1, 2],

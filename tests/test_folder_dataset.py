@@ -82,7 +82,7 @@ def test_pskd_trains_on_a_folder_without_a_layout(tmp_path):
     config = build_config({
         "method": "pskd", "progress": False, "threads": 1,
         "data": {"dataset": "folder", "data_dir": str(root), "protocol": "kfold", "folder": {"folds": 2, "fold": 1}},
-        "preprocess": {"accelerometer_length": 32, "skeleton_length": 16},
+        "preprocess": {"sensor_length": 32, "skeleton_length": 16},
         "student": {"name": "compact_cnn", "options": {"widths": [8, 16], "embedding_dim": 16}},
         "train": {"epochs": 3, "batch_size": 8},
         "teachers": {"skeleton": {"name": "skeleton_gcn", "options": {"widths": [8, 16], "strides": [1, 2],
@@ -185,7 +185,7 @@ def test_subjects_are_named_as_the_user_named_them(users_folder, tmp_path):
     config = build_config({"method": "ce", "progress": False, "data": {
         "dataset": "folder", "data_dir": str(users_folder), "protocol": "leave_subjects_out",
         "folder": {"test_subjects": ["person4"]}}, "train": {"epochs": 2, "batch_size": 8},
-        "preprocess": {"accelerometer_length": 32}})
+        "preprocess": {"sensor_length": 32}})
     out, metrics = run(config, tmp_path / "named", log=lambda *a, **k: None)
     assert metrics["split"]["test_subjects"] == [4] and metrics["split"]["subject_names"]["4"] == "person4"
     assert list(metrics["student"]["test_per_subject"]) == ["person4"]

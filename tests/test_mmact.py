@@ -82,7 +82,7 @@ def test_milliseconds_protocols_and_training(tmp_path):
     config = build_config({
         "method": "kd", "progress": False, "threads": 1,
         "data": {"dataset": "mmact", "data_dir": str(root), "val_subjects": [2]},
-        "preprocess": {"accelerometer_length": 32, "skeleton_length": 16},
+        "preprocess": {"sensor_length": 32, "skeleton_length": 16},
         "student": {"name": "compact_cnn", "options": {"widths": [8, 16], "embedding_dim": 16}},
         "train": {"epochs": 2, "batch_size": 8},
         "teachers": {"keypoints": {"name": "skeleton_gcn", "options": {"widths": [8], "strides": [1],

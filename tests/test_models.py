@@ -110,3 +110,16 @@ def test_models_train_deterministically():
         return model(x)[1].detach()
 
     torch.testing.assert_close(one_step(), one_step(), rtol=0, atol=0)
+
+
+def test_the_tiny_student_fits_a_microcontroller_budget():
+    """compact_cnn preset tiny: at most 10 k parameters and about 0.5 MFLOPs per UTD-MHAD clip (27 classes)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from pskd.models.inertial import CompactCNN
+
+    model = CompactCNN(3, 27, 128, preset="tiny").eval()
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        model(torch.zeros(1, 3, 128))
+    assert sum(p.numel() for p in model.parameters()) <= 10_000 and counter.get_total_flops() <= 0.5e6
+    assert model.dropout.p == 0.1 and CompactCNN(3, 27, 128, preset="tiny", dropout=0.2).dropout.p == 0.2

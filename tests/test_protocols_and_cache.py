@@ -72,22 +72,22 @@ def test_prepared_data_is_cached_and_keyed_by_preprocessing(tmp_path, monkeypatc
 
     monkeypatch.setitem(DATASETS, "synthetic", replace(source, load=counting))
     config = DataConfig(dataset="synthetic", cache_dir=str(tmp_path), synthetic={"subjects": 2, "trials": 1})
-    first = cache_module.prepare(config, PreprocessConfig(accelerometer_length=32, skeleton_length=16))
-    second = cache_module.prepare(config, PreprocessConfig(accelerometer_length=32, skeleton_length=16))
+    first = cache_module.prepare(config, PreprocessConfig(sensor_length=32, skeleton_length=16))
+    second = cache_module.prepare(config, PreprocessConfig(sensor_length=32, skeleton_length=16))
     assert len(calls) == 1
     for name in first.streams:
         np.testing.assert_array_equal(first.streams[name], second.streams[name])
     assert first.clip_ids == second.clip_ids and first.info == second.info
     assert second.streams["accelerometer"].shape == (20, 32, 3)
     assert second.streams["skeleton"].shape == (20, 16, 20, 3)
-    cache_module.prepare(config, PreprocessConfig(accelerometer_length=48, skeleton_length=16))
+    cache_module.prepare(config, PreprocessConfig(sensor_length=48, skeleton_length=16))
     assert len(calls) == 2
     assert len(list(tmp_path.glob("synthetic-*.npz"))) == 2
 
 
 def test_a_corrupt_cache_entry_is_rebuilt(tmp_path):
     config = DataConfig(dataset="synthetic", cache_dir=str(tmp_path), synthetic={"subjects": 2, "trials": 1})
-    pre = PreprocessConfig(accelerometer_length=16, skeleton_length=8)
+    pre = PreprocessConfig(sensor_length=16, skeleton_length=8)
     cache_module.prepare(config, pre)
     (entry,) = tmp_path.glob("*.npz")
     entry.write_bytes(b"garbage")

@@ -27,7 +27,7 @@ CONFIG = {
     "threads": 1,
     "progress": False,
     "data": {"dataset": "synthetic", "synthetic": {"subjects": 6, "trials": 4, "classes": 4}},
-    "preprocess": {"accelerometer_length": 32, "skeleton_length": 16},
+    "preprocess": {"sensor_length": 32, "skeleton_length": 16},
     "student": {"name": "compact_cnn", "options": {"widths": [16, 32], "embedding_dim": 16}},
     "train": {"epochs": 40, "batch_size": 8, "refit": True},
     "teachers": {

@@ -89,12 +89,26 @@ class DataConfig(Section):
 
 
 class PreprocessConfig(Section):
-    accelerometer_length: int = Field(128, ge=8)
+    # samples every clip of a body-worn sensor stream is resampled to (accelerometer, gyroscope, other units)
+    sensor_length: int = Field(128, ge=8)
     skeleton_length: int = Field(64, ge=4)
     resample: Literal["linear", "cubic"] = "linear"
     antialias: bool = True  # low-pass before down-sampling a stream
     skeleton_center: Literal["hip", "spine", "none"] = "hip"
     skeleton_scale: bool = True  # divide by the mean torso length of the clip
+
+    @model_validator(mode="before")
+    @classmethod
+    def _former_name(cls, values):
+        """`accelerometer_length`, the name before 0.2 (it set every sensor stream, not the accelerometer only),
+        is read as sensor_length, so runs saved with it still resume."""
+        if isinstance(values, dict) and "accelerometer_length" in values:
+            values = dict(values)
+            former = values.pop("accelerometer_length")
+            if "sensor_length" in values:
+                raise ValueError("preprocess: give sensor_length only (accelerometer_length is its former name)")
+            values["sensor_length"] = former
+        return values
 
 
 class AugmentConfig(Section):

@@ -11,7 +11,7 @@ DEMO_CONFIG = {
     "name": "demo",
     "method": "pskd",
     "data": {"dataset": "synthetic", "protocol": "cross_subject"},
-    "preprocess": {"accelerometer_length": 128, "skeleton_length": 32},
+    "preprocess": {"sensor_length": 128, "skeleton_length": 32},
     "student": {"name": "compact_cnn", "streams": ["accelerometer"]},
     "train": {"epochs": 120},
     "teachers": {

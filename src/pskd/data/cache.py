@@ -48,7 +48,7 @@ class Prepared:
 
 
 def stream_length(stream: str, preprocess: PreprocessConfig) -> int:
-    return preprocess.skeleton_length if stream == SKELETON else preprocess.accelerometer_length
+    return preprocess.skeleton_length if stream == SKELETON else preprocess.sensor_length
 
 
 def prepare_clips(info: DatasetInfo, clips: list[Clip], preprocess: PreprocessConfig) -> Prepared:

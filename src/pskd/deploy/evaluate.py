@@ -32,7 +32,7 @@ def evaluation_config(model_path: Path, card: ModelCard, overrides: list[str]) -
     """The run's own config for a run directory (its data and preprocessing), else the defaults; then the
     overrides, and the clip length the model reads."""
     saved = Path(model_path) / "config.yaml"
-    fixed = [f"preprocess.accelerometer_length={card.seq_len}"]
+    fixed = [f"preprocess.sensor_length={card.seq_len}"]
     if saved.is_file():
         return load_config(saved, [*overrides, *fixed])
     return build_config({}, [*overrides, *fixed], source="evaluation")
