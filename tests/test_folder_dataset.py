@@ -249,3 +249,11 @@ def test_subjects_that_are_the_same_number_are_refused(tmp_path):
     _rewrite_manifest(root, "subject", {i: s for i, s in enumerate(["7", "7", "007", "007", "8", "8", "8", "8"])})
     with pytest.raises(DataError, match="subjects '007', '7' are the same number 7; spell each subject one way"):
         folder.load(root)
+
+
+def test_streams_of_one_clip_that_last_too_differently_are_a_problem(tmp_path):
+    root = write_folder(tmp_path / "long", subjects=(1, 2), classes=2, trials=2, layout=False)
+    _rewrite_manifest(root, "accelerometer_rate", {0: "5"})  # ten times too slow: the watch would last 10x longer
+    with pytest.raises(DataError, match=r"row 2: skeleton lasts \d+\.\d+ s and accelerometer \d+\.\d+ s: not one "
+                                        "recording"):
+        folder.load(root)

@@ -177,7 +177,11 @@ def load(data_dir: str | Path) -> tuple[DatasetInfo, list[Clip]]:
                 continue
             arrays[stream] = array
         if len(arrays) == len(streams) and len(rates) == len(streams):
-            records.append((number, cell, arrays, rates))
+            mismatch = durations_disagree(arrays, rates)
+            if mismatch:
+                problems.append(f"{where}: {mismatch}")
+            else:
+                records.append((number, cell, arrays, rates))
         if len(problems) > MAX_LISTED:
             problems.append(f"... stopped after {MAX_LISTED} problems")
             break
@@ -214,6 +218,19 @@ def load(data_dir: str | Path) -> tuple[DatasetInfo, list[Clip]]:
         info.notes.append(f"{layout_source} is not used: there is no skeleton stream")
     info.notes += identical_recordings(clips)
     return info, clips
+
+
+DURATION_RATIO = 2.0  # the streams of one clip record the same action: the longest at most twice the shortest
+
+
+def durations_disagree(arrays: dict[str, np.ndarray], rates: dict[str, float]) -> str | None:
+    """What is wrong when the streams of one clip last too differently to be one recording (a wrong file or rate)."""
+    seconds = {stream: len(array) / rates[stream] for stream, array in arrays.items()}
+    shortest, longest = min(seconds, key=seconds.get), max(seconds, key=seconds.get)
+    if seconds[longest] <= DURATION_RATIO * seconds[shortest]:
+        return None
+    return (f"{shortest} lasts {seconds[shortest]:.2f} s and {longest} {seconds[longest]:.2f} s: not one recording "
+            "(check the files and their rates)")
 
 
 INTEGER = re.compile(r"-?[0-9]{1,9}")  # plain ASCII digits, within any integer type's range
