@@ -89,6 +89,15 @@ class StreamModel(nn.Module):
         return self.net.embedding_dim
 
 
+def _example_of(annotation, value):
+    """A value of the numeric type an optional option is annotated with (None when it names none: anything goes)."""
+    text = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", str(annotation))
+    for name, example in (("bool", False), ("float", 0.0), ("int", 0)):
+        if name in text.replace("|", " ").split():
+            return example
+    return value
+
+
 def check_options(cls: type, options: dict, where: str,
                   fixed: tuple[str, ...] = ("c_in", "num_classes", "seq_len")) -> dict:
     """Check a config's options against a model constructor: known names, and values of the default's type."""
@@ -100,6 +109,8 @@ def check_options(cls: type, options: dict, where: str,
     out = {}
     for key, value in options.items():
         default = signature.parameters[key].default
+        if default is None and value is not None:  # "float | None = None": typed by the annotation instead
+            default = _example_of(signature.parameters[key].annotation, value)
         if isinstance(default, tuple) and isinstance(value, list):
             value = tuple(value)
         if isinstance(default, bool) != isinstance(value, bool) or (
