@@ -13,6 +13,7 @@ from conftest import run_cli
 
 from pskd.config import build_config
 from pskd.data import folder, synthetic
+from pskd.data.clip import DatasetInfo
 from pskd.data.layouts import UTD_KINECT_V1
 from pskd.data.protocols import make_split
 from pskd.errors import ConfigError, DataError
@@ -257,3 +258,10 @@ def test_streams_of_one_clip_that_last_too_differently_are_a_problem(tmp_path):
     with pytest.raises(DataError, match=r"row 2: skeleton lasts \d+\.\d+ s and accelerometer \d+\.\d+ s: not one "
                                         "recording"):
         folder.load(root)
+
+
+def test_test_subjects_given_in_other_digits_are_names_not_numbers():
+    info = DatasetInfo(name="folder", class_names=["a", "b"], streams=[], rates={}, subject_names={"1": "anna"})
+    assert folder.subject_numbers(["anna", "7", 3], info) == [1, 7, 3]
+    with pytest.raises(ConfigError, match=r"\['²'\] are not subjects of this dataset \(names: anna\)"):
+        folder.subject_numbers(["²"], info)

@@ -35,7 +35,7 @@ def data() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
 def data_check(dataset: str, data_dir: Path | None, as_json: bool) -> None:
     """Validate a copy of DATASET and summarise it (clips, classes, subjects, lengths, rates, missing)."""
-    from pskd.data.registry import get_dataset, resolve_data_dir
+    from pskd.data.registry import get_dataset
 
     source = get_dataset(dataset)
     if source.summarize is None:
@@ -43,7 +43,7 @@ def data_check(dataset: str, data_dir: Path | None, as_json: bool) -> None:
     from pskd.data.folder import ManifestError
 
     try:
-        summary = source.summarize(source.parse_options(None), source.root(resolve_data_dir(dataset, data_dir)))
+        summary = source.summarize(source.parse_options(None), source.root(data_dir))
     except ManifestError as err:
         for problem in err.problems:  # every problem, with its row; then the one-line error
             click.echo(f"  {problem}", err=True)

@@ -216,9 +216,9 @@ def _load_scanned(found: Scan, watch: str) -> tuple[DatasetInfo, list[Clip]]:
     for key in sorted(found.files):
         files = found.files[key]
         recordings = {s: read_sensor(files[s]) for s in SENSORS}
-        notes += [f"{files[s].name}: timestamps imply {implied_rate(times):.1f} Hz, not about {RATE:g} Hz; its samples "
-                  "are spread over that span" for s, (_, times) in recordings.items()
-                  if not RATE / RATE_NOTED <= implied_rate(times) <= RATE * RATE_NOTED]
+        rates = {s: implied_rate(times) for s, (_, times) in recordings.items()}
+        notes += [f"{files[s].name}: timestamps imply {rate:.1f} Hz, not about {RATE:g} Hz; its samples are spread "
+                  "over that span" for s, rate in rates.items() if not RATE / RATE_NOTED <= rate <= RATE * RATE_NOTED]
         mocap = read_mocap(found.root, key) if with_mocap else None
         if mocap is not None:
             skeleton, times, joints, bones = mocap

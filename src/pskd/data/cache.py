@@ -22,7 +22,7 @@ from pskd.console import log_stderr
 from pskd.data import transforms
 from pskd.data.clip import SKELETON, Clip, DatasetInfo
 from pskd.data.layouts import dataset_layout
-from pskd.data.registry import get_dataset, resolve_data_dir
+from pskd.data.registry import get_dataset
 from pskd.data.transforms import center_skeleton, resample, scale_skeleton
 from pskd.fileio import WriteError, write_atomically
 
@@ -132,7 +132,7 @@ def prepare(config: DataConfig, preprocess: PreprocessConfig, log=log_stderr) ->
     """Load and resample a dataset, through the on-disk cache when config.cache is on."""
     source = get_dataset(config.dataset)
     options = config.options()
-    root = source.root(resolve_data_dir(source.name, config.data_dir)) if source.needs_data_dir else None
+    root = source.root(config.data_dir)
     path = None
     if config.cache:
         code = code_fingerprint(source.module, transforms, sys.modules[__name__])

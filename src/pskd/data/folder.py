@@ -351,7 +351,7 @@ def subject_fold(subjects: np.ndarray, trials: np.ndarray, options: dict, **_) -
 def subject_numbers(given: list, info: DatasetInfo) -> list[int]:
     """Subjects given by number or by the name the manifest gives them, as numbers."""
     numbers = {name: int(number) for number, name in info.subject_names.items()}
-    unknown = [s for s in given if isinstance(s, str) and s not in numbers and not s.isdigit()]
+    unknown = [s for s in given if isinstance(s, str) and s not in numbers and not is_integer(s)]
     if unknown:
         known = ", ".join(sorted(numbers)) or "none: this dataset numbers its subjects"
         raise ConfigError(f"data.folder.test_subjects: {unknown} are not subjects of this dataset (names: {known})")

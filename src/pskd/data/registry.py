@@ -60,22 +60,21 @@ class Dataset:
     module: ModuleType | None = None  # the code that reads the clips (part of the cache key)
     version: str = "v1"
 
-    def root(self, data_dir: Path | None) -> Path | None:
-        """The folder `load` reads, from the data root given (None for a generated dataset)."""
+    def root(self, data_dir: str | os.PathLike | None) -> Path | None:
+        """The folder `load` reads (None for a generated dataset), from the data root given, else $PSKD_DATA_DIR."""
         if not self.needs_data_dir:
             return None
+        data_dir = resolve_data_dir(self.name, data_dir)
         if self.resolve_root is not None:
             return self.resolve_root(data_dir)
-        if not Path(data_dir).is_dir():
+        if not data_dir.is_dir():
             raise DataError(f"{data_dir}: {self.name} folder not found")
-        return Path(data_dir)
+        return data_dir
 
-    def parse_options(self, raw: dict | DatasetOptions | None, where: str | None = None) -> DatasetOptions:
+    def parse_options(self, raw: dict | None) -> DatasetOptions:
         """The options model of `data.<name>` (defaults for what is not given); a bad value is a ConfigError."""
         from pydantic import ValidationError
 
-        if isinstance(raw, self.options):
-            return raw
         try:
             return self.options.model_validate(raw or {})
         except ValidationError as err:
@@ -83,7 +82,7 @@ class Dataset:
             key = ".".join(str(p) for p in item["loc"])
             shown = "" if isinstance(item.get("input"), (dict, list)) else f" (got {item.get('input')!r})"
             message = "unknown key" if item["type"] == "extra_forbidden" else item["msg"] + shown
-            raise ConfigError(f"{where or 'data.' + self.name}.{key}: {message}") from None
+            raise ConfigError(f"data.{self.name}.{key}: {message}") from None
 
     def cache_fingerprint(self, options: DatasetOptions, root: Path | None) -> str:
         """Changes whenever the clips would: the options, and the names, sizes and times of the files under root."""
