@@ -6,50 +6,25 @@ import pickle
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, run_cli
+from conftest import CLASSES, TRAIN, recording_of, run_cli
 from torch import nn
 
-from pskd.config import load_config
 from pskd.data import synthetic
 from pskd.data.clip import ACCELEROMETER
 from pskd.data.transforms import resample
+from pskd.deploy import bench as bench_module
 from pskd.deploy import export as export_module
 from pskd.deploy.bench import bench_run, ratios, table
 from pskd.deploy.card import ModelCard
 from pskd.deploy.export import ExportError, export_run
-from pskd.deploy.predict import (
-    G,
-    Recording,
-    cut_windows,
-    open_classifier,
-    predict_recording,
-    read_recording,
-    score_segments,
-    segments,
-)
+from pskd.deploy.predict import Recording, open_classifier, predict_recording, read_recording, score_segments
 from pskd.deploy.runtime import onnx_card
+from pskd.deploy.sources import G
+from pskd.deploy.stream import Segmenter, Windower, resample_windows
 from pskd.deploy.student import load_student
 from pskd.errors import DataError, UserError
-from pskd.pipeline import run
 
 pytest.importorskip("onnxruntime", reason="the export extra (onnx, onnxruntime) is not installed")
-
-SUBJECTS, TRIALS, CLASSES = 6, 6, 4
-TRAIN = [
-    "data.dataset=synthetic", f"data.synthetic.subjects={SUBJECTS}", f"data.synthetic.trials={TRIALS}",
-    f"data.synthetic.classes={CLASSES}", "preprocess.sensor_length=64", "train.epochs=30", "train.refit=false",
-    "student.options.widths=[16,32]", "student.options.embedding_dim=32", "progress=false", "threads=1",
-]
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """A small student trained on synthetic data (odd subjects train, even subjects test), and its export."""
-    out = tmp_path_factory.mktemp("deploy") / "run"
-    run(load_config(REPO / "configs/utd_mhad/student_ce.yaml", TRAIN), out, log=lambda *a, **k: None)
-    report = export_run(out, int8=True, log=lambda *a, **k: None)
-    return out, report
-
 
 def test_model_card_travels_with_the_checkpoint(trained):
     run_dir, _ = trained
@@ -78,7 +53,7 @@ def test_export_matches_pytorch_and_int8_stays_close(trained):
     with torch.inference_mode():
         expected = model(torch.from_numpy(clips))[1].numpy()
     np.testing.assert_allclose(classify(clips), expected, atol=1e-5)
-    assert json.loads((run_dir / "export" / "export.json").read_text())["test_clips"] == report["test_clips"]
+    assert json.loads((run_dir / "export" / "student.onnx.json").read_text())["test_clips"] == report["test_clips"]
 
 
 def test_export_refuses_a_model_that_disagrees_and_writes_nothing(trained, tmp_path, monkeypatch):
@@ -131,7 +106,8 @@ def test_bench_reports_cost_and_latency(trained, tmp_path):
     model, card = load_student(run_dir)
     assert result["params"] == sum(p.numel() for p in model.parameters())
     assert result["flops"] == _flops_by_hand(model, torch.zeros(1, card.seq_len, card.channels))
-    assert set(result["latency_ms"]) == {"pytorch", "onnx_fp32", "onnx_int8"}
+    litert = {"tflite_fp32", "tflite_int8"} if bench_module._available("tflite") else set()
+    assert set(result["latency_ms"]) == {"pytorch", "onnx_fp32", "onnx_int8"} | litert
     assert all(v > 0 for v in result["latency_ms"].values())
     assert result["size_bytes"]["onnx_fp32"] == (run_dir / "export" / "student.onnx").stat().st_size
     assert json.loads((run_dir / "bench.json").read_text())["flops"] == result["flops"]
@@ -148,34 +124,20 @@ def test_bench_command_writes_json(trained, tmp_path, capsys):
     assert {"params", "flops", "latency_ms", "size_bytes"} <= set(figures) and "parameters" in out
 
 
-def recording_of(actions: list[int], per_action: int = 3) -> tuple[np.ndarray, list[tuple[int, float, float]]]:
-    """Test subjects' raw clips (50 Hz, g) of each action, back to back: the signal and its true segments."""
-    pieces, truth, t = [], [], 0.0
-    test_subjects = [s for s in range(1, SUBJECTS + 1) if s % 2 == 0]
-    for k, action in enumerate(actions):
-        start = t
-        for i in range(per_action):
-            clip = synthetic.generate_clip(0, test_subjects[(k + i) % len(test_subjects)], action, 1 + i)
-            pieces.append(clip.streams[ACCELEROMETER])
-            t += len(pieces[-1]) / synthetic.ACCELEROMETER_RATE
-        truth.append((action, start, t))
-    return np.concatenate(pieces), truth
-
-
 @pytest.mark.parametrize("form", ["onnx", "run_dir"])
 def test_predict_recovers_the_actions_of_a_recording(trained, form):
     run_dir, _ = trained
     signal, truth = recording_of([2, 0, 3, 1, 2])
     model = run_dir / "export" / "student.onnx" if form == "onnx" else run_dir
     card, classify = open_classifier(model)
-    result = predict_recording(Recording(signal.astype(np.float64), 50.0, "rec", "--rate"), card, classify)
+    result = predict_recording(Recording(signal.astype(np.float64), 50.0, "rec"), card, classify)
     # the student is right on about 85 % of single clips: a stray short segment may remain, but most of the time
     # is labelled right and each action is what covers most of its own span
     accuracy, majority = score_segments(result.segments, truth, card.class_names)
     assert accuracy >= 0.8 and majority == [2, 0, 3, 1, 2], result.segments
     assert len(result.segments) <= 8
     assert result.segments[0]["start_s"] == 0.0 and result.segments[-1]["end_s"] == pytest.approx(truth[-1][2], abs=0.05)
-    assert result.probabilities.shape == (len(result.start_s), CLASSES)
+    assert np.shape(result.probabilities) == (len(result.windows), CLASSES) == (result.summary.windows, CLASSES)
 
 
 def test_predict_command_at_another_rate_in_m_s2(trained, tmp_path, capsys):
@@ -199,8 +161,8 @@ def test_predict_command_at_another_rate_in_m_s2(trained, tmp_path, capsys):
     rows = [json.loads(line) for line in out.splitlines()]
     assert code == 0 and rows[0]["window"] == 0 and "p_wave" in rows[0] and "segments" in err
     header = (tmp_path / "w.csv").read_text().splitlines()[0].split(",")
-    assert header[:6] == ["window", "start_s", "end_s", "label", "confidence", "smoothed_label"]
-    assert header[6:] == [f"p_{name}" for name in synthetic.CLASS_NAMES[:CLASSES]]
+    assert header[:5] == ["window", "start_s", "end_s", "label", "confidence"]
+    assert header[5:] == [f"p_{name}" for name in synthetic.CLASS_NAMES[:CLASSES]]
 
 
 BAD_INPUTS = {
@@ -209,8 +171,8 @@ BAD_INPUTS = {
     "two_columns.csv": ("1,2\n3,4\n", [], "2 data columns, but the model reads 3"),
     "ragged.csv": ("1,2,3\n4,5\n", [], "line 2 has 2 columns"),
     "words.csv": ("1,2,3\n4,five,6\n", [], "line 2, column 2: 'five' is not a number"),
-    "nan.csv": ("1,2,3\n4,nan,6\n", [], "sample 2 is NaN or infinite"),
-    "rate_zero.csv": ("1,2,3\n4,5,6\n", ["--rate", "0"], "--rate 0"),
+    "nan.csv": ("1,2,3\n4,nan,6\n", [], "line 2: a value is NaN or infinite"),
+    "rate_zero.csv": ("1,2,3\n4,5,6\n", ["--rate", "0"], "--rate 0: expected 6.25 to 1600 Hz"),
     "short.csv": ("1,2,3\n4,5,6\n", [], "shorter than one"),
     "backwards.csv": ("t,x,y,z\n0,1,2,3\n0.02,1,2,3\n0.01,1,2,3\n", [], "not strictly increasing"),
     "hop.csv": ("\n".join(["0,0,1"] * 500), ["--hop", "-1"], "--hop -1"),
@@ -259,27 +221,34 @@ def test_checkpoints_load_without_running_pickled_code(trained, tmp_path):
         load_student(tmp_path / "missing")
 
 
-def test_cut_windows_resample_each_window_as_training_clips_are():
+def test_each_window_is_resampled_as_training_clips_are():
     rng = np.random.default_rng(0)
     signal = rng.normal(size=(400, 3))
-    # without shortening there is no filter: each window is exactly transforms.resample of that window
-    clips, starts = cut_windows(signal, 60, 25, 64)
-    assert starts.tolist()[:3] == [0, 25, 50] and starts[-1] == 400 - 60
-    for clip, start in zip(clips, starts):
-        np.testing.assert_allclose(clip, resample(signal[start : start + 60], 64, antialias=False), atol=1e-6)
-    # shortening low-passes once, over the whole signal: away from the ends it is the per-window filter
-    smooth_signal = np.sin(np.linspace(0, 12, 400))[:, None] * np.ones(3)
-    clips, starts = cut_windows(smooth_signal, 150, 50, 64)
-    np.testing.assert_allclose(clips[2], resample(smooth_signal[starts[2] : starts[2] + 150], 64), atol=2e-3)
+    windower = Windower(150, 50, 3)
+    starts, windows, bounds = windower.push(signal[:230], np.arange(230) / 50)
+    more = windower.push(signal[230:], np.arange(230, 400) / 50)
+    last = windower.finish()
+    starts = np.concatenate([starts, more[0], last[0]])
+    windows = np.concatenate([windows, more[1], last[1]])
+    assert starts.tolist() == [0, 50, 100, 150, 200, 250, 250] or starts.tolist() == [0, 50, 100, 150, 200, 250]
+    assert starts[-1] == 400 - 150 and len(windower.values) <= 150 + 170  # one window plus one push at most
+    clips = resample_windows(windows, 64)
+    for clip, start in zip(clips, starts):  # the low-pass and the interpolation of transforms.resample
+        np.testing.assert_allclose(clip, resample(signal[start : start + 150], 64), atol=1e-5)
+    assert bounds[0].tolist() == [0.0, 149 / 50]
 
 
-def test_segments_merge_short_runs_and_tile_the_recording():
-    labels = np.array([0, 0, 0, 0, 1, 0, 0, 2, 2, 2, 2, 2])
-    centres = np.arange(len(labels)) * 0.5 + 1.0
-    found = segments(labels, centres, 0.5, 7.0, min_s=1.0)
-    assert [s["label"] for s in found] == [0, 2]  # the lone 1 is absorbed
+def test_segments_need_min_windows_to_change_and_tile_the_recording():
+    names = ["a", "b", "c"]
+    segmenter = Segmenter(min_windows=2, hop_s=0.5, names=names)
+    found = []
+    for i, label in enumerate([0, 0, 0, 0, 1, 0, 0, 2, 2, 2, 2, 2]):
+        found += segmenter.push(1.0 + 0.5 * i, np.eye(3)[label] * 0.8 + 0.1)
+    found += segmenter.finish(7.0)
+    assert [s["label"] for s in found] == ["a", "c"]  # the lone b stays in a
     assert found[0]["start_s"] == 0.0 and found[-1]["end_s"] == 7.0
-    assert found[0]["end_s"] == found[1]["start_s"] == pytest.approx(centres[6] + 0.25)
+    assert found[0]["end_s"] == found[1]["start_s"] == pytest.approx(1.0 + 0.5 * 7 - 0.25)
+    assert found[1]["confidence"] == pytest.approx(0.9)
 
 
 def test_read_recording_units_and_rates(tmp_path):
@@ -288,7 +257,7 @@ def test_read_recording_units_and_rates(tmp_path):
     path.write_text("0,0,9.80665\n0,0,9.80665\n")
     recording = read_recording(path, card, units="m/s2")
     np.testing.assert_allclose(recording.signal[:, 2], 1.0)
-    assert (recording.rate, recording.rate_from) == (50.0, "model")
+    assert recording.rate is None and recording.times is None
     with pytest.raises(UserError, match="--units furlongs"):
         read_recording(path, card, units="furlongs")
 

@@ -252,27 +252,30 @@ def sweep(config_path: Path, methods: str, seeds: str, ablation: bool, grid_item
 
 @cli.command()
 @click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--format", "fmt", default="onnx", show_default=True, type=click.Choice(["onnx", "tflite"]),
+              help="ONNX (ONNX Runtime) or LiteRT / TensorFlow Lite (Wear OS, microcontrollers; the litert extra).")
 @click.option("--int8", is_flag=True, help="Also write an int8-quantised model (static, calibrated on training clips).")
-@click.option("--out", type=click.Path(path_type=Path), help="The fp32 model file (default: RUN_DIR/export/student.onnx).")
+@click.option("--out", type=click.Path(path_type=Path), help="The fp32 model file (default: RUN_DIR/export/student.FORMAT).")
 @click.option("--atol", default=1e-4, show_default=True, type=click.FloatRange(min=0.0),
               help="Largest allowed logit difference from PyTorch (relative to the largest logit when above 1).")
 @click.option("--max-int8-drop", default=0.02, show_default=True, type=click.FloatRange(min=0.0),
               help="Largest allowed int8 accuracy loss against fp32 (a fraction).")
 @click.option("--overwrite", is_flag=True, help="Replace model files already there.")
-def export(run_dir: Path, int8: bool, out: Path | None, atol: float, max_int8_drop: float, overwrite: bool) -> None:
-    """Export a run's student to ONNX, check it against PyTorch on the test clips, report each form's accuracy."""
+def export(run_dir: Path, fmt: str, int8: bool, out: Path | None, atol: float, max_int8_drop: float,
+           overwrite: bool) -> None:
+    """Export a run's student, check it against PyTorch on the test clips, report each form's accuracy."""
     from pskd.deploy.export import export_run
 
-    report = export_run(run_dir, out, int8, atol, max_int8_drop, overwrite=overwrite)
-    fp32 = report["onnx_fp32"]
+    report = export_run(run_dir, out, int8, atol, max_int8_drop, overwrite=overwrite, fmt=fmt)
     click.echo(f"PyTorch     test accuracy {100 * report['pytorch']['accuracy']:.2f} % ({report['test_clips']} clips)")
-    click.echo(f"ONNX fp32   test accuracy {100 * fp32['accuracy']:.2f} %, max logit difference "
+    fp32, name = report[f"{fmt}_fp32"], {"onnx": "ONNX", "tflite": "LiteRT"}[fmt]
+    click.echo(f"{name} fp32 test accuracy {100 * fp32['accuracy']:.2f} %, max logit difference "
                f"{fp32['max_abs_logit_difference']:.2g}, {fp32['size_bytes'] / 1e3:,.1f} kB: {fp32['path']}")
-    if "onnx_int8" in report:
-        q = report["onnx_int8"]
-        click.echo(f"ONNX int8   test accuracy {100 * q['accuracy']:.2f} % ({100 * q['accuracy_drop']:.2f} points "
-                   f"below fp32), agrees with fp32 on {100 * q['agreement_with_fp32']:.1f} %, {q['size_bytes'] / 1e3:,.1f} kB: "
-                   f"{q['path']}")
+    if f"{fmt}_int8" in report:
+        q = report[f"{fmt}_int8"]
+        click.echo(f"{name} int8 test accuracy {100 * q['accuracy']:.2f} % ({100 * q['accuracy_drop']:.2f} points "
+                   f"below fp32), agrees with fp32 on {100 * q['agreement_with_fp32']:.1f} %, "
+                   f"{q['size_bytes'] / 1e3:,.1f} kB: {q['path']}")
 
 
 @cli.command()
@@ -323,52 +326,33 @@ def bench(run_dirs: tuple[Path, ...], json_path: Path | None, repeats: int, warm
 
 @cli.command()
 @click.argument("model_path", metavar="MODEL", type=click.Path(path_type=Path))
-@click.option("--input", "input_path", required=True, type=click.Path(path_type=Path),
-              help="Accelerometer recording: CSV (header optional; a time column is used) or .npy [samples, channels].")
+@click.option("--input", "input_path", required=True, metavar="FILE|-",
+              help="Accelerometer samples: CSV (header optional; a time column is used) or .npy [samples, channels]; "
+                   "'-' reads CSV lines from standard input as they arrive.")
 @click.option("--rate", type=float, help="Sampling rate in Hz (default: from a time column, else the model's).")
 @click.option("--units", type=click.Choice(["g", "m/s2"]), help="Unit of the recording (default: the model's).")
 @click.option("--window", type=float, help="Window length in seconds (default: the model's clip duration).")
 @click.option("--hop", default=0.5, show_default=True, type=float, help="Seconds between window starts.")
-@click.option("--smooth", "smooth_windows", type=click.IntRange(1), help="Windows averaged (default: half a window's worth, odd).")
-@click.option("--min-segment", type=float, help="Shorter segments are absorbed by a neighbour (default: half a window).")
+@click.option("--smooth", "smooth_windows", type=int, help="Windows averaged, odd (default: half a window's worth).")
+@click.option("--min-segment", type=float, help="A label must last this long to start a segment (default: half a "
+                                                "window).")
 @click.option("--out", type=click.Path(path_type=Path),
-              help="Per-window labels and probabilities (.csv or .jsonl; '-' prints JSON lines on stdout).")
-@click.option("--segments", "segments_path", type=click.Path(path_type=Path), help="Segments (.csv or .jsonl).")
-@click.option("--threads", default=1, show_default=True, type=click.IntRange(1))
-def predict(model_path: Path, input_path: Path, rate: float | None, units: str | None, window: float | None,
+              help="Per-window labels and probabilities (.csv or .jsonl; '-' prints JSON lines on stdout at once).")
+@click.option("--segments", "segments_path", type=click.Path(path_type=Path),
+              help="Segments (.csv or .jsonl; '-' for stdout), each written when it ends.")
+@click.option("--plot", type=click.Path(path_type=Path), help="A timeline picture (.png).")
+@click.option("--truth", type=click.Path(path_type=Path),
+              help="True segments (.csv or .jsonl: label, start_s, end_s): drawn, and the time recognised right.")
+@click.option("--threads", default=1, show_default=True, type=click.IntRange(1, 256))
+def predict(model_path: Path, input_path: str, rate: float | None, units: str | None, window: float | None,
             hop: float, smooth_windows: int | None, min_segment: float | None, out: Path | None,
-            segments_path: Path | None, threads: int) -> None:
-    """Recognise actions in a recording with MODEL (an exported .onnx, a run directory or a .pt checkpoint)."""
-    import time
+            segments_path: Path | None, plot: Path | None, truth: Path | None, threads: int) -> None:
+    """Recognise actions in a recording or a live stream with MODEL (.onnx, .tflite, a run directory or a .pt)."""
+    from pskd.deploy.predict import Outputs, predict_stream
+    from pskd.deploy.stream import Settings
 
-    from pskd.deploy.predict import open_classifier, predict_recording, read_recording, write_rows
-
-    taken = {input_path.resolve(): "the input", model_path.resolve(): "the model"}
-    for option, target in (("--out", out), ("--segments", segments_path)):  # checked before any work or output
-        if target is None or str(target) == "-":
-            continue
-        if target.resolve() in taken:
-            raise UserError(f"{option} {target}: that is {taken[target.resolve()]}; choose another file")
-        taken[target.resolve()] = "the same file as --out"
-    tic = time.perf_counter()
-    card, classify = open_classifier(model_path, threads)
-    recording = read_recording(input_path, card, rate, units)
-    result = predict_recording(recording, card, classify, window, hop, smooth_windows, min_segment)
-    to_stdout = out is not None and str(out) == "-"
-    if to_stdout:  # per-window JSON lines on stdout; the summary and segments go to stderr
-        for row in result.window_rows():
-            click.echo(json.dumps(row))
-    elif out is not None:
-        write_rows(result.window_rows(), out)
-    if segments_path is not None:
-        write_rows(result.segments, segments_path)
-    echo = (lambda text: click.echo(text, err=True)) if to_stdout else click.echo
-    echo(f"{input_path}: {recording.duration:.1f} s at {recording.rate:g} Hz (rate from {recording.rate_from}), "
-               f"{len(result.start_s)} windows of {window or card.window_s:.2f} s every {hop:g} s, "
-               f"{len(result.segments)} segments, {time.perf_counter() - tic:.2f} s")
-    echo("start_s\tend_s\tlabel\tconfidence")
-    for segment in result.segments:
-        echo(f"{segment['start_s']:.2f}\t{segment['end_s']:.2f}\t{segment['label']}\t{segment['confidence']:.3f}")
+    predict_stream(model_path, input_path, Settings(rate, window, hop, smooth_windows, min_segment),
+                   Outputs(out, segments_path, plot, truth), units, threads, echo=click.echo)
 
 
 _ARGV: list[str] = []  # the command line main() was given (--nproc runs it again under torchrun)

@@ -1,6 +1,7 @@
 """What a student costs on a device: parameters, FLOPs per clip, file sizes, and latency per clip.
 
-Latency is measured at batch 1 on one thread, for PyTorch eager and ONNX Runtime (fp32 and int8): after warm-up
+Latency is measured at batch 1 on one thread, for PyTorch eager, ONNX Runtime and LiteRT (fp32 and int8; each
+runtime whose package is installed): after warm-up
 runs, each of `repeats` runs is timed on its own and the median is reported (with the 90th percentile), capped
 at `max_seconds` per runtime for large models. FLOPs are counted by PyTorch's FlopCounterMode for one clip (a
 multiply-add counts as 2; convolutions and matrix products, which dominate).
@@ -19,7 +20,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from pskd.console import log_stderr
 from pskd.deploy.card import ModelCard
-from pskd.deploy.export import export_run
+from pskd.deploy.export import export_run, report_path
 from pskd.deploy.runtime import INPUT, onnx_card, ort_session
 from pskd.deploy.student import DeployedStudent, checkpoint_path, load_student
 
@@ -42,19 +43,53 @@ def time_calls(call, warmup: int, repeats: int, max_seconds: float) -> dict:
     return {"median_ms": statistics.median(times), "p90_ms": float(np.percentile(times, 90)), "runs": len(times)}
 
 
+RUNTIMES = {"onnx": "ONNX Runtime", "tflite": "LiteRT"}
+
+
+def _available(fmt: str) -> bool:
+    import importlib.util
+
+    needed = ("onnx", "onnxruntime") if fmt == "onnx" else ("litert_torch", "ai_edge_litert")
+    return all(importlib.util.find_spec(name) is not None for name in needed)
+
+
+def _exports(run_dir: Path, log) -> dict[str, dict]:
+    """{onnx_fp32: {path, accuracy}, ...} for each format whose tools are installed, exporting what is missing."""
+    forms = {}
+    for fmt, suffix in (("onnx", ".onnx"), ("tflite", ".tflite")):
+        if not _available(fmt):
+            log(f"{RUNTIMES[fmt]}: not installed, left out (pip install 'pskd[{'export' if fmt == 'onnx' else 'litert'}]')")
+            continue
+        fp32, int8 = run_dir / "export" / f"student{suffix}", run_dir / "export" / f"student.int8{suffix}"
+        report = report_path(fp32)
+        if not (fp32.is_file() and int8.is_file() and report.is_file()):
+            log(f"{run_dir}: no {fmt} export yet, exporting first")
+            export_run(run_dir, int8=True, log=log, fmt=fmt)
+        exported = json.loads(report.read_text(encoding="utf-8"))
+        for precision, path in (("fp32", fp32), ("int8", int8)):
+            forms[f"{fmt}_{precision}"] = {"path": path, "accuracy": exported[f"{fmt}_{precision}"]["accuracy"],
+                                           "pytorch_accuracy": exported["pytorch"]["accuracy"]}
+    return forms
+
+
+def _runner(key: str, path: Path, clip: np.ndarray):
+    if key.startswith("onnx"):
+        onnx_card(path)  # refuses a file that is not a pskd export
+        session = ort_session(path, threads=1)
+        return lambda: session.run(None, {INPUT: clip})
+    from pskd.deploy.litert import TfliteModel
+
+    model = TfliteModel(path, threads=1)
+    return lambda: model.runner(**{model.input: clip})
+
+
 def bench_run(run_dir: Path, warmup: int = 20, repeats: int = 300, max_seconds: float = 10.0,
               log=log_stderr) -> dict:
-    """Benchmark a run's student; exports it first (fp32 and int8) when it has no export yet."""
+    """Benchmark a run's student in PyTorch and in each installed runtime (ONNX Runtime, LiteRT; fp32 and int8),
+    exporting it first where it has no export yet."""
     run_dir = Path(run_dir)
     model, card = load_student(run_dir)
-    export = run_dir / "export"
-    fp32, int8 = export / "student.onnx", export / "student.int8.onnx"
-    if not (fp32.is_file() and int8.is_file()):
-        log(f"{run_dir}: no export yet, exporting first")
-        export_run(run_dir, int8=True, log=log)
-    for path in (fp32, int8):
-        onnx_card(path)  # refuses a file that is not a pskd export
-    exported = json.loads((export / "export.json").read_text(encoding="utf-8"))
+    forms = _exports(run_dir, log)
     clip = np.random.default_rng(0).standard_normal((1, card.seq_len, card.channels)).astype(np.float32)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -63,12 +98,12 @@ def bench_run(run_dir: Path, warmup: int = 20, repeats: int = 300, max_seconds: 
         with torch.inference_mode():
             log(f"{card.model}: timing PyTorch eager")
             latency = {"pytorch": time_calls(lambda: model(x), warmup, repeats, max_seconds)}
-        for name, path in (("onnx_fp32", fp32), ("onnx_int8", int8)):
-            log(f"{card.model}: timing ONNX Runtime {name[5:]}")
-            session = ort_session(path, threads=1)
-            latency[name] = time_calls(lambda: session.run(None, {INPUT: clip}), warmup, repeats, max_seconds)
+        for key, form in forms.items():
+            log(f"{card.model}: timing {RUNTIMES[key.split('_')[0]]} {key.split('_')[1]}")
+            latency[key] = time_calls(_runner(key, form["path"], clip), warmup, repeats, max_seconds)
     finally:
         torch.set_num_threads(threads)
+    pytorch_accuracy = next(iter(forms.values()))["pytorch_accuracy"] if forms else None
     result = {
         "run": str(run_dir),
         "model": card.model,
@@ -77,10 +112,9 @@ def bench_run(run_dir: Path, warmup: int = 20, repeats: int = 300, max_seconds: 
         "input": [card.seq_len, card.channels],
         "latency_ms": {name: round(t["median_ms"], 4) for name, t in latency.items()},
         "latency": latency,
-        "size_bytes": {"checkpoint": checkpoint_path(run_dir).stat().st_size, "onnx_fp32": fp32.stat().st_size,
-                       "onnx_int8": int8.stat().st_size},
-        "accuracy": {"pytorch": exported["pytorch"]["accuracy"], "onnx_fp32": exported["onnx_fp32"]["accuracy"],
-                     "onnx_int8": exported["onnx_int8"]["accuracy"]},
+        "size_bytes": {"checkpoint": checkpoint_path(run_dir).stat().st_size,
+                       **{key: form["path"].stat().st_size for key, form in forms.items()}},
+        "accuracy": {"pytorch": pytorch_accuracy, **{key: form["accuracy"] for key, form in forms.items()}},
         "threads": 1,
         "batch": 1,
         "torch_version": torch.__version__,
@@ -105,22 +139,25 @@ def ratios(results: list[dict]) -> list[dict]:
 
 
 def table(results: list[dict]) -> str:
-    """A Markdown table of the runs side by side, ratios against the first."""
+    """A Markdown table of the runs side by side, ratios against the first (rows for the forms all runs have)."""
     lines = ["| | " + " | ".join(r["model"] for r in results) + " |", "|---" * (len(results) + 1) + "|"]
 
     def row(label, values):
         lines.append(f"| {label} | " + " | ".join(values) + " |")
 
     rel = ratios(results)
+    forms = [key for key in ("onnx_fp32", "onnx_int8", "tflite_fp32", "tflite_int8")
+             if all(key in r["latency_ms"] for r in results)]
+    names = {"pytorch": "PyTorch eager", **{key: f"{RUNTIMES[key.split('_')[0]]} {key.split('_')[1]}" for key in forms}}
     row("parameters", [f"{r['params']:,}" for r in results])
     row("MFLOPs per clip", [f"{r['flops'] / 1e6:,.2f}" for r in results])
-    for key, label in (("pytorch", "PyTorch eager"), ("onnx_fp32", "ONNX Runtime fp32"),
-                       ("onnx_int8", "ONNX Runtime int8")):
-        row(f"latency {label} (ms)", [f"{r['latency_ms'][key]:.4g}" + (f" (x{q['latency'][key]:.0f})" if i else "")
-                                       for i, (r, q) in enumerate(zip(results, rel))])
-    for key, label in (("onnx_fp32", "ONNX fp32"), ("onnx_int8", "ONNX int8"), ("checkpoint", "checkpoint")):
+    for key in ("pytorch", *forms):
+        row(f"latency {names[key]} (ms)", [f"{r['latency_ms'][key]:.4g}" + (f" (x{q['latency'][key]:.0f})" if i else "")
+                                           for i, (r, q) in enumerate(zip(results, rel))])
+    for key in (*forms, "checkpoint"):
+        label = names.get(key, key).replace(" Runtime", "")
         row(f"size {label} (kB)", [f"{r['size_bytes'][key] / 1e3:,.1f}" + (f" (x{q['size'][key]:.0f})" if i else "")
                                    for i, (r, q) in enumerate(zip(results, rel))])
-    for key, label in (("onnx_fp32", "fp32"), ("onnx_int8", "int8")):
-        row(f"test accuracy {label} (%)", [f"{100 * r['accuracy'][key]:.2f}" for r in results])
+    for key in forms:
+        row(f"test accuracy {names[key]} (%)", [f"{100 * r['accuracy'][key]:.2f}" for r in results])
     return "\n".join(lines)

@@ -1,9 +1,11 @@
-"""The student as ONNX (fp32, and int8 by static quantisation), checked against PyTorch before it is written.
+"""The student as ONNX or LiteRT (fp32, and int8 by static quantisation), checked against PyTorch before it is
+written.
 
-The exported graph takes raw clips [batch, seq_len, channels] in the card's unit and returns logits and
-probabilities; the card is stored in the ONNX metadata under `pskd_card`. The run's own config rebuilds the data:
-the test clips check parity and give each form's accuracy; int8 calibration reads training clips only.
-Nothing is written unless the check passes (files are written under a temporary name, then renamed).
+The exported graph takes raw clips [batch, seq_len, channels] in the card's unit (LiteRT: batch 1) and returns
+logits and probabilities; the card is stored in the model's metadata under `pskd_card`. The run's own config
+rebuilds the data: the test clips check parity and give each form's accuracy; int8 calibration reads training
+clips only. Nothing is written unless the check passes (files are written under a temporary name, then renamed).
+The report goes beside the model as <model file>.json (student.onnx.json, student.tflite.json).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import logging
 import os
 import tempfile
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,6 +88,40 @@ def quantize_int8(fp32: Path, path: Path, calibration: np.ndarray, card: ModelCa
     _set_card(path, card)
 
 
+@dataclass(frozen=True)
+class Form:
+    """One export format: how to write it (fp32, int8) and how to run it (logits of clips)."""
+
+    suffix: str
+    runtime: str
+    require: Callable[[], None]
+    fp32: Callable  # (model, card, path)
+    int8: Callable  # (model, card, fp32 path, path, calibration clips)
+    logits: Callable  # (path, clips) -> logits
+
+
+def _tflite_logits(path: Path, clips: np.ndarray) -> np.ndarray:
+    from pskd.deploy.litert import LOGITS, TfliteModel
+
+    return TfliteModel(path).run(clips, LOGITS)
+
+
+def _tflite_form() -> Form:
+    from pskd.deploy import litert
+
+    return Form(".tflite", "LiteRT", litert.require_converter, litert.convert,
+                lambda model, card, fp32, path, calibration: litert.convert(model, card, path, calibration),
+                _tflite_logits)
+
+
+FORMATS = {
+    "onnx": lambda: Form(".onnx", "ONNX Runtime", require_onnx, to_onnx,
+                         lambda model, card, fp32, path, calibration: quantize_int8(fp32, path, calibration, card),
+                         lambda path, clips: run_onnx(ort_session(path), clips)),
+    "tflite": _tflite_form,
+}
+
+
 @dataclass
 class RunData:
     """A run's clips as the deployed model reads them: [N, seq_len, channels] float32, with labels."""
@@ -117,19 +154,26 @@ def _accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
 
 def _private_file(target: Path) -> Path:
     """A new file beside `target`, created exclusively under an unpredictable name (no link is followed)."""
-    handle, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.stem}-", suffix=".onnx.incomplete")
+    handle, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.stem}-", suffix=".incomplete")
+    umask = os.umask(0)
+    os.umask(umask)
+    os.fchmod(handle, 0o666 & ~umask)  # readable as any file the user writes, once renamed
     os.close(handle)
     return Path(name)
 
 
-def _targets(run_dir: Path, out: Path | None, int8: bool, overwrite: bool) -> tuple[Path, Path]:
-    """The fp32 and int8 model files, checked before any work: an .onnx name, nothing there unless overwrite,
-    a folder that can be written."""
-    fp32_path = Path(out) if out is not None else run_dir / "export" / "student.onnx"
-    if fp32_path.suffix != ".onnx":
-        raise UserError(f"--out {fp32_path}: the file name must end in .onnx")
-    int8_path = fp32_path.with_name(fp32_path.stem + ".int8.onnx")
-    there = [p for p in (fp32_path, int8_path if int8 else None, fp32_path.parent / "export.json")
+def report_path(model_path: Path) -> Path:
+    return model_path.with_name(model_path.name + ".json")
+
+
+def _targets(run_dir: Path, out: Path | None, int8: bool, overwrite: bool, form: Form) -> tuple[Path, Path]:
+    """The fp32 and int8 model files, checked before any work: the format's suffix, nothing there unless
+    overwrite, a folder that can be written."""
+    fp32_path = Path(out) if out is not None else run_dir / "export" / f"student{form.suffix}"
+    if fp32_path.suffix != form.suffix:
+        raise UserError(f"--out {fp32_path}: the file name must end in {form.suffix}")
+    int8_path = fp32_path.with_name(fp32_path.stem + ".int8" + form.suffix)
+    there = [p for p in (fp32_path, int8_path if int8 else None, report_path(fp32_path))
              if p is not None and (p.exists() or p.is_symlink())]
     if there and not overwrite:
         raise UserError(f"{there[0]}: already exists; export elsewhere with --out, or replace it with --overwrite")
@@ -139,11 +183,10 @@ def _targets(run_dir: Path, out: Path | None, int8: bool, overwrite: bool) -> tu
     return fp32_path, int8_path
 
 
-def _check_int8(staged: Path, int8_path: Path, data, fp32_logits: np.ndarray, fp32_accuracy: float,
-                max_drop: float) -> dict:
+def _check_int8(quantised: np.ndarray, int8_path: Path, labels: np.ndarray, fp32_logits: np.ndarray,
+                fp32_accuracy: float, max_drop: float) -> dict:
     """The int8 model's figures on the test clips; an ExportError when it loses more than max_drop accuracy."""
-    quantised = run_onnx(ort_session(staged), data.test)
-    accuracy = _accuracy(quantised, data.test_labels)
+    accuracy = _accuracy(quantised, labels)
     drop = fp32_accuracy - accuracy
     if drop > max_drop:
         raise ExportError(f"{int8_path}: int8 accuracy {100 * accuracy:.2f} % is {100 * drop:.2f} points "
@@ -153,49 +196,54 @@ def _check_int8(staged: Path, int8_path: Path, data, fp32_logits: np.ndarray, fp
             "max_abs_logit_difference": float(np.abs(quantised - fp32_logits).max())}
 
 
+def _check_fp32(logits: np.ndarray, reference: np.ndarray, labels: np.ndarray, path: Path, atol: float,
+                runtime: str) -> dict:
+    difference = float(np.abs(logits - reference).max())
+    tolerance = atol * max(1.0, float(np.abs(reference).max()))
+    if not np.isfinite(difference) or difference > tolerance:
+        raise ExportError(f"{path}: {runtime}'s logits differ from PyTorch's by {difference:.3g} "
+                          f"(tolerance {tolerance:.3g}); nothing was written")
+    return {"path": str(path), "accuracy": _accuracy(logits, labels), "max_abs_logit_difference": difference,
+            "tolerance": tolerance, "agreement_with_pytorch": float((logits.argmax(1) == reference.argmax(1)).mean())}
+
+
 def export_run(run_dir: Path, out: Path | None = None, int8: bool = False, atol: float = 1e-4,
-               max_int8_drop: float = 0.02, log=log_stderr, overwrite: bool = False) -> dict:
-    """Export a run's delivered student; return the report (also written as export.json beside the files)."""
-    require_onnx()
+               max_int8_drop: float = 0.02, log=log_stderr, overwrite: bool = False, fmt: str = "onnx") -> dict:
+    """Export a run's delivered student as `fmt` (onnx or tflite); return the report (also written as
+    <model file>.json beside the files). Report keys: pytorch, <fmt>_fp32 and <fmt>_int8."""
+    if fmt not in FORMATS:
+        raise UserError(f"--format {fmt}: expected one of {', '.join(FORMATS)}")
+    form = FORMATS[fmt]()
+    form.require()
     run_dir = Path(run_dir)
     model, card = load_student(run_dir)
-    checkpoint = checkpoint_path(run_dir)
-    fp32_path, int8_path = _targets(run_dir, out, int8, overwrite)
+    fp32_path, int8_path = _targets(run_dir, out, int8, overwrite, form)
     data = run_data(run_dir, card, log=log)
     with torch.inference_mode():
         reference = model(torch.from_numpy(data.test))[0].numpy()
-    report = {"run": str(run_dir), "checkpoint": str(checkpoint), "card": json.loads(card.to_json()),
-              "test_clips": len(data.test), "pytorch": {"accuracy": _accuracy(reference, data.test_labels)}}
+    report = {"run": str(run_dir), "checkpoint": str(checkpoint_path(run_dir)), "format": fmt,
+              "card": json.loads(card.to_json()), "test_clips": len(data.test),
+              "pytorch": {"accuracy": _accuracy(reference, data.test_labels)}}
     staged = []
     try:
-        tmp_fp32 = _private_file(fp32_path)
-        staged.append(tmp_fp32)
-        log(f"exporting {card.model} ({sum(p.numel() for p in model.parameters()):,} parameters) to ONNX")
-        to_onnx(model, card, tmp_fp32)
-        logits = run_onnx(ort_session(tmp_fp32), data.test)
-        difference = float(np.abs(logits - reference).max())
-        scale = float(np.abs(reference).max())
-        if not np.isfinite(difference) or difference > atol * max(1.0, scale):
-            raise ExportError(f"{fp32_path}: ONNX Runtime's logits differ from PyTorch's by {difference:.3g} "
-                              f"(tolerance {atol * max(1.0, scale):.3g}); nothing was written")
-        report["onnx_fp32"] = {"path": str(fp32_path), "accuracy": _accuracy(logits, data.test_labels),
-                               "max_abs_logit_difference": difference, "tolerance": atol * max(1.0, scale),
-                               "agreement_with_pytorch": float((logits.argmax(1) == reference.argmax(1)).mean())}
+        staged.append(_private_file(fp32_path))
+        log(f"exporting {card.model} ({sum(p.numel() for p in model.parameters()):,} parameters) to {fmt}")
+        form.fp32(model, card, staged[0])
+        logits = form.logits(staged[0], data.test)
+        report[f"{fmt}_fp32"] = _check_fp32(logits, reference, data.test_labels, fp32_path, atol, form.runtime)
         if int8:
-            tmp_int8 = _private_file(int8_path)
-            staged.append(tmp_int8)
+            staged.append(_private_file(int8_path))
             log(f"quantising to int8, calibrated on {len(data.calibration)} training clips")
-            quantize_int8(tmp_fp32, tmp_int8, data.calibration, card)
-            report["onnx_int8"] = _check_int8(tmp_int8, int8_path, data, logits, report["onnx_fp32"]["accuracy"],
-                                              max_int8_drop)
-        tmp_fp32.replace(fp32_path)
-        if int8:
-            tmp_int8.replace(int8_path)
+            form.int8(model, card, staged[0], staged[1], data.calibration)
+            report[f"{fmt}_int8"] = _check_int8(form.logits(staged[1], data.test), int8_path, data.test_labels,
+                                                logits, report[f"{fmt}_fp32"]["accuracy"], max_int8_drop)
+        for path, target in zip(staged, (fp32_path, int8_path)):
+            path.replace(target)
     finally:
         for path in staged:
             path.unlink(missing_ok=True)
-    for key in ("onnx_fp32", "onnx_int8"):
+    for key in (f"{fmt}_fp32", f"{fmt}_int8"):
         if key in report:
             report[key]["size_bytes"] = Path(report[key]["path"]).stat().st_size
-    (fp32_path.parent / "export.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
+    report_path(fp32_path).write_text(json.dumps(report, indent=2), encoding="utf-8")
     return report
