@@ -49,7 +49,8 @@ def _quiet():
     sys.stdout.flush()
     sys.stderr.flush()
     saved = [os.dup(1), os.dup(2)]
-    with open(os.devnull, "w") as null, warnings.catch_warnings():
+    with open(os.devnull, "w") as null, warnings.catch_warnings(), contextlib.redirect_stdout(null), \
+            contextlib.redirect_stderr(null):
         warnings.simplefilter("ignore")
         os.dup2(null.fileno(), 1)
         os.dup2(null.fileno(), 2)
@@ -87,16 +88,16 @@ def _int8(model, example, calibration: np.ndarray):
     import torch
     from litert_torch.quantize import pt2e_quantizer
     from litert_torch.quantize.quant_config import QuantConfig
-    from torchao.quantization.pt2e import quantize_pt2e
+    from torchao.quantization.pt2e import move_exported_model_to_eval, quantize_pt2e
 
     quantizer = pt2e_quantizer.PT2EQuantizer().set_global(
         pt2e_quantizer.get_symmetric_quantization_config(is_per_channel=True, is_dynamic=False))
     graph = torch.export.export(model.eval(), example).module()
-    graph = quantize_pt2e.prepare_pt2e(graph, quantizer)
+    graph = move_exported_model_to_eval(quantize_pt2e.prepare_pt2e(graph, quantizer))
     with torch.no_grad():
         for clip in calibration:
             graph(torch.from_numpy(np.ascontiguousarray(clip[None], dtype=np.float32)))
-    graph = quantize_pt2e.convert_pt2e(graph, fold_quantize=False)
+    graph = move_exported_model_to_eval(quantize_pt2e.convert_pt2e(graph, fold_quantize=False))
     return litert_torch.convert(graph, example, quant_config=QuantConfig(pt2e_quantizer=quantizer))
 
 

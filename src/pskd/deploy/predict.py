@@ -22,7 +22,7 @@ import numpy as np
 
 from pskd.deploy.card import ModelCard
 from pskd.deploy.sources import Chunk, open_source, unit_scale
-from pskd.deploy.stream import Settings, StreamPredictor, Summary
+from pskd.deploy.stream import Settings, StreamPredictor, Summary, check_settings
 from pskd.deploy.timeline import Timeline, draw, read_truth, score_segments
 from pskd.errors import DataError, UserError
 
@@ -183,6 +183,7 @@ def predict_stream(model: Path, source_path: str, settings: Settings, outputs: O
     check_outputs(model, source_path, outputs)
     tic = time.perf_counter()
     card, classify = open_classifier(model, threads)
+    check_settings(settings, card)
     source = open_source(source_path, card.channels, unit_scale(units, card.units), stdin or sys.stdin.buffer)
     truth = read_truth(outputs.truth, card.class_names) if outputs.truth is not None else None
     timeline = Timeline(card.channels) if outputs.plot is not None or truth is not None else None
