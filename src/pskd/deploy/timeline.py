@@ -158,8 +158,8 @@ def draw(timeline: Timeline, names: list[str], path: Path, title: str,
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(14, 5.5), sharex=True, height_ratios=[3, 1])
     env = timeline.signal
     for c, axis in enumerate("xyz"[: env.low.shape[1]] if env.low.shape[1] <= 3 else range(env.low.shape[1])):
-        top.fill_between(env.times, env.low[:, c], env.high[:, c], step="post", alpha=0.6, lw=0.4,
-                         label=f"{axis}", color=("#333333", "#777777", "#aaaaaa")[c % 3])
+        top.fill_between(env.times, env.low[:, c], env.high[:, c], step="post", alpha=0.55, lw=0.5,
+                         label=f"{axis}", color=("#b2182b", "#1a9850", "#2166ac")[c % 3])
     low = float(env.low.min()) if len(env.low) else 0.0
     high = float(env.high.max()) if len(env.high) else 1.0
     height = (high - low) or 1.0
@@ -176,7 +176,7 @@ def draw(timeline: Timeline, names: list[str], path: Path, title: str,
     conf = timeline.confidence
     bottom.fill_between(conf.times, conf.low[:, 0], conf.high[:, 0], step="post", color="#1f77b4", alpha=0.5)
     bottom.set_ylim(0, 1.02)
-    bottom.set_ylabel("confidence")
+    bottom.set_ylabel("confidence\n(window's label)", fontsize=8)
     bottom.set_xlabel("time (s)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
