@@ -252,6 +252,25 @@ def test_litert_models_predict_and_bad_ones_are_refused(trained, tflite_export, 
         assert done.returncode == 2 and message in done.stderr and done.stderr.count("\n") == 1, done.stderr
 
 
+def test_the_tiny_depthwise_student_converts_to_int8(tmp_path):
+    """Depthwise-separable blocks put an average pooling beside a depthwise convolution: the quantised graph must
+    give both one scale (deploy.litert._share_observers), or the converter refuses it."""
+    pytest.importorskip("litert_torch", reason="the litert extra (litert-torch, ai-edge-litert) is not installed")
+    from conftest import REPO, TRAIN
+
+    from pskd.config import load_config
+    from pskd.deploy.export import export_run
+    from pskd.pipeline import run
+
+    overrides = [a for a in TRAIN if not a.startswith(("student.", "train.epochs"))]
+    run(load_config(REPO / "configs/utd_mhad/student_ce.yaml", [*overrides, "train.epochs=4",
+                                                                "student.options.preset=tiny"]),
+        tmp_path / "tiny", log=lambda *a, **k: None)
+    report = export_run(tmp_path / "tiny", int8=True, log=lambda *a, **k: None, fmt="tflite")
+    assert report["tflite_fp32"]["accuracy"] == report["pytorch"]["accuracy"]
+    assert report["tflite_int8"]["agreement_with_fp32"] >= 0.8
+
+
 def test_predict_keeps_up_with_a_fast_stream(trained):
     """Not a timing target (bench measures those): a sanity bound that the stream path is not quadratic."""
     run_dir, _ = trained

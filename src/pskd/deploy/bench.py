@@ -140,7 +140,8 @@ def ratios(results: list[dict]) -> list[dict]:
 
 def table(results: list[dict]) -> str:
     """A Markdown table of the runs side by side, ratios against the first (rows for the forms all runs have)."""
-    lines = ["| | " + " | ".join(r["model"] for r in results) + " |", "|---" * (len(results) + 1) + "|"]
+    lines = ["| | " + " | ".join(f"{r['model']} ({Path(r['run']).name})" for r in results) + " |",
+             "|---" * (len(results) + 1) + "|"]
 
     def row(label, values):
         lines.append(f"| {label} | " + " | ".join(values) + " |")

@@ -207,6 +207,18 @@ def _check_fp32(logits: np.ndarray, reference: np.ndarray, labels: np.ndarray, p
             "tolerance": tolerance, "agreement_with_pytorch": float((logits.argmax(1) == reference.argmax(1)).mean())}
 
 
+def _convert(form: Form, target: Path, write: Callable, *args) -> None:
+    """A converter's own failure (an operator or a quantisation it cannot express) as one ExportError line."""
+    try:
+        write(*args)
+    except UserError:
+        raise
+    except Exception as err:
+        reason = next((line for line in str(err).splitlines() if line.strip()), type(err).__name__)
+        raise ExportError(f"{target}: the {form.runtime} converter failed ({reason[:200]}); nothing was "
+                          "written") from None
+
+
 def export_run(run_dir: Path, out: Path | None = None, int8: bool = False, atol: float = 1e-4,
                max_int8_drop: float = 0.02, log=log_stderr, overwrite: bool = False, fmt: str = "onnx") -> dict:
     """Export a run's delivered student as `fmt` (onnx or tflite); return the report (also written as
@@ -228,13 +240,13 @@ def export_run(run_dir: Path, out: Path | None = None, int8: bool = False, atol:
     try:
         staged.append(_private_file(fp32_path))
         log(f"exporting {card.model} ({sum(p.numel() for p in model.parameters()):,} parameters) to {fmt}")
-        form.fp32(model, card, staged[0])
+        _convert(form, fp32_path, form.fp32, model, card, staged[0])
         logits = form.logits(staged[0], data.test)
         report[f"{fmt}_fp32"] = _check_fp32(logits, reference, data.test_labels, fp32_path, atol, form.runtime)
         if int8:
             staged.append(_private_file(int8_path))
             log(f"quantising to int8, calibrated on {len(data.calibration)} training clips")
-            form.int8(model, card, staged[0], staged[1], data.calibration)
+            _convert(form, int8_path, form.int8, model, card, staged[0], staged[1], data.calibration)
             report[f"{fmt}_int8"] = _check_int8(form.logits(staged[1], data.test), int8_path, data.test_labels,
                                                 logits, report[f"{fmt}_fp32"]["accuracy"], max_int8_drop)
         for path, target in zip(staged, (fp32_path, int8_path)):

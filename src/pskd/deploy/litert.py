@@ -94,11 +94,27 @@ def _int8(model, example, calibration: np.ndarray):
         pt2e_quantizer.get_symmetric_quantization_config(is_per_channel=True, is_dynamic=False))
     graph = torch.export.export(model.eval(), example).module()
     graph = move_exported_model_to_eval(quantize_pt2e.prepare_pt2e(graph, quantizer))
+    _share_observers(graph)
     with torch.no_grad():
         for clip in calibration:
             graph(torch.from_numpy(np.ascontiguousarray(clip[None], dtype=np.float32)))
     graph = move_exported_model_to_eval(quantize_pt2e.convert_pt2e(graph, fold_quantize=False))
     return litert_torch.convert(graph, example, quant_config=QuantConfig(pt2e_quantizer=quantizer))
+
+
+def _share_observers(graph) -> None:
+    """Every consumer of an observed tensor reads it through its observer. The quantizer leaves some consumers
+    reading the float tensor (the shortcut's average pooling beside a depthwise convolution in the `tiny` student),
+    and the converter then refuses two scales for one tensor."""
+    for node in list(graph.graph.nodes):
+        observers = [user for user in node.users
+                     if user.op == "call_module" and str(user.target).startswith("activation_post_process")]
+        if len(observers) != 1:
+            continue
+        for user in list(node.users):
+            if user is not observers[0] and user.op == "call_function":
+                user.replace_input_with(node, observers[0])
+    graph.recompile()
 
 
 def with_card(flatbuffer: bytes, card: ModelCard) -> bytes:
