@@ -232,6 +232,28 @@ def test_litert_export_is_checked_against_pytorch(trained, tflite_export):
     np.testing.assert_allclose(classify(clips), onnx_classify(clips), atol=1e-4)
 
 
+def test_litert_export_that_disagrees_writes_nothing_and_bench_takes_model_files(trained, tflite_export, tmp_path,
+                                                                                 monkeypatch, capsys):
+    from pskd.deploy import export as export_module
+    from pskd.deploy.export import ExportError, export_run
+
+    run_dir, _ = trained
+    path, _ = tflite_export
+    real = export_module._tflite_logits
+    monkeypatch.setattr(export_module, "_tflite_logits", lambda p, clips: real(p, clips) + 0.01)
+    with pytest.raises(ExportError, match="LiteRT's logits differ from PyTorch's"):
+        export_run(run_dir, tmp_path / "out" / "m.tflite", log=lambda *a, **k: None, fmt="tflite")
+    assert not list((tmp_path / "out").iterdir())
+    monkeypatch.undo()
+    code, out, err = run_cli(["bench", str(path), str(run_dir / "export" / "student.onnx"), "--repeats", "5",
+                              "--warmup", "1", "--json", str(tmp_path / "b.json")], capsys)
+    assert code == 0, err
+    files = json.loads((tmp_path / "b.json").read_text())["files"]
+    assert [f["runtime"] for f in files] == ["LiteRT", "ONNX Runtime"] and all(f["latency_ms"] > 0 for f in files)
+    code, _, err = run_cli(["bench", str(path), str(tmp_path / "missing.tflite")], capsys)
+    assert code == 2 and "missing.tflite: give a run directory" in err
+
+
 def test_litert_models_predict_and_bad_ones_are_refused(trained, tflite_export, known_stream, tmp_path):
     from dataclasses import replace
 

@@ -306,21 +306,28 @@ def evaluate(model_path: Path, dataset: str | None, data_dir: Path | None, proto
 
 
 @cli.command()
-@click.argument("run_dirs", metavar="RUN_DIR...", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("targets", metavar="RUN_DIR|MODEL...", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--json", "json_path", type=click.Path(path_type=Path),
-              help="Also write the figures here (one run: its bench.json; several: {runs, ratios}).")
+              help="Also write the figures here (one run: its bench.json; several: {runs, ratios, files}).")
 @click.option("--repeats", default=300, show_default=True, type=click.IntRange(5), help="Timed runs per runtime.")
 @click.option("--warmup", default=20, show_default=True, type=click.IntRange(0), help="Untimed runs first.")
 @click.option("--max-seconds", default=10.0, show_default=True, type=click.FloatRange(min=0.1),
               help="Stop timing a runtime after this long (large models).")
-def bench(run_dirs: tuple[Path, ...], json_path: Path | None, repeats: int, warmup: int, max_seconds: float) -> None:
-    """Parameters, FLOPs, file sizes and batch-1 one-thread latency of each run's student, side by side."""
-    from pskd.deploy.bench import bench_run, ratios, table
+def bench(targets: tuple[Path, ...], json_path: Path | None, repeats: int, warmup: int, max_seconds: float) -> None:
+    """Parameters, FLOPs, file sizes and batch-1 one-thread latency of each run's student, side by side (or of
+    exported .onnx / .tflite files)."""
+    from pskd.deploy.bench import bench_file, bench_run, check_target, file_table, ratios, table
 
-    results = [bench_run(run_dir, warmup, repeats, max_seconds) for run_dir in run_dirs]
-    click.echo(table(results))
+    for target in targets:
+        check_target(target)
+    runs = [bench_run(t, warmup, repeats, max_seconds) for t in targets if t.is_dir()]
+    files = [bench_file(t, warmup, repeats, max_seconds) for t in targets if not t.is_dir()]
+    for results, show in ((runs, table), (files, file_table)):
+        if results:
+            click.echo(show(results))
     if json_path is not None:
-        payload = results[0] if len(results) == 1 else {"runs": results, "ratios": ratios(results)}
+        payload = runs[0] if len(runs) == 1 and not files else {"runs": runs, "ratios": ratios(runs) if runs else [],
+                                                                  "files": files}
         json_path.write_text(json.dumps(payload, indent=2), encoding="utf-8")
 
 

@@ -21,8 +21,9 @@ from torch.utils.flop_counter import FlopCounterMode
 from pskd.console import log_stderr
 from pskd.deploy.card import ModelCard
 from pskd.deploy.export import export_run, report_path
-from pskd.deploy.runtime import INPUT, onnx_card, ort_session
+from pskd.deploy.runtime import INPUT, onnx_card, ort_session, require_onnx
 from pskd.deploy.student import DeployedStudent, checkpoint_path, load_student
+from pskd.errors import UserError
 
 
 def count_flops(model: DeployedStudent, card: ModelCard) -> int:
@@ -121,6 +122,40 @@ def bench_run(run_dir: Path, warmup: int = 20, repeats: int = 300, max_seconds: 
     }
     (run_dir / "bench.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
     return result
+
+
+def check_target(path: Path) -> None:
+    """A run directory or an exported model file; checked for every target before any is timed."""
+    path = Path(path)
+    if not path.is_dir() and not (path.is_file() and path.suffix.lower() in (".onnx", ".tflite")):
+        raise UserError(f"{path}: give a run directory, or an exported .onnx or .tflite file")
+
+
+def bench_file(path: Path, warmup: int = 20, repeats: int = 300, max_seconds: float = 10.0) -> dict:
+    """One exported model file (.onnx or .tflite, as a device receives it): its card, size and batch-1
+    one-thread latency."""
+    path = Path(path)
+    check_target(path)
+    fmt = path.suffix.lower()[1:]
+    if fmt == "onnx":
+        require_onnx()
+        card = onnx_card(path)
+    else:
+        from pskd.deploy.litert import TfliteModel
+
+        card = TfliteModel(path).card
+    clip = np.random.default_rng(0).standard_normal((1, card.seq_len, card.channels)).astype(np.float32)
+    timing = time_calls(_runner(f"{fmt}_file", path, clip), warmup, repeats, max_seconds)
+    return {"file": str(path), "model": card.model, "runtime": RUNTIMES[fmt], "size_bytes": path.stat().st_size,
+            "latency_ms": round(timing["median_ms"], 4), "latency": timing, "threads": 1, "batch": 1}
+
+
+def file_table(results: list[dict]) -> str:
+    lines = ["| file | model | runtime | size (kB) | latency, median (ms) | 90th percentile (ms) |",
+             "|---|---|---|---|---|---|"]
+    lines += [f"| {r['file']} | {r['model']} | {r['runtime']} | {r['size_bytes'] / 1e3:,.1f} | {r['latency_ms']:.4g} | "
+              f"{r['latency']['p90_ms']:.4g} |" for r in results]
+    return "\n".join(lines)
 
 
 def ratios(results: list[dict]) -> list[dict]:
