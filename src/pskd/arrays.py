@@ -11,9 +11,10 @@ import numpy as np
 MAX_ARRAY_BYTES = 2 * 1024**3  # a recording or a clip larger than this is refused before reading
 
 
-def npy_header(path: Path) -> tuple[tuple[int, ...], bool, np.dtype, int]:
+def npy_header(path: Path, max_bytes: int | None = None) -> tuple[tuple[int, ...], bool, np.dtype, int]:
     """(shape, fortran order, dtype, data offset) of a .npy file; ValueError with the reason when it is not a plain
-    numeric .npy whose header agrees with its size. Nothing but the header is read."""
+    numeric .npy whose header agrees with its size, or (with max_bytes) when its data would take more. Nothing but
+    the header is read."""
     try:
         with open(path, "rb") as handle:
             version = np.lib.format.read_magic(handle)
@@ -25,6 +26,9 @@ def npy_header(path: Path) -> tuple[tuple[int, ...], bool, np.dtype, int]:
     if dtype.kind not in "iuf" or dtype.hasobject:
         raise ValueError(f"dtype {dtype} is not numeric")
     needed = int(np.prod(shape, dtype=object)) * dtype.itemsize
+    if max_bytes is not None and needed > max_bytes:
+        raise ValueError(f"shape {shape} of {dtype} needs {needed / 1e9:.1f} GB, more than the "
+                         f"{max_bytes / 1e9:.1f} GB allowed")
     actual = Path(path).stat().st_size - offset
     if actual != needed:
         raise ValueError(f"its header says shape {shape} of {dtype} ({needed} bytes), the file holds {actual}")
@@ -34,11 +38,7 @@ def npy_header(path: Path) -> tuple[tuple[int, ...], bool, np.dtype, int]:
 def load_npy(path: Path, max_bytes: int = MAX_ARRAY_BYTES) -> np.ndarray:
     """The array in `path`; ValueError with the reason when the file is not a plain numeric .npy whose header
     agrees with its size, or when it would take more than max_bytes."""
-    shape, _, dtype, _ = npy_header(path)
-    needed = int(np.prod(shape, dtype=object)) * dtype.itemsize
-    if needed > max_bytes:
-        raise ValueError(f"shape {shape} of {dtype} needs {needed / 1e9:.1f} GB, more than the "
-                         f"{max_bytes / 1e9:.1f} GB allowed")
+    npy_header(path, max_bytes)
     try:
         return np.load(path, allow_pickle=False)
     except (ValueError, OSError) as err:
