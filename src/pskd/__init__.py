@@ -56,7 +56,7 @@ def train(config, out=None, log=None):
 
 
 def load_classifier(path, threads: int = 1):
-    """(card, classify) for a run directory, a .pt checkpoint or an exported .onnx model: card describes the input
+    """(card, classify) for a run directory, a .pt checkpoint or an exported .onnx or .tflite model: card describes the input
     (streams, channels, seq_len, rate, unit, class names); classify(clips) returns class probabilities."""
     from pathlib import Path
 

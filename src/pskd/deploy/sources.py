@@ -31,8 +31,8 @@ NPY_ROWS = 4096
 @dataclass
 class Chunk:
     values: np.ndarray  # [n, channels] float64, in the model's unit
-    times: np.ndarray | None  # [n] seconds, from a time column
-    lines: np.ndarray  # [n] where each sample is in the source: its line (CSV) or row (.npy), from 1
+    times: np.ndarray | None = None  # [n] seconds, from a time column
+    lines: np.ndarray | None = None  # [n] where each sample is in the source: its line (CSV) or row (.npy), from 1
 
 
 def unit_scale(units: str | None, model_units: str) -> float:
