@@ -249,6 +249,21 @@ def test_segments_need_min_windows_to_change_and_tile_the_recording():
     assert found[0]["start_s"] == 0.0 and found[-1]["end_s"] == 7.0
     assert found[0]["end_s"] == found[1]["start_s"] == pytest.approx(1.0 + 0.5 * 7 - 0.25)
     assert found[1]["confidence"] == pytest.approx(0.9)
+    # flicker that never holds: one segment, the label with the most votes, a confidence that is a mean
+    segmenter = Segmenter(min_windows=3, hop_s=0.5, names=names)
+    for i, label in enumerate([1, 2, 1, 2, 1]):
+        assert segmenter.push(1.0 + 0.5 * i, np.eye(3)[label] * 0.8 + 0.1) == []
+    (only,) = segmenter.finish(4.0)
+    assert (only["label"], only["start_s"], only["end_s"]) == ("b", 0.0, 4.0)
+    assert only["confidence"] == pytest.approx((3 * 0.9 + 2 * 0.1) / 5)
+    # flicker before the first label that holds belongs to the first segment
+    segmenter = Segmenter(min_windows=2, hop_s=0.5, names=names)
+    found = []
+    for i, label in enumerate([1, 2, 0, 0, 0]):
+        found += segmenter.push(1.0 + 0.5 * i, np.eye(3)[label] * 0.8 + 0.1)
+    found += segmenter.finish(4.0)
+    assert [(s["label"], s["start_s"]) for s in found] == [("a", 0.0)]
+    assert found[0]["confidence"] == pytest.approx((3 * 0.9 + 2 * 0.1) / 5)
 
 
 def test_read_recording_units_and_rates(tmp_path):

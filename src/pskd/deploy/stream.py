@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import scipy.signal
@@ -183,81 +183,71 @@ class Smoother:
 
 
 @dataclass
-class _Open:
+class _Votes:
+    """Windows given to one segment: their summed smoothed probabilities."""
+
     label: int
     start_s: float
-    total: np.ndarray  # summed smoothed probabilities of its windows
-    windows: int
+    total: np.ndarray
+    windows: int = 0
+
+    def add(self, vector: np.ndarray) -> None:
+        self.total = self.total + vector
+        self.windows += 1
 
 
-@dataclass
 class Segmenter:
     """Segments from smoothed windows, online: the label changes once a new label has held `min_windows` windows in a
-    row; the segment then ends where that run began. Shorter runs belong to the segment around them."""
+    row; the segment then ends where that run began. Shorter runs belong to the segment around them (those before
+    any label has held belong to the first segment)."""
 
-    min_windows: int
-    hop_s: float
-    names: list[str]
-    start_s: float = 0.0
-    current: _Open | None = None
-    run: list = field(default_factory=list)  # (centre_s, vector) of the current candidate run
-    run_label: int = -1
-    before: np.ndarray | None = None  # votes of the windows before any label held (a stream of flicker)
+    def __init__(self, min_windows: int, hop_s: float, names: list[str], start_s: float = 0.0):
+        self.min_windows, self.hop_s, self.names = min_windows, hop_s, names
+        self.current = _Votes(-1, start_s, np.zeros(len(names)))  # label -1: no label has held yet
+        self.run: list[tuple[float, np.ndarray]] = []  # (centre_s, vector) of the candidate run
+        self.run_label = -1
 
     def push(self, centre_s: float, vector: np.ndarray) -> list[dict]:
         label = int(vector.argmax())
-        if self.current is not None and label == self.current.label:
+        if label == self.current.label:
             self._absorb_run()
-            self._add(vector)
+            self.current.add(vector)
             return []
         if label != self.run_label:
             self._absorb_run()
             self.run_label = label
         self.run.append((centre_s, vector))
-        if len(self.run) < self.min_windows:
-            return []
-        return self._switch()
+        return self._switch() if len(self.run) >= self.min_windows else []
 
     def finish(self, end_s: float) -> list[dict]:
-        if self.current is None:
-            votes = self.before if self.before is not None else np.zeros(len(self.names))
-            for _, vector in self.run:
-                votes = votes + vector
-            if not self.run and self.before is None:
-                return []
-            self.current = _Open(int(votes.argmax()), self.start_s, votes, 1)
-            self.run = []
         self._absorb_run()
+        if self.current.windows == 0:
+            return []
+        if self.current.label < 0:  # nothing ever held: the label with the most votes
+            self.current.label = int(self.current.total.argmax())
         return [self._close(end_s)]
 
     def _switch(self) -> list[dict]:
         boundary = self.run[0][0] - self.hop_s / 2
-        closed = [self._close(boundary)] if self.current is not None else []
-        total = np.sum([v for _, v in self.run], axis=0)
-        if self.current is None and self.before is not None:
-            total = total + self.before  # the flicker before the first label is this segment's
-        start = boundary if closed else self.start_s
-        self.current = _Open(self.run_label, start, total, len(self.run))
-        self.run, self.run_label, self.before = [], -1, None
+        first = self.current.label < 0
+        closed = [] if first else [self._close(boundary)]
+        votes = self.current if first else _Votes(self.run_label, boundary, np.zeros(len(self.names)))
+        votes.label = self.run_label
+        for _, vector in self.run:
+            votes.add(vector)
+        self.current, self.run, self.run_label = votes, [], -1
         return closed
 
     def _absorb_run(self) -> None:
         for _, vector in self.run:
-            if self.current is not None:
-                self._add(vector)
-            else:
-                self.before = vector if self.before is None else self.before + vector
+            self.current.add(vector)
         self.run, self.run_label = [], -1
-
-    def _add(self, vector: np.ndarray) -> None:
-        self.current.total = self.current.total + vector
-        self.current.windows += 1
 
     def _close(self, end_s: float) -> dict:
         segment = self.current
         confidence = float(segment.total[segment.label] / max(1, segment.windows))
         return {"label": self.names[segment.label], "start_s": round(segment.start_s, 3),
-                "end_s": round(end_s, 3), "confidence": round(min(1.0, confidence), 4)}
+                "end_s": round(end_s, 3), "confidence": round(confidence, 4)}
 
 
 @dataclass
