@@ -32,6 +32,7 @@ from pskd.data.layouts import Layout
 from pskd.data.mocap import read_bvh, read_optical
 from pskd.data.registry import DatasetOptions, register_dataset
 from pskd.errors import DataError
+from pskd.numeric import is_number
 
 NAME = "berkeley_mhad"
 RATE = 30.0
@@ -118,7 +119,7 @@ def read_sensor(path: Path) -> tuple[np.ndarray, np.ndarray]:
     try:
         values = np.array(rows, dtype=np.float64)
     except ValueError:
-        bad = next(n for n, row in enumerate(rows, 1) if not all(_is_number(c) for c in row))
+        bad = next(n for n, row in enumerate(rows, 1) if not all(is_number(c) for c in row))
         raise DataError(f"{path}: line {bad} holds a value that is not a number") from None
     if not np.isfinite(values).all():
         bad = int(np.argwhere(~np.isfinite(values))[0, 0]) + 1
@@ -139,14 +140,6 @@ def read_sensor(path: Path) -> tuple[np.ndarray, np.ndarray]:
 def implied_rate(times: np.ndarray) -> float:
     """The rate the samples have when spread evenly between the first and the last timestamp."""
     return (len(times) - 1) / (times[-1] - times[0])
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-        return True
-    except ValueError:
-        return False
 
 
 def synchronise(recordings: dict[str, tuple[np.ndarray, np.ndarray]], where: str,

@@ -16,6 +16,7 @@ import scipy.interpolate
 import scipy.signal
 import torch
 
+from pskd import numeric
 from pskd.data.clip import SKELETON, WATCH_DEVICES
 from pskd.data.layouts import Layout
 
@@ -34,18 +35,12 @@ def resample(x: np.ndarray, length: int, method: str = "linear", antialias: bool
         raise ValueError(f"cannot resample to {length} samples")
     steps = x.shape[0]
     flat = x.reshape(steps, -1).astype(np.float64)
-    if antialias and length < steps and steps > 15:
-        b, a = scipy.signal.butter(4, 0.9 * (length - 1) / (steps - 1))
-        flat = scipy.signal.filtfilt(b, a, flat, axis=0, padlen=min(15, steps - 1))
-    src = np.linspace(0.0, 1.0, steps)
-    dst = np.linspace(0.0, 1.0, length)
+    if antialias:
+        flat = numeric.antialias(flat, length)
     if method == "linear":
-        position = dst * (steps - 1)
-        left = np.minimum(np.floor(position).astype(np.int64), steps - 2)
-        weight = (position - left)[:, None]
-        out = flat[left] * (1.0 - weight) + flat[left + 1] * weight
+        out = numeric.linear(flat, length)
     elif method == "cubic":
-        out = scipy.interpolate.CubicSpline(src, flat, axis=0)(dst)
+        out = scipy.interpolate.CubicSpline(np.linspace(0.0, 1.0, steps), flat, axis=0)(np.linspace(0.0, 1.0, length))
     else:
         raise ValueError(f"unknown resampling method '{method}'")
     return out.reshape((length,) + x.shape[1:]).astype(np.float32)

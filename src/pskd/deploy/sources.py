@@ -19,6 +19,7 @@ import numpy as np
 
 from pskd.arrays import npy_header
 from pskd.errors import DataError, UserError
+from pskd.numeric import is_number
 
 G = 9.80665
 UNITS = ("g", "m/s2")
@@ -107,7 +108,7 @@ class CsvSource:
         except UnicodeDecodeError:
             raise DataError(f"{self.name}: line {self.line} is not UTF-8 text (expected CSV or .npy)") from None
         self.width = len(row)
-        header = not all(_is_number(cell) for cell in row)
+        header = not all(is_number(cell) for cell in row)
         if header:
             timed = [i for i, cell in enumerate(row) if cell.strip().lower() in TIME_COLUMNS]
             self.time_column = timed[0] if timed else None
@@ -138,7 +139,7 @@ class CsvSource:
 
     def _explain(self, cells: list[bytes], numbers: list[int]) -> None:
         for k, cell in enumerate(cells):
-            if not _is_number(cell.decode("utf-8", "replace")):
+            if not is_number(cell.decode("utf-8", "replace")):
                 shown = cell.decode("utf-8", "replace").strip()[:20]
                 raise DataError(f"{self.name}: line {numbers[k // self.width]}, column {k % self.width + 1}: "
                                 f"'{shown}' is not a number")
@@ -149,14 +150,6 @@ class CsvSource:
         if len(bad):
             raise DataError(f"{self.name}: line {lines[bad[0]]}: the time column is not strictly increasing")
         self.last_time = float(times[-1])
-
-
-def _is_number(cell: str) -> bool:
-    try:
-        float(cell)
-        return True
-    except ValueError:
-        return False
 
 
 def _check_finite(name: str, values: np.ndarray, where: np.ndarray, what: str) -> None:

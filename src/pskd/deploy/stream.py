@@ -18,8 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.signal
 
+from pskd import numeric
 from pskd.deploy.card import ModelCard
 from pskd.deploy.sources import Chunk
 from pskd.errors import DataError, UserError
@@ -99,14 +99,7 @@ def make_plan(settings: Settings, card: ModelCard, rate: float, rate_from: str) 
 
 def resample_windows(windows: np.ndarray, seq_len: int) -> np.ndarray:
     """[W, window, C] -> [W, seq_len, C] float32, each window as transforms.resample treats a training clip."""
-    steps = windows.shape[1]
-    if seq_len < steps and steps > 15:
-        b, a = scipy.signal.butter(4, 0.9 * (seq_len - 1) / (steps - 1))
-        windows = scipy.signal.filtfilt(b, a, windows, axis=1, padlen=min(15, steps - 1))
-    position = np.linspace(0.0, 1.0, seq_len) * (steps - 1)
-    left = np.minimum(np.floor(position).astype(np.int64), steps - 2)
-    weight = (position - left)[None, :, None]
-    return (windows[:, left] * (1.0 - weight) + windows[:, left + 1] * weight).astype(np.float32)
+    return numeric.linear(numeric.antialias(windows, seq_len, axis=1), seq_len, axis=1).astype(np.float32)
 
 
 class Windower:
