@@ -108,6 +108,40 @@ def test_acs_weights_by_hand():
         acs_weights([teacher_a], labels, "medium")
 
 
+def test_acs_filters_doubtful_teachers_on_unlabelled_clips_by_hand():
+    labels = torch.tensor([-1, -1, -1, 0])
+    # clip 0: A says 0 (.6), B says 0 (.8); clip 1: A says 0 (.9), B says 2 (.5); clip 2: A .4, B .5, both 1;
+    # clip 3 is labelled (y = 0) and no filter touches it: B is right and more confident than A
+    teacher_a = logits_with([[0.6, 0.3, 0.1], [0.9, 0.05, 0.05], [0.3, 0.4, 0.3], [0.5, 0.3, 0.2]])
+    teacher_b = logits_with([[0.8, 0.1, 0.1], [0.3, 0.2, 0.5], [0.25, 0.5, 0.25], [0.6, 0.2, 0.2]])
+    teachers = [teacher_a, teacher_b]
+    unfiltered = acs_weights(teachers, labels, "hard")
+    torch.testing.assert_close(unfiltered[:, :2], torch.tensor([[0.0, 1.0], [1.0, 0.0], [0.0, 1.0], [0.0, 1.0]]))
+    # threshold .7: clip 0 keeps B (.8), clip 1 keeps A (.9), clip 2 loses both: an all-zero row
+    hard = acs_weights(teachers, labels, "hard", threshold=0.7)
+    torch.testing.assert_close(hard, torch.tensor([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 0.0],
+                                                   [0.0, 1.0, 0.0]]))
+    # agree: clip 1's teachers disagree (0 against 2), so it gets no weight; clips 0 and 2 keep their teacher
+    agreed = acs_weights(teachers, labels, "hard", agree=True)
+    torch.testing.assert_close(agreed, torch.tensor([[0.0, 1.0, 0.0], [0.0, 0.0, 0.0], [0.0, 1.0, 0.0],
+                                                     [0.0, 1.0, 0.0]]))
+    # soft, threshold .55: clip 0 weights A .6 and B .8 -> (.6, .8) / 1.4; clip 1 only A; clip 2 nothing;
+    # clip 3 (labelled) as without a filter: (.5, .6, 1 - .6) / 1.5
+    soft = acs_weights(teachers, labels, "soft", threshold=0.55)
+    torch.testing.assert_close(soft, torch.tensor([[0.6 / 1.4, 0.8 / 1.4, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 0.0],
+                                                   [0.5 / 1.5, 0.6 / 1.5, 0.4 / 1.5]]))
+    # an all-zero row adds nothing to either term, and still counts in the batch mean
+    student, emb, classes = torch.zeros(4, 3), [torch.zeros(4, 1)] * 2, [torch.ones(3, 1)] * 2
+    both = [torch.ones(4, 1) * 2, torch.ones(4, 1) * 3]
+    terms = acs_terms(student, emb, teachers, both, classes, labels, mode="hard", temperature=1.0, threshold=0.7)
+    kl = [float((t * torch.log(3 * t)).sum()) for t in (torch.tensor([0.8, 0.1, 0.1]),
+                                                        torch.tensor([0.9, 0.05, 0.05]),
+                                                        torch.tensor([0.6, 0.2, 0.2]))]
+    assert terms["acs_kd"].item() == pytest.approx(sum(kl) / 4, abs=1e-6)
+    # semantic: B's embedding 3 (clips 0 and 3) -> 9 each, A's 2 (clip 1) -> 4; clip 2 nothing
+    assert terms["acs_semantic"].item() == pytest.approx((9 + 4 + 9) / 4)
+
+
 def test_acs_target_and_terms_by_hand():
     labels = torch.tensor([0, 1])
     teacher_a = logits_with([[0.6, 0.3, 0.1], [0.8, 0.1, 0.1]])

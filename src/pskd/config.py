@@ -191,6 +191,10 @@ class DistillConfig(Section):
     # learn from the cross-entropy term alone; the semantic term still pulls them to the class embedding).
     acs_ground_truth: Literal["onehot", "none"] = "onehot"
     class_embedding: Literal["centroid", "prototype"] = "centroid"
+    # ACS on an unlabelled clip: a teacher teaches it only if its own confidence reaches unlabelled_threshold and,
+    # with unlabelled_agree, only if every teacher of the stage predicts the same class (0 / false: every clip)
+    unlabelled_threshold: float = Field(0.0, ge=0, le=1)
+    unlabelled_agree: bool = False
     # pskd's progressive learning: A = teacher-assistant chain (teachers distil into each other first, as their
     # distill_from says), B = curriculum as well (the student learns from `nearest` until switch_epoch, then from
     # all teachers), none = independent teachers, all used from the start.

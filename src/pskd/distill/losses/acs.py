@@ -8,7 +8,10 @@ to 1):
 - soft: teacher k gets c_k and the ground truth 1 - max_k c_k, normalised.
 An unlabelled clip (y = -1) has no ground truth: its confidence is each teacher's in its own prediction,
 hard mode picks the most confident teacher, soft mode weights the teachers by that confidence, and the ground
-truth's weight is 0.
+truth's weight is 0. Two filters keep doubtful teachers off unlabelled clips (do no harm, where teachers learnt
+from as few labels as the student): a teacher whose own confidence is below `threshold` gets weight 0, and with
+`agree` every teacher must predict the same class or the clip gets no weight at all (it is then taught by
+nothing but the terms that need no teacher).
 The soft-label target mixes the teachers' distributions at temperature T and the one-hot label with these
 weights. With ground_truth="none" the one-hot share is left out of the soft-label term: the target is the
 teachers' mixture alone, and each sample counts with its teachers' total weight (a sample no teacher gets right
@@ -28,26 +31,42 @@ from pskd.distill.losses.semantic import Projection, semantic_mse
 from pskd.distill.terms import LossTerm, TermContext, TermInputs, register_loss
 
 
-def acs_weights(teacher_logits: list[torch.Tensor], labels: torch.Tensor, mode: str = "hard") -> torch.Tensor:
-    """[B, K + 1] weights: one column per teacher, the last for the ground truth (0 for an unlabelled clip)."""
+def trusted_on_unlabelled(teacher_logits: list[torch.Tensor], threshold: float = 0.0, agree: bool = False
+                          ) -> torch.Tensor:
+    """[B, K] booleans: which teacher may teach each clip when it is unlabelled; its own confidence (softmax at
+    temperature 1) must reach `threshold`, and with `agree` every teacher must predict the same class."""
+    probabilities = torch.stack([F.softmax(z, dim=1) for z in teacher_logits], dim=1)  # [B, K, C]
+    own, predicted = probabilities.max(dim=2)
+    trusted = own >= threshold
+    if agree:
+        trusted = trusted & (predicted == predicted[:, :1]).all(dim=1, keepdim=True)
+    return trusted
+
+
+def acs_weights(teacher_logits: list[torch.Tensor], labels: torch.Tensor, mode: str = "hard",
+                threshold: float = 0.0, agree: bool = False) -> torch.Tensor:
+    """[B, K + 1] weights: one column per teacher, the last for the ground truth (0 for an unlabelled clip, whose
+    row is all 0 when no teacher is trusted on it: see trusted_on_unlabelled)."""
     if mode not in ("hard", "soft"):
         raise ValueError(f"ACS mode must be 'hard' or 'soft', not '{mode}'")
     rows = torch.arange(len(labels), device=labels.device)
     known = labels >= 0
     probabilities = [F.softmax(z, dim=1) for z in teacher_logits]
     confidence = torch.stack([p[rows, labels.clamp_min(0)] for p in probabilities], dim=1)
+    trusted = trusted_on_unlabelled(teacher_logits, threshold, agree)
     own = torch.stack([p.max(dim=1).values for p in probabilities], dim=1)  # in the teacher's own prediction
+    own = own.masked_fill(~trusted, 0.0)
     if mode == "soft":
         raw = torch.cat([confidence, 1 - confidence.max(dim=1, keepdim=True).values], dim=1)
         unlabelled = torch.cat([own, torch.zeros_like(own[:, :1])], dim=1)
         raw = torch.where(known[:, None], raw, unlabelled)
-        return raw / raw.sum(dim=1, keepdim=True)
+        return raw / raw.sum(dim=1, keepdim=True).clamp_min(1e-12)
     correct = torch.stack([z.argmax(dim=1) == labels for z in teacher_logits], dim=1)
     best = torch.where(known, confidence.masked_fill(~correct, -1.0).argmax(dim=1), own.argmax(dim=1))
-    anyone = correct.any(dim=1) | ~known
+    anyone = correct.any(dim=1) | (~known & trusted.any(dim=1))
     weights = torch.zeros(len(labels), len(teacher_logits) + 1, device=labels.device)
     weights[rows[anyone], best[anyone]] = 1.0
-    weights[rows[~anyone], -1] = 1.0
+    weights[rows[known & ~anyone], -1] = 1.0
     return weights
 
 
@@ -70,12 +89,15 @@ def acs_terms(
     mode: str = "hard",
     temperature: float = 4.0,
     ground_truth: str = "onehot",
+    threshold: float = 0.0,
+    agree: bool = False,
 ) -> dict[str, torch.Tensor]:
     """The distillation terms of ACS (the caller adds cross-entropy and the weights alpha and beta).
 
     projected[k]: the student's embedding projected into teacher k's space; class_embeddings[k]: [C, D_k].
+    threshold, agree: which teachers may teach an unlabelled clip (trusted_on_unlabelled).
     """
-    weights = acs_weights(teacher_logits, labels, mode).detach()
+    weights = acs_weights(teacher_logits, labels, mode, threshold, agree).detach()
     if ground_truth == "onehot":
         target = acs_soft_target(teacher_logits, labels, weights, temperature).detach()
         kd = soft_target_kl(student_logits, target, temperature)
@@ -116,6 +138,6 @@ class ACS(LossTerm):
         terms = acs_terms(
             inputs.logits, [self.projections[n](inputs.embedding) for n in names], inputs.teacher_logits,
             inputs.teacher_embeddings, [classes[n].to(inputs.logits.device) for n in names], inputs.labels,
-            s.acs_mode, s.temperature, s.acs_ground_truth,
+            s.acs_mode, s.temperature, s.acs_ground_truth, s.unlabelled_threshold, s.unlabelled_agree,
         )
         return {"acs_kd": s.alpha * terms["acs_kd"], "acs_semantic": s.beta * terms["acs_semantic"]}
