@@ -4,6 +4,7 @@ that learn from unlabelled clips (self-training, cross-modal contrastive)."""
 from __future__ import annotations
 
 import csv
+import json
 import math
 
 import numpy as np
@@ -221,6 +222,46 @@ def test_sweep_grid_shares_teachers_runs_identical_configs_once_and_jobs_change_
     assert "| kd (fraction=0.5, teachers=same) |" in (tmp_path / "one" / "results.md").read_text()
     two = sweep_module.sweep(base, ["ce", "kd"], [0], tmp_path / "two", log=QUIET, grid=grid, jobs=2)
     assert [r["accuracy"] for r in two["rows"]] == [r["accuracy"] for r in one["rows"]]
+
+
+def test_an_interrupted_sweep_resumes_where_it_stopped(tmp_path, monkeypatch):
+    from pskd import sweep as sweep_module
+
+    base = build_config({**TINY, "method": "kd"})
+    grid = sweep_module.parse_grid(["data.labels.fraction=0.5,1.0"])
+    original, trained = sweep_module.run, []
+
+    def dies_at_the_third(config, folder, **kwargs):
+        if len(trained) == 2:
+            raise RuntimeError("killed")
+        trained.append(folder)
+        return original(config, folder, **kwargs)
+
+    monkeypatch.setattr(sweep_module, "run", dies_at_the_third)
+    out = tmp_path / "sweep"
+    with pytest.raises(RuntimeError, match="killed"):
+        sweep_module.sweep(base, ["ce", "kd"], [0], out, log=QUIET, grid=grid)
+    assert len((out / "rows.jsonl").read_text().splitlines()) == 2  # one row per run, as each ends
+    with pytest.raises(ConfigError, match="--resume"):
+        sweep_module.sweep(base, ["ce", "kd"], [0], out, log=QUIET, grid=grid)
+    with pytest.raises(ConfigError, match="does not plan"):
+        sweep_module.sweep(base, ["kd"], [0], out, log=QUIET, grid=grid, resume=True)
+    # the second run finished, but its row was lost (killed between the two): read back from its folder
+    first, second = (out / "rows.jsonl").read_text().splitlines()
+    (out / "rows.jsonl").write_text(first + "\n" + second[:20])
+    monkeypatch.setattr(sweep_module, "run", lambda config, folder, **kwargs: (trained.append(folder),
+                                                                                original(config, folder, **kwargs))[1])
+    resumed = sweep_module.sweep(base, ["ce", "kd"], [0], out, log=QUIET, grid=grid, resume=True)
+    assert len(trained) == 4 and len(set(trained)) == 4  # nothing trained twice
+    assert len(resumed["rows"]) == 4
+    lines = (out / "rows.jsonl").read_text().splitlines()
+    assert len(lines) == 4 and {json.loads(line)["variant"] for line in lines} == {"ce", "kd"}  # the cut line gone
+    invocations = [json.loads(line) for line in (out / "invocations.jsonl").read_text().splitlines()]
+    assert [i["runs_trained"] for i in invocations] == [2]  # the killed invocation recorded nothing
+    assert resumed["wall_time_s"] == pytest.approx(invocations[0]["seconds"], abs=0.1)
+    monkeypatch.setattr(sweep_module, "run", original)
+    fresh = sweep_module.sweep(base, ["ce", "kd"], [0], tmp_path / "fresh", log=QUIET, grid=grid)
+    assert [r["accuracy"] for r in resumed["rows"]] == [r["accuracy"] for r in fresh["rows"]]
 
 
 @pytest.mark.parametrize("items, message", [

@@ -224,10 +224,13 @@ def parse_seeds(text: str) -> list[int]:
 @click.option("--data-dir", type=click.Path(path_type=Path), help="Shorthand for --set data.data_dir=DIR.")
 @click.option("--teachers-from", type=click.Path(path_type=Path),
               help="An earlier sweep's folder: runs whose teachers it trained load them instead of training them.")
+@click.option("--resume", is_flag=True,
+              help="Continue the interrupted sweep in --out (same config, methods, seeds and grid): finished runs "
+                   "are kept, interrupted ones continue from their checkpoints.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def sweep(config_path: Path, methods: str, seeds: str, ablation: bool, grid_items: tuple[str, ...], jobs: int,
           overrides: tuple[str, ...], out: Path | None, data_dir: Path | None, teachers_from: Path | None,
-          quiet: bool) -> None:
+          resume: bool, quiet: bool) -> None:
     """Compare methods over seeds (and grid points) with shared teachers; write results.md, results.json and,
     with ce among the methods, gain_map.png."""
     import time
@@ -240,12 +243,14 @@ def sweep(config_path: Path, methods: str, seeds: str, ablation: bool, grid_item
         overrides = overrides + (f"data.data_dir={data_dir}",)
     if quiet:
         overrides = overrides + ("progress=false",)
+    if resume and out is None:
+        raise UserError("--resume: name the interrupted sweep's folder with --out")
     base = load_config(config_path, overrides)
     out = out or Path("runs") / f"sweep-{base.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     names = [m.strip() for m in methods.split(",") if m.strip()]
     grid = parse_grid(grid_items)
     results = run_sweep(base, names, parse_seeds(seeds), out, ablation, grid=grid, jobs=jobs,
-                        teachers_from=teachers_from)
+                        teachers_from=teachers_from, resume=resume)
     click.echo(results_table(results))
     click.echo(f"results: {out / 'results.md'}")
 

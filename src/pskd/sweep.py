@@ -8,6 +8,12 @@ data, labels, preprocessing, augmentation, teachers and seed) share one training
 groups run in that many processes; every training of a sweep runs on one thread (unless the config sets
 `threads`), so the figures do not depend on the number of processes.
 
+Every run's result row is appended to `rows.jsonl` as the run ends. An interrupted sweep continues with
+`resume=True` (`pskd sweep ... --out DIR --resume`, the same methods, seeds and grid): runs with a row are not
+trained again, a run that finished without one is read from its folder, an interrupted run continues from its
+checkpoints, and the teachers of the runs that remain load from the sweep's finished runs where those saved them.
+`invocations.jsonl` records each invocation's wall time; the results report their sum.
+
 With ablation, PSKD's variants are added: without progressive learning (independent teachers), without ACS
 (plain multi-teacher KD from the same teachers), with a single teacher, soft instead of hard ACS, and schedule B
 (curriculum) beside schedule A.
@@ -29,6 +35,7 @@ from pskd.distill.methods import method_names, student_stages, teacher_chain_use
 from pskd.errors import ConfigError
 from pskd.evaluate.gains import merge, plot_gain_map, results_table, summarise
 from pskd.pipeline import open_session, run, train_teachers
+from pskd.rundir import staging_of
 
 __all__ = ["ablations", "merge", "merge_tree", "parse_grid", "results_table", "sweep"]
 
@@ -147,8 +154,24 @@ def _groups(runs: list[dict]) -> list[list[dict]]:
     return list(groups.values())
 
 
-def _train_group(group: list[dict], threads: int | None, log) -> list[dict]:
-    """Train one group's teachers once (per chain setting), then each of its runs; return the result rows."""
+def _row(item: dict, copy_of: dict, metrics: dict) -> dict:
+    student = metrics["student"]
+    return {"point": copy_of["point"], "seed": copy_of["seed"], "variant": copy_of["variant"],
+            "accuracy": student["test"]["accuracy"], "macro_f1": student["test"]["macro_f1"],
+            "val_accuracy": student["val"]["accuracy"], "run": str(item["folder"]), "shared": copy_of is not item,
+            "teachers": {n: t["test"]["accuracy"] for n, t in metrics.get("teachers", {}).items()}}
+
+
+def _append_rows(path: Path | None, rows: list[dict]) -> None:
+    """One write per run, in append mode: lines from several processes never interleave."""
+    if path is not None:
+        with open(path, "a", encoding="utf-8") as handle:
+            handle.write("".join(json.dumps(row) + "\n" for row in rows))
+
+
+def _train_group(group: list[dict], threads: int | None, log, rows_path: Path | None = None) -> list[dict]:
+    """Train one group's teachers once (per chain setting), then each of its runs; return the result rows (each
+    run's also appended to rows_path as it ends)."""
     import torch
 
     if threads:
@@ -168,16 +191,12 @@ def _train_group(group: list[dict], threads: int | None, log) -> list[dict]:
                          if not config.teachers[n].distill_from}
                 teacher_sets[chain] = train_teachers(open_session(config, log), ready)
             teachers = teacher_sets[chain]
-        _, metrics = run(config, item["folder"], log=log, teachers=teachers)
-        student = metrics["student"]
+        _, metrics = run(config, item["folder"], log=log, teachers=teachers, resume=item.get("resume", False))
         log(f"seed {item['seed']} {point_label(item['point'])} {item['variant']}: test accuracy "
-            f"{100 * student['test']['accuracy']:.2f} %")
-        for copy_of in [item, *item.get("copies", [])]:
-            rows.append({"point": copy_of["point"], "seed": copy_of["seed"], "variant": copy_of["variant"],
-                         "accuracy": student["test"]["accuracy"], "macro_f1": student["test"]["macro_f1"],
-                         "val_accuracy": student["val"]["accuracy"],
-                         "run": str(item["folder"]), "shared": copy_of is not item,
-                         "teachers": {n: t["test"]["accuracy"] for n, t in metrics["teachers"].items()}})
+            f"{100 * metrics['student']['test']['accuracy']:.2f} %")
+        mine = [_row(item, copy_of, metrics) for copy_of in [item, *item.get("copies", [])]]
+        _append_rows(rows_path, mine)
+        rows.extend(mine)
     return rows
 
 
@@ -221,53 +240,139 @@ def _threads_for(config: RunConfig) -> RunConfig:
     return config if config.threads else config.model_copy(update={"threads": 1})
 
 
-def _group_in_process(group: list[dict]) -> list[dict]:
-    return _train_group(group, 1, log_stderr)
+def _group_in_process(group: list[dict], rows_path: Path) -> list[dict]:
+    return _train_group(group, 1, log_stderr, rows_path)
+
+
+def _key(row: dict) -> tuple[str, int, str]:
+    return point_label(row["point"]), row["seed"], row["variant"]
+
+
+def _read_rows(path: Path) -> list[dict]:
+    """The rows an earlier invocation recorded; a line cut short by a kill is ignored, anything else odd is an
+    error naming the file."""
+    rows = []
+    lines = path.read_text(encoding="utf-8").splitlines() if path.is_file() else []
+    for number, line in enumerate(lines, 1):
+        try:
+            row = json.loads(line)
+            _key(row), float(row["accuracy"]), float(row["macro_f1"])
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+            if number == len(lines):
+                continue  # the last line, cut short by a kill
+            raise ConfigError(f"{path}: line {number} is not a result row of a sweep") from None
+        rows.append(row)
+    return rows
+
+
+def _finished_metrics(folder: Path) -> dict | None:
+    """The metrics of a run that finished without its row reaching rows.jsonl (killed just after), or None."""
+    path = folder / "metrics.json"
+    if not path.is_file():
+        return None
+    try:
+        metrics = json.loads(path.read_text(encoding="utf-8"))
+        metrics["student"]["test"]["accuracy"], metrics["student"]["val"]["accuracy"]  # noqa: B018
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError):
+        raise ConfigError(f"{path}: not the metrics of a finished run; move the folder away to train it again") \
+            from None
+    return metrics
+
+
+def resume_plan(runs: list[dict], out: Path, log) -> tuple[list[dict], list[dict]]:
+    """What an interrupted sweep still has to train, and the rows it already has: rows.jsonl, then finished run
+    folders without a row. Rows of runs this sweep does not plan mean the sweep was started otherwise."""
+    planned = {_key(item): item for item in runs}
+    done = _read_rows(out / "rows.jsonl")
+    foreign = [key for key in map(_key, done) if key not in planned]
+    if foreign:
+        point, seed, variant = foreign[0]
+        raise ConfigError(f"{out / 'rows.jsonl'}: it holds runs this sweep does not plan (seed {seed} {point} "
+                          f"{variant}); resume with the same config, --methods, --seeds and --grid")
+    keys = {_key(row) for row in done}
+    recovered = []
+    for item in runs:
+        metrics = None if _key(item) in keys else _finished_metrics(item["folder"])
+        if metrics is not None:
+            recovered.append(_row(item, item, metrics))
+            keys.add(_key(item))
+    rows_path = out / "rows.jsonl"
+    if rows_path.is_file():  # rewritten whole, without a line cut short by the kill, before anything is appended
+        partial = rows_path.with_name(rows_path.name + ".partial")
+        partial.write_text("".join(json.dumps(row) + "\n" for row in done), encoding="utf-8")
+        partial.replace(rows_path)
+    _append_rows(rows_path, recovered)
+    remaining = [item for item in runs if _key(item) not in keys]
+    for item in remaining:
+        item["resume"] = staging_of(item["folder"]).is_dir()
+    log(f"sweep: resuming {out}: {len(keys)} of {len(runs)} runs done, {len(remaining)} to train "
+        f"({sum(item['resume'] for item in remaining)} of them interrupted, continued from their checkpoints)")
+    return remaining, done + recovered
+
+
+def _record_invocation(out: Path, seconds: float, trained: int) -> float:
+    """Append this invocation's wall time to invocations.jsonl; return the sum over every invocation."""
+    path = out / "invocations.jsonl"
+    earlier = 0.0
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                earlier += float(json.loads(line)["seconds"])
+            except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+                continue
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write(json.dumps({"ended": time.strftime("%Y-%m-%dT%H:%M:%S"), "seconds": round(seconds, 1),
+                                 "runs_trained": trained}) + "\n")
+    return earlier + seconds
 
 
 def sweep(base: RunConfig, methods: list[str], seeds: list[int], out: Path, ablation: bool = False,
-          log=log_stderr, grid: dict[str, list] | None = None, jobs: int = 1, teachers_from: Path | None = None) -> dict:
+          log=log_stderr, grid: dict[str, list] | None = None, jobs: int = 1, teachers_from: Path | None = None,
+          resume: bool = False) -> dict:
     """Every method at every seed and grid point; teachers trained once per group, or loaded from the runs of
-    `teachers_from` (an earlier sweep) that trained the same teachers."""
+    `teachers_from` (an earlier sweep) that trained the same teachers. resume: continue the interrupted sweep in
+    `out` (see the module's notes)."""
     unknown = [m for m in methods if m not in method_names()]
     if unknown:
         raise ConfigError(f"--methods: unknown method(s) {unknown}; known: {', '.join(method_names())}")
-    if out.exists() and any(out.iterdir()):
-        raise ConfigError(f"{out}: already exists and is not empty; choose another --out")
+    if resume and not out.is_dir():
+        raise ConfigError(f"--resume: {out} is not the folder of an earlier sweep")
+    if not resume and out.exists() and any(out.iterdir()):
+        raise ConfigError(f"{out}: already exists and is not empty; choose another --out, or continue the sweep "
+                          "there with --resume")
     variants = {m: {"method": m} for m in methods}
     if ablation:
         variants.update(ablations(base))
     runs = plan(base, variants, seeds, grid or {}, out)
     for item in runs:
         item["config"] = _threads_for(item["config"])
-    if teachers_from is not None:
-        reuse_teachers(runs, earlier_teachers(teachers_from), log)
-    groups = _groups(runs)
+    rows, todo = [], runs
+    if resume:
+        todo, rows = resume_plan(runs, out, log)
+    fresh = [item for item in todo if not item.get("resume")]
+    for source in ([teachers_from] if teachers_from is not None else []) + ([out] if resume else []):
+        reuse_teachers(fresh, earlier_teachers(source), log)
+    groups = _groups(todo)
     started = time.perf_counter()
-    log(f"sweep: {len(runs)} runs ({sum(len(g) for g in groups)} distinct) in {len(groups)} teacher groups, "
+    log(f"sweep: {len(todo)} runs ({sum(len(g) for g in groups)} distinct) in {len(groups)} teacher groups, "
         f"{jobs} process(es)")
     out.mkdir(parents=True, exist_ok=True)
-    rows: list[dict] = []
-
-    def done(part: list[dict]) -> None:  # each group's rows as it ends: an interrupted sweep keeps them
-        rows.extend(part)
-        with open(out / "rows.jsonl", "a", encoding="utf-8") as handle:
-            handle.writelines(json.dumps(row) + "\n" for row in part)
-
+    rows_path = out / "rows.jsonl"
     if jobs > 1:
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
-            for future in as_completed([pool.submit(_group_in_process, group) for group in groups]):
-                done(future.result())
+            for future in as_completed([pool.submit(_group_in_process, group, rows_path) for group in groups]):
+                rows.extend(future.result())
     else:
         for group in groups:
-            done(_train_group(group, None, log))
+            rows.extend(_train_group(group, None, log, rows_path))
+    wall = _record_invocation(out, time.perf_counter() - started, sum(len(g) for g in groups))
     order = {(point_label(r["point"]), r["seed"], r["variant"]): i for i, r in enumerate(runs)}
     rows.sort(key=lambda r: order[(point_label(r["point"]), r["seed"], r["variant"])])
     fixed = {"data.labels.fraction": base.data.labels.fraction,
              "student.options.preset": base.student.options.get("preset", "default")}
     results = summarise(base.data.dataset, base.data.protocol, base.student.name, seeds, rows, list(variants),
-                        grid or {}, time.perf_counter() - started, fixed)
+                        grid or {}, wall, fixed)
     (out / "results.json").write_text(json.dumps(results, indent=2))
     (out / "results.md").write_text(results_table(results))
     if "ce" in variants:
