@@ -378,3 +378,39 @@ def test_the_blind_wrist_setting_runs_through_the_gate(tmp_path):
     assert gate["delivered"] == ("distilled" if gate["val_distilled"] >= gate["val_cross_entropy"] else "cross-entropy")
     chosen = gate["test_distilled"] if gate["delivered"] == "distilled" else gate["test_cross_entropy"]
     assert metrics["student"]["test"]["accuracy"] == chosen
+
+
+def test_unlabelled_agreement_counts_confident_agreement_by_hand():
+    from types import SimpleNamespace
+
+    from pskd.train.student import unlabelled_agreement
+
+    probabilities = {
+        # clips 0-3 are labelled (never looked at); 4: both say 0, A at .95; 5: both say 1, neither at .9;
+        # 6: A says 0 at .95, B says 2; 7: both say 2, B at .92
+        "a": [[1 / 3] * 3] * 4 + [[0.95, 0.03, 0.02], [0.2, 0.6, 0.2], [0.95, 0.03, 0.02], [0.1, 0.1, 0.8]],
+        "b": [[1 / 3] * 3] * 4 + [[0.6, 0.3, 0.1], [0.3, 0.5, 0.2], [0.1, 0.1, 0.8], [0.04, 0.04, 0.92]],
+    }
+    teachers = {name: SimpleNamespace(outputs=SimpleNamespace(logits=torch.log(torch.tensor(p))))
+                for name, p in probabilities.items()}
+    session = SimpleNamespace(split=SimpleNamespace(unlabelled=np.array([4, 5, 6, 7])))
+    found = unlabelled_agreement(session, teachers)
+    assert found["clips"] == 4 and found["confident_agreement"] == pytest.approx(0.5)  # clips 4 and 7
+    # the most confident teacher: a on 4 and 6, a on 5 (.6 > .5), b on 7
+    assert found["followed"] == pytest.approx({"a": 0.75, "b": 0.25})
+    assert unlabelled_agreement(SimpleNamespace(split=SimpleNamespace(unlabelled=np.array([], dtype=int))),
+                                teachers) is None
+
+
+def test_pskd_reports_how_far_its_teachers_agree_on_unlabelled_clips_and_filters_them(tmp_path):
+    lines = []
+    _, metrics = run(scarce("pskd", unlabelled_threshold=0.9, unlabelled_agree=True), tmp_path / "run",
+                     log=lambda message, *a, **k: lines.append(str(message)))
+    found = metrics["student"]["unlabelled_agreement"]
+    assert 0 < found["clips"] <= metrics["labels"]["unlabelled"]  # the training subjects' unlabelled clips
+    assert 0 <= found["confident_agreement"] <= 1 and sum(found["followed"].values()) == pytest.approx(1)
+    assert set(found["followed"]) == {"skeleton", "fusion"}
+    said = [line for line in lines if line.startswith("unlabelled clips:")]
+    assert said and f"{100 * found['confident_agreement']:.0f} % of them" in said[0]
+    _, plain = run(scarce("ce"), tmp_path / "ce", log=QUIET)
+    assert "unlabelled_agreement" not in plain["student"]
