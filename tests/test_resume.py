@@ -18,6 +18,7 @@ import yaml
 from conftest import run_cli
 
 from pskd.config import build_config, dump_config
+from pskd.errors import ConfigError
 from pskd.train.session import Session
 
 GCN = {"widths": [8, 16], "strides": [1, 2], "embedding_dim": 16}
@@ -107,6 +108,23 @@ def test_resume_refuses_another_config_and_a_finished_run(tmp_path, capsys):
     assert code == 2 and "has finished" in err
     code, _, err = run_cli(["train"], capsys)
     assert code == 2 and "needs a CONFIG" in err
+
+
+def test_a_run_started_by_an_older_version_resumes_when_only_new_settings_are_missing(tmp_path):
+    from pskd.rundir import resume_run_dir
+
+    config = build_config({**CONFIG, "seed": 0})
+    written = yaml.safe_load(dump_config(config))
+    del written["distill"]["unlabelled_agree"], written["distill"]["unlabelled_threshold"]  # added later
+    staging = tmp_path / "run.incomplete"
+    staging.mkdir()
+    (staging / "config.yaml").write_text(yaml.safe_dump(written))
+    found, lock = resume_run_dir(tmp_path / "run", config)
+    lock.release()
+    assert found == staging
+    changed = build_config({**CONFIG, "seed": 0, "distill": {**CONFIG["distill"], "unlabelled_agree": True}})
+    with pytest.raises(ConfigError, match="differs at distill.unlabelled_agree"):
+        resume_run_dir(tmp_path / "run", changed)
 
 
 def test_each_training_has_its_own_state_file_inside_a_run(tmp_path):

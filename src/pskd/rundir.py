@@ -15,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-from pskd.config import RunConfig, dump_config
+from pskd.config import RunConfig, build_config, dump_config
 from pskd.errors import ConfigError, UserError
 
 try:
@@ -105,6 +105,7 @@ def resume_run_dir(out: Path, config: RunConfig) -> tuple[Path, RunLock]:
         before = yaml.safe_load(saved.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError):
         raise UserError(f"{saved}: unreadable; the interrupted run is left as it was") from None
+    before = _with_defaults(before, saved)
     now = yaml.safe_load(dump_config(config))
     for tree in (before, now):  # showing a progress bar or not changes no result
         if isinstance(tree, dict):
@@ -114,6 +115,15 @@ def resume_run_dir(out: Path, config: RunConfig) -> tuple[Path, RunLock]:
         raise ConfigError(f"{out}: the run was started with another config (differs at {', '.join(changed[:5])}); "
                           "resume it with its own config.yaml")
     return staging, RunLock(staging, out)
+
+
+def _with_defaults(tree, saved: Path):
+    """A saved config as this version reads it: a setting added since then takes its default, which is what
+    the run was trained with."""
+    try:
+        return yaml.safe_load(dump_config(build_config(tree, source=str(saved))))
+    except ConfigError:
+        return tree  # compared as written: the difference is then reported
 
 
 def _differences(a, b, prefix: str = "") -> list[str]:
