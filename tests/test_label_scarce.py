@@ -414,3 +414,16 @@ def test_pskd_reports_how_far_its_teachers_agree_on_unlabelled_clips_and_filters
     assert said and f"{100 * found['confident_agreement']:.0f} % of them" in said[0]
     _, plain = run(scarce("ce"), tmp_path / "ce", log=QUIET)
     assert "unlabelled_agreement" not in plain["student"]
+
+
+def test_sweep_resume_needs_the_folder_of_an_earlier_sweep(tmp_path, capsys):
+    config = "configs/synthetic/blind_wrist.yaml"
+    code, _, err = run_cli(["sweep", config, "--methods", "ce", "--resume"], capsys)
+    assert code == 2 and "name the interrupted sweep's folder with --out" in err
+    code, _, err = run_cli(["sweep", config, "--methods", "ce", "--resume", "--out", str(tmp_path / "none")], capsys)
+    assert code == 2 and "is not the folder of an earlier sweep" in err
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "rows.jsonl").write_text('{"point": {}, "seed": 0, "variant": "ce"}\nnot json\n{"x"')
+    code, _, err = run_cli(["sweep", config, "--methods", "ce", "--seeds", "1", "--resume", "--out",
+                            str(tmp_path / "old")], capsys)
+    assert code == 2 and "rows.jsonl: line 1 is not a result row of a sweep" in err
