@@ -412,6 +412,9 @@ def test_pskd_reports_how_far_its_teachers_agree_on_unlabelled_clips_and_filters
     assert set(found["followed"]) == {"skeleton", "fusion"}
     said = [line for line in lines if line.startswith("unlabelled clips:")]
     assert said and f"{100 * found['confident_agreement']:.0f} % of them" in said[0]
+    report = (tmp_path / "run" / "report.md").read_text()
+    assert f"Unlabelled training clips: {found['clips']}. The teachers agree" in report
+    assert f"on {100 * found['confident_agreement']:.2f} % of them" in report
     _, plain = run(scarce("ce"), tmp_path / "ce", log=QUIET)
     assert "unlabelled_agreement" not in plain["student"]
 

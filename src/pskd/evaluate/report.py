@@ -136,6 +136,16 @@ def _teachers(metrics: dict) -> list[str]:
     return [*lines, "", f"Student stages: {stages or 'cross-entropy only'}.", ""]
 
 
+def _agreement(found: dict | None) -> list[str]:
+    """How far the teachers agreed, confidently, on the unlabelled training clips (no label needed to know)."""
+    if not found:
+        return []
+    followed = ", ".join(f"{name} on {_pct(share)} %" for name, share in found["followed"].items())
+    return ["", f"Unlabelled training clips: {found['clips']}. The teachers agree, one at least 90 % confident, on "
+                f"{_pct(found['confident_agreement'])} % of them; unfiltered ACS follows {followed}. Below about a "
+                "third, teachers that learnt from few labels can cost the student accuracy (README: Do no harm)."]
+
+
 def _student(student: dict) -> list[str]:
     """The student's checkpoints (selected, last, refit), the gate, and the pictures."""
     fixed = student.get("select") == "last"
@@ -165,6 +175,7 @@ def _student(student: dict) -> list[str]:
                   f"{_pct(gate['val_cross_entropy'])} % without teachers, so the {gate['delivered']} student is "
                   f"delivered (test: {_pct(gate['test_distilled'])} % distilled, {_pct(gate['test_cross_entropy'])} % "
                   "without; the test split chose nothing)."]
+    lines += _agreement(student.get("unlabelled_agreement"))
     lines += [
         "",
         "The test split was evaluated once, after training; "
