@@ -21,6 +21,7 @@ from pskd.config import build_config, load_config
 from pskd.distill.losses.acs import acs_weights
 from pskd.sweep import merge_tree
 from pskd.train.session import open_session
+from pskd.train.student import unlabelled_agreement
 from pskd.train.teachers import train_teachers
 
 
@@ -58,9 +59,8 @@ def describe(run_dir: Path, threshold: float) -> str:
     logits = [t.outputs.logits[rows] for t in teachers.values()]
     parts = [f"{run_dir}: {len(rows)} unlabelled clips"]
     parts += [f"{name} right {100 * (z.argmax(dim=1) == truth).float().mean():.1f} %" for name, z in zip(teachers, logits)]
-    confidence = torch.stack([torch.softmax(z, dim=1).max(dim=1).values for z in logits], dim=1)
-    followed = torch.bincount(confidence.argmax(dim=1), minlength=len(logits)).float() / len(rows)
-    parts.append("ACS follows " + ", ".join(f"{n} {100 * f:.0f} %" for n, f in zip(teachers, followed)))
+    followed = unlabelled_agreement(session, teachers)["followed"]
+    parts.append("ACS follows " + ", ".join(f"{n} {100 * f:.0f} %" for n, f in followed.items()))
     share, right = targets(logits, truth, 0.0, False)
     parts.append(f"ACS target right {100 * right:.1f} %")
     share, right = targets(logits, truth, threshold, True)

@@ -282,8 +282,9 @@ def _finished_metrics(folder: Path) -> dict | None:
 def resume_plan(runs: list[dict], out: Path, log) -> tuple[list[dict], list[dict]]:
     """What an interrupted sweep still has to train, and the rows it already has: rows.jsonl, then finished run
     folders without a row. Rows of runs this sweep does not plan mean the sweep was started otherwise."""
+    rows_path = out / "rows.jsonl"
     planned = {_key(item): item for item in runs}
-    done = _read_rows(out / "rows.jsonl")
+    done = _read_rows(rows_path)
     foreign = [key for key in map(_key, done) if key not in planned]
     if foreign:
         point, seed, variant = foreign[0]
@@ -296,7 +297,6 @@ def resume_plan(runs: list[dict], out: Path, log) -> tuple[list[dict], list[dict
         if metrics is not None:
             recovered.append(_row(item, item, metrics))
             keys.add(_key(item))
-    rows_path = out / "rows.jsonl"
     if rows_path.is_file():  # rewritten whole, without a line cut short by the kill, before anything is appended
         partial = rows_path.with_name(rows_path.name + ".partial")
         partial.write_text("".join(json.dumps(row) + "\n" for row in done), encoding="utf-8")

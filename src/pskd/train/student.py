@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 from pskd.distill.distiller import Stage
-from pskd.distill.losses.acs import trusted_on_unlabelled
+from pskd.distill.losses.acs import own_beliefs, trusted_on_unlabelled
 from pskd.distill.methods import student_stages, teachers_used
 from pskd.train import recipe
 from pskd.train.loop import seed_everything
@@ -33,10 +33,9 @@ def unlabelled_agreement(session: Session, teachers: dict[str, TrainedTeacher]) 
     rows = torch.as_tensor(session.split.unlabelled, dtype=torch.long)
     if not teachers or len(rows) == 0:
         return None
-    logits = [t.outputs.logits[rows] for t in teachers.values()]
-    agreed = trusted_on_unlabelled(logits, 0.9, agree=True).any(dim=1).float().mean().item()
-    confidence = torch.stack([torch.softmax(z, dim=1).max(dim=1).values for z in logits], dim=1)
-    followed = torch.bincount(confidence.argmax(dim=1), minlength=len(logits)).float() / len(rows)
+    own, predicted = own_beliefs([torch.softmax(t.outputs.logits[rows], dim=1) for t in teachers.values()])
+    agreed = trusted_on_unlabelled(own, predicted, 0.9, agree=True).any(dim=1).float().mean().item()
+    followed = torch.bincount(own.argmax(dim=1), minlength=len(teachers)).float() / len(rows)
     return {"clips": len(rows), "confident_agreement": agreed,
             "followed": {name: share.item() for name, share in zip(teachers, followed)}}
 
@@ -61,15 +60,18 @@ def train_student(session: Session, teachers: dict[str, TrainedTeacher]) -> Trai
     if agreement is not None:
         _log_agreement(session, agreement)
     student = _student(session, teachers, stages, "student")
+    if session.config.distill.gate and teachers_used(session.config):
+        student = _gate(session, student)
     if agreement is not None:
         student.summary["unlabelled_agreement"] = agreement
-    if not (session.config.distill.gate and teachers_used(session.config)):
-        return student
+    return student
+
+
+def _gate(session: Session, student: Trained) -> Trained:
+    """The distilled student, or the same student trained without teachers where validation prefers it."""
     plain = _student(session, {}, [], "student without teachers (gate)")
     keep = student.summary["val"]["accuracy"] >= plain.summary["val"]["accuracy"]
     chosen = student if keep else plain
-    if agreement is not None:
-        chosen.summary["unlabelled_agreement"] = agreement
     chosen.summary["gate"] = {
         "delivered": "distilled" if keep else "cross-entropy",
         "val_distilled": student.summary["val"]["accuracy"], "val_cross_entropy": plain.summary["val"]["accuracy"],

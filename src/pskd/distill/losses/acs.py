@@ -31,12 +31,16 @@ from pskd.distill.losses.semantic import Projection, semantic_mse
 from pskd.distill.terms import LossTerm, TermContext, TermInputs, register_loss
 
 
-def trusted_on_unlabelled(teacher_logits: list[torch.Tensor], threshold: float = 0.0, agree: bool = False
-                          ) -> torch.Tensor:
-    """[B, K] booleans: which teacher may teach each clip when it is unlabelled; its own confidence (softmax at
-    temperature 1) must reach `threshold`, and with `agree` every teacher must predict the same class."""
-    probabilities = torch.stack([F.softmax(z, dim=1) for z in teacher_logits], dim=1)  # [B, K, C]
-    own, predicted = probabilities.max(dim=2)
+def own_beliefs(probabilities: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """[B, K] each teacher's confidence in its own prediction (from its probabilities at temperature 1), and
+    that prediction."""
+    return torch.stack(probabilities, dim=1).max(dim=2)
+
+
+def trusted_on_unlabelled(own: torch.Tensor, predicted: torch.Tensor, threshold: float = 0.0,
+                          agree: bool = False) -> torch.Tensor:
+    """[B, K] booleans: which teacher may teach each clip when it is unlabelled (own, predicted: own_beliefs);
+    its own confidence must reach `threshold`, and with `agree` every teacher must predict the same class."""
     trusted = own >= threshold
     if agree:
         trusted = trusted & (predicted == predicted[:, :1]).all(dim=1, keepdim=True)
@@ -53,8 +57,8 @@ def acs_weights(teacher_logits: list[torch.Tensor], labels: torch.Tensor, mode: 
     known = labels >= 0
     probabilities = [F.softmax(z, dim=1) for z in teacher_logits]
     confidence = torch.stack([p[rows, labels.clamp_min(0)] for p in probabilities], dim=1)
-    trusted = trusted_on_unlabelled(teacher_logits, threshold, agree)
-    own = torch.stack([p.max(dim=1).values for p in probabilities], dim=1)  # in the teacher's own prediction
+    own, predicted = own_beliefs(probabilities)  # each teacher's confidence in its own prediction
+    trusted = trusted_on_unlabelled(own, predicted, threshold, agree)
     own = own.masked_fill(~trusted, 0.0)
     if mode == "soft":
         raw = torch.cat([confidence, 1 - confidence.max(dim=1, keepdim=True).values], dim=1)
