@@ -59,7 +59,9 @@ def describe(run_dir: Path, threshold: float) -> str:
     logits = [t.outputs.logits[rows] for t in teachers.values()]
     parts = [f"{run_dir}: {len(rows)} unlabelled clips"]
     parts += [f"{name} right {100 * (z.argmax(dim=1) == truth).float().mean():.1f} %" for name, z in zip(teachers, logits)]
-    followed = unlabelled_agreement(session, teachers)["followed"]
+    found = unlabelled_agreement(session, teachers)
+    followed = found["followed"]
+    parts.append(f"confident agreement {100 * found['confident_agreement']:.0f} %")
     parts.append("ACS follows " + ", ".join(f"{n} {100 * f:.0f} %" for n, f in followed.items()))
     share, right = targets(logits, truth, 0.0, False)
     parts.append(f"ACS target right {100 * right:.1f} %")
