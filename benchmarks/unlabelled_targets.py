@@ -63,7 +63,7 @@ def describe(run_dir: Path, threshold: float) -> str:
     followed = found["followed"]
     parts.append(f"confident agreement {100 * found['confident_agreement']:.0f} %")
     parts.append("ACS follows " + ", ".join(f"{n} {100 * f:.0f} %" for n, f in followed.items()))
-    share, right = targets(logits, truth, 0.0, False)
+    _, right = targets(logits, truth, 0.0, False)
     parts.append(f"ACS target right {100 * right:.1f} %")
     share, right = targets(logits, truth, threshold, True)
     parts.append(f"filtered ({threshold}, agree): {100 * share:.0f} % taught, right {100 * right:.1f} %")

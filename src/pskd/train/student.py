@@ -27,6 +27,7 @@ def _student(session: Session, teachers: dict[str, TrainedTeacher], stages: list
 # unfiltered PSKD costs the student 7.6 points), 25-45 % at a quarter, 51-68 % at half; on UTD-MHAD 26-28 % at a
 # tenth with teachers `same` (PSKD neutral), 65-69 % at a quarter, 80-85 % at half, 97-100 % with `all`.
 HINT_BELOW = 1 / 3
+CONFIDENT = 0.9  # the confidence one agreeing teacher must reach for a clip to count as confidently agreed
 
 
 def unlabelled_agreement(session: Session, teachers: dict[str, TrainedTeacher]) -> dict | None:
@@ -37,7 +38,7 @@ def unlabelled_agreement(session: Session, teachers: dict[str, TrainedTeacher]) 
     if not teachers or len(rows) == 0:
         return None
     own, predicted = own_beliefs([torch.softmax(t.outputs.logits[rows], dim=1) for t in teachers.values()])
-    agreed = trusted_on_unlabelled(own, predicted, 0.9, agree=True).any(dim=1).float().mean().item()
+    agreed = trusted_on_unlabelled(own, predicted, CONFIDENT, agree=True).any(dim=1).float().mean().item()
     followed = torch.bincount(own.argmax(dim=1), minlength=len(teachers)).float() / len(rows)
     return {"clips": len(rows), "confident_agreement": agreed,
             "followed": {name: share.item() for name, share in zip(teachers, followed)}}
@@ -45,12 +46,12 @@ def unlabelled_agreement(session: Session, teachers: dict[str, TrainedTeacher]) 
 
 def _log_agreement(session: Session, found: dict) -> None:
     followed = ", ".join(f"{name} on {100 * share:.0f} %" for name, share in found["followed"].items())
-    session.log(f"unlabelled clips: {found['clips']}; the teachers agree, one at least 90 % confident, on "
-                f"{100 * found['confident_agreement']:.0f} % of them (unfiltered ACS follows {followed})")
+    session.log(f"unlabelled clips: {found['clips']}; the teachers agree, one at least {100 * CONFIDENT:.0f} % "
+                f"confident, on {100 * found['confident_agreement']:.0f} % of them (unfiltered ACS follows {followed})")
     if found["confident_agreement"] < HINT_BELOW and session.config.distill.unlabelled_threshold == 0:
         session.log("  few confident agreements: teachers that learnt from few labels can cost the student "
-                    "accuracy here; consider distill.unlabelled_threshold: 0.9 and distill.unlabelled_agree: true, "
-                    "or distill.gate (README: Do no harm)")
+                    "accuracy here; consider distill.acs_mode: soft with distill.unlabelled_threshold: 0.9 and "
+                    "distill.unlabelled_agree: true, or distill.gate (README: Do no harm)")
 
 
 def train_student(session: Session, teachers: dict[str, TrainedTeacher]) -> Trained:
