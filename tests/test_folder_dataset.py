@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import re
 from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from conftest import run_cli
 
 from pskd.config import build_config
@@ -255,9 +257,138 @@ def test_subjects_that_are_the_same_number_are_refused(tmp_path):
 def test_streams_of_one_clip_that_last_too_differently_are_a_problem(tmp_path):
     root = write_folder(tmp_path / "long", subjects=(1, 2), classes=2, trials=2, layout=False)
     _rewrite_manifest(root, "accelerometer_rate", {0: "5"})  # ten times too slow: the watch would last 10x longer
-    with pytest.raises(DataError, match=r"row 2: skeleton lasts \d+\.\d+ s and accelerometer \d+\.\d+ s: not one "
-                                        "recording"):
+    with pytest.raises(DataError, match=r"row 2: skeleton lasts \d+\.\d+ s and accelerometer \d+\.\d+ s \(15\.\d+x; "
+                                        r"data.folder.max_duration_ratio is 5\): likely a wrong file or rate"):
         folder.load(root)
+
+
+def _durations(root: Path) -> list[float]:
+    """accelerometer / skeleton duration of each row, in the manifest's order."""
+    ratios = []
+    for row in csv.DictReader((root / "manifest.csv").open()):
+        skeleton = len(np.load(root / row["skeleton"])) / float(row["skeleton_rate"])
+        watch = len(np.loadtxt(root / row["accelerometer"], delimiter=",")) / float(row["accelerometer_rate"])
+        ratios.append(watch / skeleton)
+    return ratios
+
+
+def test_independently_cropped_streams_load_with_the_default_ratio_and_the_rule_is_a_setting(tmp_path):
+    root = write_folder(tmp_path / "cropped", subjects=(1, 2), classes=2, trials=2, layout=False)
+    before = _durations(root)
+    # the watch kept running: its files last 3x (row 2) and 7x (row 3) as long as the skeleton's, at the same rate
+    for index, factor in ((0, 3), (1, 7)):
+        row = list(csv.DictReader((root / "manifest.csv").open()))[index]
+        watch = np.loadtxt(root / row["accelerometer"], delimiter=",")
+        length = round(len(watch) * factor / before[index])
+        np.savetxt(root / row["accelerometer"], np.tile(watch, (length // len(watch) + 1, 1))[:length], delimiter=",")
+    ratios = _durations(root)
+    assert 2.5 < ratios[0] < 3.5 and 5.5 < ratios[1] < 8
+    with pytest.raises(folder.ManifestError) as caught:
+        folder.load(root)  # 3x loads by default (up to 5x); 7x is the user's call
+    assert len(caught.value.problems) == 1 and caught.value.problems[0].startswith("row 3: ")
+    assert "streams cropped separately: then raise the ratio" in str(caught.value)
+    needed = math.ceil(ratios[1] * 100) / 100
+    assert f"data.folder.max_duration_ratio: {needed:g} accepts every row" in str(caught.value)
+    info, clips = folder.load(root, folder.FolderOptions(max_duration_ratio=needed))
+    assert len(clips) == 8 and not info.left_out
+    info, clips = folder.load(root, folder.FolderOptions(on_problem="skip"))
+    assert len(clips) == 7 and len(info.left_out) == 1 and info.left_out[0].startswith("row 3: ")
+
+
+def test_crop_columns_cut_each_stream_and_a_crop_outside_the_recording_is_a_problem(tmp_path):
+    root = write_folder(tmp_path / "crop", subjects=(1, 2), classes=2, trials=2, layout=False)
+    rows = list(csv.DictReader((root / "manifest.csv").open()))
+    full = np.loadtxt(root / rows[0]["accelerometer"], delimiter=",")
+    with (root / "manifest.csv").open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=[*rows[0], "accelerometer_start", "accelerometer_stop"])
+        writer.writeheader()
+        for i, row in enumerate(rows):
+            writer.writerow({**row, "accelerometer_start": "0.5" if i == 0 else "",
+                             "accelerometer_stop": "1.5" if i == 0 else ""})
+    _, clips = folder.load(root)
+    assert len(clips[0].streams["accelerometer"]) == 51  # 0.5 s to 1.5 s at 50 Hz, both ends included
+    np.testing.assert_array_equal(clips[0].streams["accelerometer"], full[25:76].astype(np.float32))
+    assert len(clips[1].streams["accelerometer"]) == len(np.loadtxt(root / rows[1]["accelerometer"], delimiter=","))
+    for start, stop, message in (("1.5", "0.5", "accelerometer_start 1.5 s is not before accelerometer_stop 0.5 s"),
+                                 ("0", "999", "accelerometer crop 0-999 s is outside the recording"),
+                                 ("-1", "", "accelerometer crop -1-"), ("x", "", "accelerometer_start 'x' is not")):
+        _rewrite_manifest(root, "accelerometer_start", {0: start})
+        _rewrite_manifest(root, "accelerometer_stop", {0: stop})
+        with pytest.raises(DataError, match=re.escape(f"row 2: {message}")):
+            folder.load(root)
+    _rewrite_manifest(root, "accelerometer_start", {0: ""})
+    with (root / "manifest.csv").open() as handle:
+        text = handle.read().replace("accelerometer_stop", "gyro_stop")
+    (root / "manifest.csv").write_text(text)
+    with pytest.raises(DataError, match="column 'gyro_stop' has no stream column"):
+        folder.load(root)
+
+
+def test_skip_leaves_problem_rows_out_and_the_run_lists_them(tmp_path):
+    root = write_folder(tmp_path / "skip", subjects=(1, 2, 3, 4), classes=2, trials=3, layout=False)
+    _rewrite_manifest(root, "accelerometer_rate", {0: "5", 7: "0"})  # 10x too slow; no rate at all
+    _rewrite_manifest(root, "skeleton", {13: "skel/missing.npy"})
+    config = {"method": "ce", "progress": False, "threads": 1, "preprocess": {"sensor_length": 32},
+              "data": {"dataset": "folder", "data_dir": str(root), "protocol": "leave_subjects_out",
+                       "folder": {"test_subjects": ["person4"], "on_problem": "skip"}},
+              "student": {"options": {"widths": [8], "embedding_dim": 8}}, "train": {"epochs": 2, "batch_size": 8}}
+    said = []
+    out, metrics = run(build_config(config), tmp_path / "run", log=lambda *a, **k: said.append(" ".join(map(str, a))))
+    assert [line.split(":")[0] for line in metrics["left_out"]] == ["row 2", "row 9", "row 15"]
+    assert metrics["split"]["train"] + metrics["split"]["val"] + metrics["split"]["test"] == 21
+    assert sum(line.startswith("left out row ") for line in said) == 3
+    report = (out / "report.md").read_text()
+    assert "## Rows left out (3)" in report and "row 9: accelerometer_rate '0' is not a positive number" in report
+    assert sum(" left out row " in line for line in (out / "train.log").read_text().splitlines()) == 3
+    # a class whose every training clip is refused: still an error, naming the class
+    bad = {i: "0" for i, row in enumerate(csv.DictReader((root / "manifest.csv").open()))
+           if row["label"] == synthetic.CLASS_NAMES[0] and row["subject"] != "person4"}
+    _rewrite_manifest(root, "accelerometer_rate", bad)
+    with pytest.raises(DataError, match=f"too few labelled training clips .*'{synthetic.CLASS_NAMES[0]}': 0"):
+        run(build_config(config), tmp_path / "run2", log=lambda *a, **k: None)
+
+
+def test_data_check_lists_every_problem_counts_what_skip_leaves_and_takes_settings(tmp_path, capsys):
+    root = write_folder(tmp_path / "check", subjects=(1, 2, 3), classes=2, trials=12, layout=False)
+    _rewrite_manifest(root, "accelerometer_rate", {i: "0" for i in range(30)})  # 30 problem rows of 72
+    code, out, err = run_cli(["data", "check", "folder", "--data-dir", str(root)], capsys)
+    assert code == 2 and out == ""
+    assert err.strip().splitlines()[-1].startswith("pskd: error:") and "30 problem(s) in 30 of 72 rows" in err
+    assert "with data.folder.on_problem: skip, 42 of 72 rows load" in err and "10 more (--json lists every one)" in err
+    code, out, _ = run_cli(["data", "check", "folder", "--data-dir", str(root), "--json"], capsys)
+    summary = json.loads(out)
+    assert code == 2 and len(summary["problems"]) == 30 and summary["clips"] == 42 and summary["refused"]
+    assert summary["problems"][0] == {"row": 2, "clip_id": "p1_0_1", "problem": "accelerometer_rate '0' is not a "
+                                      "positive number of Hz", "duration_ratio": None}
+    code, out, err = run_cli(["data", "check", "folder", "--data-dir", str(root), "--set",
+                              "data.folder.on_problem=skip"], capsys)
+    assert code == 0, err
+    assert "OK (30 of 72 rows left out)" in out and "clips     42" in out
+    rows = list(csv.DictReader((root / "manifest.csv").open()))
+    _rewrite_manifest(root, "accelerometer_rate", {i: ("50" if i == 0 else "0") for i, row in enumerate(rows)
+                                                   if row["label"] == synthetic.CLASS_NAMES[0]
+                                                   and row["subject"] != "person3"})
+    config = tmp_path / "own.yaml"
+    config.write_text(yaml.safe_dump({"data": {"dataset": "folder", "data_dir": str(root),
+                                               "protocol": "leave_subjects_out",
+                                               "folder": {"on_problem": "skip", "test_subjects": ["person3"]}}}))
+    code, out, err = run_cli(["data", "check", "--config", str(config)], capsys)
+    assert code == 2 and "too few labelled training clips (at least 2 per class)" in err  # one of class 0 is left
+    assert f"'{synthetic.CLASS_NAMES[0]}': 1" in err.splitlines()[-1]
+    code, _, err = run_cli(["data", "check", "folder", "--data-dir", str(root), "--set",
+                            "data.folder.on_problem=skipp"], capsys)
+    assert code == 2 and "data.folder.on_problem" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_manifest_whose_every_row_is_bad_is_one_error(tmp_path, capsys):
+    root = write_folder(tmp_path / "bad", subjects=(1, 2), classes=2, trials=1, layout=False)
+    _rewrite_manifest(root, "accelerometer_rate", {i: "-1" for i in range(4)})
+    for setting in ("error", "skip"):
+        code, _, err = run_cli(["data", "check", "folder", "--data-dir", str(root), "--set",
+                                f"data.folder.on_problem={setting}"], capsys)
+        assert code == 2 and err.strip().splitlines()[-1].startswith("pskd: error:")
+    with pytest.raises(DataError, match="every one of its 4 rows has a problem"):
+        folder.load(root, folder.FolderOptions(on_problem="skip"))
 
 
 def test_test_subjects_given_in_other_digits_are_names_not_numbers():

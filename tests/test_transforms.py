@@ -177,5 +177,6 @@ def test_augmenter_scale_and_jitter_bounds():
     assert out.min() >= 0.9 - 1e-6 and out.max() <= 1.1 + 1e-6
     noisy = Augmenter(scale=0, jitter=0.05, rotation_deg=0, time_crop=0, seed=0).inertial(x)
     assert abs((noisy - x).std().item() - 0.05) < 0.005
-    with pytest.raises(ValueError, match="xyz triples"):
-        Augmenter(seed=0).inertial(torch.ones(2, 10, 4))
+    # a stream of single axes (preprocess.channels) cannot be rotated: it is scaled, jittered and cropped only
+    single = Augmenter(scale=0.1, jitter=0, rotation_deg=45, time_crop=0, seed=0).inertial(torch.ones(50, 10, 1))
+    assert single.min() >= 0.9 - 1e-6 and single.max() <= 1.1 + 1e-6 and single.std() > 0

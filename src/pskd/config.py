@@ -96,6 +96,18 @@ class PreprocessConfig(Section):
     antialias: bool = True  # low-pass before down-sampling a stream
     skeleton_center: Literal["hip", "spine", "none"] = "hip"
     skeleton_scale: bool = True  # divide by the mean torso length of the clip
+    # keep only these channels (0-based) of a sensor stream, e.g. {accelerometer: [0]}: a poorer watch (one axis)
+    # simulated from a full recording. A stream left with other than xyz triples is not rotated by augmentation.
+    channels: dict[str, list[int]] = {}
+
+    @model_validator(mode="after")
+    def _check_channels(self) -> "PreprocessConfig":
+        for stream, kept in self.channels.items():
+            if stream == "skeleton":
+                raise ValueError("preprocess.channels: the skeleton's joints are not channels; name a sensor stream")
+            if not kept or len(set(kept)) != len(kept) or min(kept) < 0:
+                raise ValueError(f"preprocess.channels.{stream}: distinct channel numbers from 0, at least one")
+        return self
 
     @model_validator(mode="before")
     @classmethod

@@ -281,6 +281,6 @@ def first_seven_subjects(subjects: np.ndarray, trials: np.ndarray, **_) -> np.nd
 
 
 @register_dataset(NAME, protocols={"cross_subject": first_seven_subjects}, options=BerkeleyOptions,
-                  resolve_root=resolve_root, summarize=lambda options, root: summarize(root, options.watch))
+                  resolve_root=resolve_root, summarize=lambda options, root, protocol=None: summarize(root, options.watch))
 def _registered(options: BerkeleyOptions, root: Path) -> tuple[DatasetInfo, list[Clip]]:
     return load(root, options.watch)

@@ -24,6 +24,7 @@ from pskd.data.clip import SKELETON, Clip, DatasetInfo
 from pskd.data.layouts import dataset_layout
 from pskd.data.registry import get_dataset
 from pskd.data.transforms import center_skeleton, resample, scale_skeleton
+from pskd.errors import ConfigError
 from pskd.fileio import WriteError, write_atomically
 
 CACHE_VERSION = 3
@@ -51,13 +52,28 @@ def stream_length(stream: str, preprocess: PreprocessConfig) -> int:
     return preprocess.skeleton_length if stream == SKELETON else preprocess.sensor_length
 
 
+def check_channels(info: DatasetInfo, clips: list[Clip], preprocess: PreprocessConfig) -> None:
+    """preprocess.channels names streams this dataset has, and channels within their width."""
+    for stream, kept in preprocess.channels.items():
+        if stream not in info.streams:
+            raise ConfigError(f"preprocess.channels.{stream}: no such stream in {info.name} (it has "
+                              f"{', '.join(info.streams)})")
+        width = int(np.prod(clips[0].streams[stream].shape[1:])) if clips else 0
+        if max(kept) >= width:
+            raise ConfigError(f"preprocess.channels.{stream}: channel {max(kept)} does not exist ({stream} has "
+                              f"{width} channels, numbered from 0)")
+
+
 def prepare_clips(info: DatasetInfo, clips: list[Clip], preprocess: PreprocessConfig) -> Prepared:
+    check_channels(info, clips, preprocess)
     layout = dataset_layout(info.layout, info.layout_spec)
     streams = {}
     for name in info.streams:
         rows = []
         for clip in clips:
             x = resample(clip.streams[name], stream_length(name, preprocess), preprocess.resample, preprocess.antialias)
+            if name in preprocess.channels:
+                x = x[:, preprocess.channels[name]]
             if name == SKELETON and layout is not None:
                 x = center_skeleton(x, layout, preprocess.skeleton_center)
                 if preprocess.skeleton_scale:

@@ -55,6 +55,8 @@ class DatasetInfo:
     devices: dict[str, str] = field(default_factory=dict)
     # a subject's name where the source names subjects (str(number) -> name); numbered 1, 2, ... by name
     subject_names: dict[str, str] = field(default_factory=dict)
+    # rows or recordings the loader left out, each with its reason (a folder dataset with on_problem: skip)
+    left_out: list[str] = field(default_factory=list)
 
     @property
     def num_classes(self) -> int:

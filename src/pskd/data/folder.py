@@ -9,6 +9,8 @@ manifest.csv columns:
                                    distillation and self-training learn from), subject an integer or a name
     session, trial                 optional integers (trial is what trial-based protocols use)
     <stream>, <stream>_rate        for each stream: the file (relative to DIR) and its sampling rate in Hz
+    <stream>_start, <stream>_stop  optional: keep only these seconds of the stream's file (from its first sample;
+                                   empty: its start or end), for a lab that logged one long session per stream
 
 A stream named `skeleton` holds [frames, joints, 3] (.npy) or [frames, 3 x joints] (.csv, x y z per joint in
 order); any other stream (accelerometer, gyroscope, ...) holds [samples, channels] with channels a multiple of 3.
@@ -16,7 +18,11 @@ Every clip has every stream. Class names are sorted alphabetically to give class
 {"joints": [...], "edges": [[a, b], ...], "center": a, "hip": a, "spine": a, "shoulder": a}; edges and landmarks
 name joints or give 0-based indices.
 
-Every problem is reported with its row (the header is row 1), not only the first.
+The suffixes _rate, _start and _stop are reserved. The streams of one clip were recorded together but may have been
+cropped apart: the longest may last data.folder.max_duration_ratio times the shortest (after cropping).
+
+Every problem is reported with its row (the header is row 1), not only the first. With data.folder.on_problem:
+skip, rows with a problem are left out and named (DatasetInfo.left_out); a header problem is always an error.
 """
 
 from __future__ import annotations
@@ -27,7 +33,9 @@ import json
 import math
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 from pydantic import Field
@@ -36,6 +44,7 @@ from pskd.arrays import load_npy
 from pskd.data.clip import ACCELEROMETER, SKELETON, Clip, DatasetInfo, find_root, summary
 from pskd.data.labels import UNLABELLED
 from pskd.data.layouts import Layout, adaptive_layout, layout_from_json
+from pskd.data.protocols import scarce_classes
 from pskd.data.registry import DatasetOptions, register_dataset
 from pskd.errors import ConfigError, DataError
 
@@ -44,16 +53,52 @@ MANIFEST = "manifest.csv"
 LAYOUT = "layout.json"
 FIXED = ("clip_id", "label", "subject", "session", "trial")
 REQUIRED = ("clip_id", "label", "subject")
-MAX_LISTED = 50
+# column suffixes that belong to a stream column: its rate, and where to crop it (seconds from its first sample)
+RATE, START, STOP = "_rate", "_start", "_stop"
+RESERVED_SUFFIXES = (RATE, START, STOP)
+SHOWN = 3  # problems quoted in the one-line error (pskd data check lists them all)
+# Streams of one trial cropped by hand one by one last differently (UTD-MHAD's by about 1.6x); a wrong rate or a
+# wrong file usually gives 10x or more. Between the two it is the user's call: data.folder.max_duration_ratio.
+DEFAULT_DURATION_RATIO = 5.0
+LIKELY_WRONG_RATIO = 10.0
+
+
+@dataclass
+class Problem:
+    """What is wrong with one row of the manifest (the header is row 1)."""
+
+    row: int
+    text: str
+    clip_id: str = ""
+    ratio: float | None = None  # the duration ratio, when the duration rule is what refuses the row
+
+    def __str__(self) -> str:
+        return f"row {self.row}: {self.text}"
+
+    def as_dict(self) -> dict:
+        return {"row": self.row, "clip_id": self.clip_id, "problem": self.text, "duration_ratio": self.ratio}
 
 
 class ManifestError(DataError):
-    """Several problems at once; `problems` holds one line each."""
+    """Several problems at once; `problems` holds one line each (str(Problem))."""
 
-    def __init__(self, source: Path, problems: list[str]):
-        self.problems = problems
-        shown = "; ".join(problems[:3]) + ("; ..." if len(problems) > 3 else "")
-        super().__init__(f"{source}: {len(problems)} problem(s): {shown}")
+    def __init__(self, source: Path, problems: list, hint: str = ""):
+        self.problems = [str(p) for p in problems]
+        shown = "; ".join(self.problems[:SHOWN]) + ("; ..." if len(self.problems) > SHOWN else "")
+        super().__init__(f"{source}: {len(self.problems)} problem(s): {shown}" + (f"; {hint}" if hint else ""))
+
+
+class FolderOptions(DatasetOptions):
+    """data.folder: how rows are read (on_problem, max_duration_ratio), and the protocols' settings:
+    leave_subjects_out (test_subjects) or kfold over subjects (folds, fold)."""
+
+    test_subjects: list[int | str] = []  # numbers, or the names the manifest gives
+    folds: int = Field(5, ge=2, le=1000)
+    fold: int = Field(0, ge=0)
+    # error: any problem row stops the dataset (every one listed); skip: problem rows are left out and listed
+    on_problem: Literal["error", "skip"] = "error"
+    # the longest stream of a clip may last at most this many times its shortest (after cropping)
+    max_duration_ratio: float = Field(DEFAULT_DURATION_RATIO, ge=1.0, le=1e6)
 
 
 def resolve_root(data_dir: str | Path) -> Path:
@@ -91,108 +136,218 @@ def _layout(root: Path) -> tuple[Layout | None, str | None]:
         raise DataError(str(err)) from None
 
 
-def load(data_dir: str | Path) -> tuple[DatasetInfo, list[Clip]]:
-    root = resolve_root(data_dir)
+@dataclass
+class Reading:
+    """A manifest read row by row: the rows that load, every problem, and what the header declared."""
+
+    manifest: Path
+    streams: list[str]
+    layout: Layout | None
+    layout_source: str | None
+    records: list[tuple[int, dict, dict, dict]]  # (row, cells, arrays, rates) of every row without a problem
+    problems: list[Problem]
+    class_names: list[str]  # every label named by a row, loaded or not
+    rows: int  # data rows (blank lines not counted)
+    channels: dict[str, tuple]
+
+    @property
+    def refused_rows(self) -> list[int]:
+        return sorted({p.row for p in self.problems})
+
+    def hint(self) -> str:
+        """What would load the rest: leaving the problem rows out, or a larger duration ratio for rows that only
+        the duration rule refuses at a ratio a separate cropping can explain (below LIKELY_WRONG_RATIO)."""
+        refused = self.refused_rows
+        parts = [f"with data.folder.on_problem: skip, {self.rows - len(refused)} of {self.rows} rows load"]
+        ratios = [p.ratio for p in self.problems if p.ratio is not None and p.ratio < LIKELY_WRONG_RATIO]
+        if ratios:
+            needed = math.ceil(max(ratios) * 100) / 100
+            whom = "every row" if len(ratios) == len(refused) else f"{len(ratios)} of these rows"
+            parts.append(f"data.folder.max_duration_ratio: {needed:g} accepts {whom}")
+        return "; ".join(parts) + f" (pskd data check {NAME} lists every problem)"
+
+
+def _header(manifest: Path, rows: list[list[str]]) -> tuple[list[str], list[str]]:
+    """The header's columns and the stream columns it declares; a ManifestError for a header that cannot work."""
+    if not rows or not any(cell.strip() for cell in rows[0]):
+        raise DataError(f"{manifest}: empty (expected a header row: clip_id,label,subject,<stream>,<stream>_rate)")
+    header = [cell.strip() for cell in rows[0]]
+    problems: list[Problem] = []
+    streams = [c for c in header if c not in FIXED and not c.endswith(RESERVED_SUFFIXES)]
+    missing = [c for c in REQUIRED if c not in header] + [f"{s}{RATE}" for s in streams if f"{s}{RATE}" not in header]
+    strays = [c for c in header if c.endswith(RESERVED_SUFFIXES) and _stream_of(c) not in streams]
+    if len(set(header)) != len(header):
+        problems.append(Problem(1, "a column name repeats"))
+    problems += [Problem(1, f"missing column '{c}'") for c in missing]
+    problems += [Problem(1, f"column '{c}' has no stream column") for c in strays]
+    if not streams:
+        problems.append(Problem(1, "no stream column (e.g. accelerometer with accelerometer_rate)"))
+    if problems:
+        raise ManifestError(manifest, problems)
+    return header, streams
+
+
+def _stream_of(column: str) -> str:
+    for suffix in RESERVED_SUFFIXES:
+        if column.endswith(suffix):
+            return column[: -len(suffix)]
+    return column
+
+
+def read_manifest(root: Path, options: FolderOptions) -> Reading:
+    """Every row of the manifest read and checked; header problems are a ManifestError at once."""
     manifest = root / MANIFEST
     try:
         text = manifest.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError:
         raise DataError(f"{manifest}: not a UTF-8 text file") from None
     rows = list(csv.reader(text.splitlines()))
-    if not rows or not any(cell.strip() for cell in rows[0]):
-        raise DataError(f"{manifest}: empty (expected a header row: clip_id,label,subject,<stream>,<stream>_rate)")
-    header = [cell.strip() for cell in rows[0]]
-    problems: list[str] = []
-    missing = [c for c in REQUIRED if c not in header]
-    streams = [c for c in header if c not in FIXED and not c.endswith("_rate")]
-    for stream in streams:
-        if f"{stream}_rate" not in header:
-            missing.append(f"{stream}_rate")
-    strays = [c for c in header if c.endswith("_rate") and c[: -len("_rate")] not in streams]
-    if len(set(header)) != len(header):
-        problems.append("row 1: a column name repeats")
-    if missing or strays or not streams:
-        problems += [f"row 1: missing column '{c}'" for c in missing]
-        problems += [f"row 1: column '{c}' has no stream column" for c in strays]
-        if not streams:
-            problems.append("row 1: no stream column (e.g. accelerometer with accelerometer_rate)")
-        raise ManifestError(manifest, problems)
+    header, streams = _header(manifest, rows)
     layout, layout_source = _layout(root)
     column = {name: i for i, name in enumerate(header)}
-    records, seen, channels = [], {}, {}
+    reading = Reading(manifest, streams, layout, layout_source, [], [], [], 0, {})
+    seen: dict[str, int] = {}
+    labels: set[str] = set()
     for number, row in enumerate(rows[1:], start=2):
         if not any(cell.strip() for cell in row):
             continue
+        reading.rows += 1
         if len(row) != len(header):
-            problems.append(f"row {number}: {len(row)} fields, the header has {len(header)}")
+            reading.problems.append(Problem(number, f"{len(row)} fields, the header has {len(header)}"))
             continue
         cell = {name: row[i].strip() for name, i in column.items()}
-        where = f"row {number}"
-        if not cell["clip_id"]:
-            problems.append(f"{where}: empty clip_id")
-        elif cell["clip_id"] in seen:
-            problems.append(f"{where}: clip_id '{cell['clip_id']}' repeats row {seen[cell['clip_id']]}")
+        if cell["label"]:
+            labels.add(cell["label"])
+        found = _read_row(root, number, cell, streams, layout, seen, reading.channels, options)
+        if isinstance(found, list):
+            reading.problems += found
         else:
-            seen[cell["clip_id"]] = number
-        if not cell["subject"]:
-            problems.append(f"{where}: empty subject")
-        for name in ("session", "trial"):
-            if name in cell and cell[name] and not is_integer(cell[name]):
-                problems.append(f"{where}: {name} '{cell[name]}' is not an integer")
-        arrays, rates = {}, {}
-        for stream in streams:
-            try:
-                rate = float(cell[f"{stream}_rate"])
-                if not math.isfinite(rate) or rate <= 0:
-                    raise ValueError
-                rates[stream] = rate
-            except ValueError:
-                problems.append(f"{where}: {stream}_rate '{cell[f'{stream}_rate']}' is not a positive number of Hz")
-            path = root / cell[stream]
-            if not cell[stream]:
-                problems.append(f"{where}: no {stream} file")
-                continue
-            if not path.resolve().is_relative_to(root.resolve()):
-                problems.append(f"{where}: {stream} file '{cell[stream]}' {_outside(root, cell[stream])}")
-                continue
-            if not path.is_file():
-                problems.append(f"{where}: {stream} file '{cell[stream]}' not found")
-                continue
-            try:
-                array = read_array(path)
-            except ValueError as err:
-                problems.append(f"{where}: {cell[stream]}: {err}")
-                continue
-            array, problem = _shape(stream, array, layout)
-            if problem:
-                problems.append(f"{where}: {cell[stream]}: {problem}")
-                continue
-            if not np.isfinite(array).all():
-                problems.append(f"{where}: {cell[stream]}: NaN or infinite values")
-                continue
-            width = array.shape[1:]
-            if channels.setdefault(stream, width) != width:
-                problems.append(f"{where}: {cell[stream]}: shape {array.shape}, other clips have "
-                                f"[T, {', '.join(map(str, channels[stream]))}]")
-                continue
-            arrays[stream] = array
-        if len(arrays) == len(streams) and len(rates) == len(streams):
-            mismatch = durations_disagree(arrays, rates)
-            if mismatch:
-                problems.append(f"{where}: {mismatch}")
-            else:
-                records.append((number, cell, arrays, rates))
-        if len(problems) > MAX_LISTED:
-            problems.append(f"... stopped after {MAX_LISTED} problems")
-            break
-    if problems:
-        raise ManifestError(manifest, problems)
+            reading.records.append((number, cell, *found))
+    reading.class_names = sorted(labels)
+    return reading
+
+
+def _read_row(root: Path, number: int, cell: dict, streams: list[str], layout: Layout | None, seen: dict,
+              channels: dict, options: FolderOptions) -> list[Problem] | tuple[dict, dict]:
+    """The arrays and rates of one row, or its problems."""
+    clip_id = cell["clip_id"]
+    problems = []
+
+    def problem(text: str, ratio: float | None = None) -> None:
+        problems.append(Problem(number, text, clip_id, ratio))
+
+    if not clip_id:
+        problem("empty clip_id")
+    elif clip_id in seen:
+        problem(f"clip_id '{clip_id}' repeats row {seen[clip_id]}")
+    else:
+        seen[clip_id] = number
+    if not cell["subject"]:
+        problem("empty subject")
+    for name in ("session", "trial"):
+        if name in cell and cell[name] and not is_integer(cell[name]):
+            problem(f"{name} '{cell[name]}' is not an integer")
+    arrays, rates = {}, {}
+    for stream in streams:
+        found = _read_stream(root, stream, cell, layout, channels)
+        if isinstance(found, str):
+            problem(found)
+        else:
+            arrays[stream], rates[stream] = found
+    if problems or len(arrays) != len(streams):
+        return problems
+    mismatch = durations_disagree(arrays, rates, options.max_duration_ratio)
+    if mismatch:
+        problem(*mismatch)
+        return problems
+    return arrays, rates
+
+
+def _read_stream(root: Path, stream: str, cell: dict, layout: Layout | None,
+                 channels: dict) -> str | tuple[np.ndarray, float]:
+    """One stream of a row, cropped as its row says: (samples, rate), or what is wrong with it."""
+    rate_text = cell[f"{stream}{RATE}"]
+    try:
+        rate = float(rate_text)
+        if not math.isfinite(rate) or rate <= 0:
+            raise ValueError
+    except ValueError:
+        return f"{stream}{RATE} '{rate_text}' is not a positive number of Hz"
+    name = cell[stream]
+    if not name:
+        return f"no {stream} file"
+    path = root / name
+    if not path.resolve().is_relative_to(root.resolve()):
+        return f"{stream} file '{name}' {_outside(root, name)}"
+    if not path.is_file():
+        return f"{stream} file '{name}' not found"
+    try:
+        array = read_array(path)
+    except ValueError as err:
+        return f"{name}: {err}"
+    array, problem = _shape(stream, array, layout)
+    if problem:
+        return f"{name}: {problem}"
+    if not np.isfinite(array).all():
+        return f"{name}: NaN or infinite values"
+    array = crop(stream, array, rate, cell.get(f"{stream}{START}", ""), cell.get(f"{stream}{STOP}", ""))
+    if isinstance(array, str):
+        return array
+    width = array.shape[1:]
+    if channels.setdefault(stream, width) != width:
+        return f"{name}: shape {array.shape}, other clips have [T, {', '.join(map(str, channels[stream]))}]"
+    return array, rate
+
+
+def crop(stream: str, array: np.ndarray, rate: float, start_text: str, stop_text: str) -> np.ndarray | str:
+    """The samples between <stream>_start and <stream>_stop (seconds from the file's first sample; empty: the
+    recording's own start or end), or what is wrong with the crop."""
+    if not start_text and not stop_text:
+        return array
+    length = len(array) / rate
+    values = {}
+    for suffix, text, default in ((START, start_text, 0.0), (STOP, stop_text, length)):
+        try:
+            values[suffix] = float(text) if text else default
+            if not math.isfinite(values[suffix]):
+                raise ValueError
+        except ValueError:
+            return f"{stream}{suffix} '{text}' is not a number of seconds"
+    start, stop = values[START], values[STOP]
+    if start >= stop:
+        return f"{stream}{START} {start:g} s is not before {stream}{STOP} {stop:g} s"
+    tolerance = 0.5 / rate  # half a sample: a stop written as the recording's rounded length is inside it
+    if start < 0 or start >= length or stop > length + tolerance:
+        return (f"{stream} crop {start:g}-{stop:g} s is outside the recording (0-{length:.2f} s: {len(array)} "
+                f"samples at {rate:g} Hz)")
+    first, last = math.ceil(start * rate - 1e-6), min(len(array), math.floor(stop * rate + 1e-6) + 1)
+    if last - first < 2:
+        return f"{stream} crop {start:g}-{stop:g} s keeps {max(0, last - first)} sample(s), at least 2 are needed"
+    return array[first:last]
+
+
+def load(data_dir: str | Path, options: FolderOptions | None = None) -> tuple[DatasetInfo, list[Clip]]:
+    """The clips of a folder dataset. A problem row stops it (on_problem: error, every problem listed), or is left
+    out and named in DatasetInfo.left_out (on_problem: skip)."""
+    options = options or FolderOptions()
+    root = resolve_root(data_dir)
+    reading = read_manifest(root, options)
+    if reading.problems and options.on_problem == "error":
+        raise ManifestError(reading.manifest, reading.problems, reading.hint())
+    return build_dataset(reading)
+
+
+def build_dataset(reading: Reading) -> tuple[DatasetInfo, list[Clip]]:
+    """DatasetInfo and clips from the rows that loaded; the rows left out are named in info.left_out."""
+    manifest, records, streams, layout = reading.manifest, reading.records, reading.streams, reading.layout
     if not records:
-        raise DataError(f"{manifest}: no clips")
-    names = sorted({cell["label"] for _, cell, _, _ in records if cell["label"]})
-    if len(names) < 2:
-        found = f"a single class '{names[0]}'" if names else "no labelled clip"
-        raise DataError(f"{manifest}: {found}; at least two classes are needed")
+        what = f"every one of its {reading.rows} rows has a problem" if reading.rows else "no clips"
+        raise DataError(f"{manifest}: {what}" + (f" (first: {reading.problems[0]})" if reading.problems else ""))
+    names = reading.class_names
+    if len({cell["label"] for _, cell, _, _ in records if cell["label"]}) < 2 or len(names) < 2:
+        found = f"a single class '{names[0]}'" if len(names) == 1 else "no labelled clip"
+        left = f" among the {len(records)} rows that load" if reading.problems else ""
+        raise DataError(f"{manifest}: {found}{left}; at least two classes are needed")
     subject_names = sorted({cell["subject"] for _, cell, _, _ in records})
     subject_id = subject_numbering(subject_names, manifest)
     numeric = all(is_integer(name) for name in subject_names)
@@ -204,7 +359,7 @@ def load(data_dir: str | Path) -> tuple[DatasetInfo, list[Clip]]:
     ]
     rates = {s: float(np.median([c.rates[s] for c in clips])) for s in streams}
     if SKELETON in streams and layout is None:
-        layout = adaptive_layout(channels[SKELETON][0])
+        layout = adaptive_layout(reading.channels[SKELETON][0])
     notes = [] if numeric else ["subjects numbered by name: " + ", ".join(f"{s}={subject_id[s]}"
                                                                           for s in subject_names)]
     spec = layout.to_json() if layout is not None and SKELETON in streams else None
@@ -213,24 +368,28 @@ def load(data_dir: str | Path) -> tuple[DatasetInfo, list[Clip]]:
         units={s: "g" for s in streams if s == ACCELEROMETER},
         layout=spec["name"] if spec else None, layout_spec=spec, notes=notes,
         subject_names={} if numeric else {str(number): name for name, number in subject_id.items()},
+        left_out=[str(p) for p in reading.problems],
     )
-    if layout_source and SKELETON not in streams:
-        info.notes.append(f"{layout_source} is not used: there is no skeleton stream")
+    if reading.layout_source and SKELETON not in streams:
+        info.notes.append(f"{reading.layout_source} is not used: there is no skeleton stream")
     info.notes += identical_recordings(clips)
     return info, clips
 
 
-DURATION_RATIO = 2.0  # the streams of one clip record the same action: the longest at most twice the shortest
-
-
-def durations_disagree(arrays: dict[str, np.ndarray], rates: dict[str, float]) -> str | None:
-    """What is wrong when the streams of one clip last too differently to be one recording (a wrong file or rate)."""
+def durations_disagree(arrays: dict[str, np.ndarray], rates: dict[str, float],
+                       limit: float = DEFAULT_DURATION_RATIO) -> tuple[str, float] | None:
+    """(what is wrong, the ratio) when the streams of one clip last too differently to be one recording."""
     seconds = {stream: len(array) / rates[stream] for stream, array in arrays.items()}
     shortest, longest = min(seconds, key=seconds.get), max(seconds, key=seconds.get)
-    if seconds[longest] <= DURATION_RATIO * seconds[shortest]:
+    ratio = seconds[longest] / seconds[shortest]
+    if ratio <= limit:
         return None
-    return (f"{shortest} lasts {seconds[shortest]:.2f} s and {longest} {seconds[longest]:.2f} s: not one recording "
-            "(check the files and their rates)")
+    if ratio >= LIKELY_WRONG_RATIO:
+        why = "likely a wrong file or rate"
+    else:
+        why = "a wrong file or rate, or streams cropped separately: then raise the ratio"
+    return (f"{shortest} lasts {seconds[shortest]:.2f} s and {longest} {seconds[longest]:.2f} s ({ratio:.2f}x; "
+            f"data.folder.max_duration_ratio is {limit:g}): {why}", ratio)
 
 
 INTEGER = re.compile(r"-?[0-9]{1,9}")  # plain ASCII digits, within any integer type's range
@@ -296,17 +455,50 @@ def _shape(stream: str, array: np.ndarray, layout: Layout | None) -> tuple[np.nd
     return array, None
 
 
-def summarize(data_dir: str | Path) -> dict:
-    info, clips = load(data_dir)
-    return {
-        **summary(NAME, resolve_root(data_dir), info, clips),
+def summarize(root: Path, options: FolderOptions, protocol: str | None = None) -> dict:
+    """What `pskd data check folder` prints: the rows that load, and every problem with what would accept it.
+    With a protocol of this dataset (and its settings), also the classes with too few training clips."""
+    reading = read_manifest(root, options)
+    refused = bool(reading.problems) and options.on_problem == "error"
+    try:
+        info, clips = build_dataset(reading)
+    except DataError as err:
+        if not reading.problems:
+            raise
+        raise ManifestError(reading.manifest, reading.problems, f"no dataset is left without them ({err})") from None
+    summary_of = {
+        **summary(NAME, root, info, clips),
+        "status": f"REFUSED ({len(reading.refused_rows)} of {reading.rows} rows have a problem)" if refused
+        else (f"OK ({len(reading.refused_rows)} of {reading.rows} rows left out)" if reading.problems else "OK"),
         "missing": [],
         "missing_note": "every row has every stream",
         "sensor_placement": (f"skeleton layout: {info.layout} ({len(info.layout_spec['joints'])} joints, "
                              f"{len(info.layout_spec['bones'])} bones)") if info.layout_spec else "",
         "notes": info.notes,
         "labels": label_counts(clips),
+        "rows": reading.rows,
+        "problems": [p.as_dict() for p in reading.problems],
+        "refused": refused,
+        "hint": reading.hint() if reading.problems else "",
     }
+    summary_of["too_few"], summary_of["too_few_note"] = _too_few(info, clips, options, protocol)
+    return summary_of
+
+
+def _too_few(info: DatasetInfo, clips: list[Clip], options: FolderOptions, protocol: str | None) -> tuple[list, str]:
+    """Classes with fewer than two labelled training clips under the protocol, or why they cannot be counted."""
+    rules = {"leave_subjects_out": given_test_subjects, "kfold": subject_fold}
+    if protocol not in rules:
+        return [], ("training clips per class are counted once a protocol is given (--set "
+                    "data.protocol=leave_subjects_out --set data.folder.test_subjects=[...], or kfold)")
+    subjects = np.array([c.subject for c in clips])
+    try:
+        training = np.flatnonzero(rules[protocol](subjects, np.array([c.trial for c in clips]),
+                                                  options=_protocol_options(options, info)))
+    except ConfigError as err:
+        return [], f"training clips per class are not counted: {err}"
+    labels = np.array([c.label for c in clips])
+    return scarce_classes(labels, training, info.class_names), f"counted on the training subjects of {protocol}"
 
 
 def label_counts(clips: list[Clip]) -> dict[str, dict[str, int]]:
@@ -316,14 +508,6 @@ def label_counts(clips: list[Clip]) -> dict[str, dict[str, int]]:
         row = counts.setdefault(str(clip.subject), {"labelled": 0, "unlabelled": 0})
         row["unlabelled" if clip.label == UNLABELLED else "labelled"] += 1
     return counts
-
-
-class FolderOptions(DatasetOptions):
-    """data.folder: its protocols, leave_subjects_out (test_subjects) or kfold over subjects (folds, fold)."""
-
-    test_subjects: list[int | str] = []  # numbers, or the names the manifest gives
-    folds: int = Field(5, ge=2, le=1000)
-    fold: int = Field(0, ge=0)
 
 
 def given_test_subjects(subjects: np.ndarray, trials: np.ndarray, options: dict, **_) -> np.ndarray:
@@ -362,8 +546,14 @@ def _protocol_options(options: FolderOptions, info: DatasetInfo) -> dict:
     return {**options.model_dump(), "test_subjects": subject_numbers(options.test_subjects, info)}
 
 
+def _fingerprint(options: FolderOptions, root: Path) -> str:
+    """What changes the clips: how rows are read (a protocol's test subjects do not)."""
+    return f"{options.on_problem}-{options.max_duration_ratio!r}"
+
+
 @register_dataset(NAME, protocols={"leave_subjects_out": given_test_subjects, "kfold": subject_fold},
-                  options=FolderOptions, resolve_root=resolve_root, summarize=lambda options, root: summarize(root),
-                  fingerprint=lambda options, root: "", protocol_options=_protocol_options)
+                  options=FolderOptions, resolve_root=resolve_root,
+                  summarize=lambda options, root, protocol=None: summarize(root, options, protocol),
+                  fingerprint=_fingerprint, protocol_options=_protocol_options)
 def _registered(options: FolderOptions, root: Path) -> tuple[DatasetInfo, list[Clip]]:
-    return load(root)  # the options choose a protocol's test subjects; the clips do not depend on them
+    return load(root, options)

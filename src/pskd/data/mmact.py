@@ -255,6 +255,6 @@ def not_scene_two(subjects: np.ndarray, trials: np.ndarray, scenes: np.ndarray |
 
 @register_dataset(NAME, protocols={"cross_subject": first_sixteen_subjects, "cross_scene": not_scene_two},
                   options=MmactOptions, resolve_root=resolve_root,
-                  summarize=lambda options, root: summarize(root, options.camera))
+                  summarize=lambda options, root, protocol=None: summarize(root, options.camera))
 def _registered(options: MmactOptions, root: Path) -> tuple[DatasetInfo, list[Clip]]:
     return load(root, options.camera)

@@ -67,6 +67,16 @@ def first_half_trials(subjects: np.ndarray, trials: np.ndarray, **_) -> np.ndarr
     return trials <= 2
 
 
+MIN_TRAINING_CLIPS = 2  # a class needs this many labelled clips among the training subjects to be learnt
+
+
+def scarce_classes(labels: np.ndarray, training: np.ndarray, class_names: list[str]) -> list[str]:
+    """'name: n' for each class with fewer than MIN_TRAINING_CLIPS labelled clips among the clips `training`
+    (the training subjects' clips, validation included)."""
+    counts = np.bincount(labels[training][labels[training] >= 0], minlength=len(class_names))
+    return [f"'{name}': {int(counts[i])}" for i, name in enumerate(class_names) if counts[i] < MIN_TRAINING_CLIPS]
+
+
 def protocol_names(dataset: str) -> list[str]:
     return sorted(get_dataset(dataset).protocols)
 

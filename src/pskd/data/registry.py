@@ -8,7 +8,7 @@ everything configs and commands need of it:
   clip" mask (scenes: each clip's scene or None; options: the dataset's options as a dict);
 - its own config section `data.<name>`, a DatasetOptions model checked when the config is read;
 - how to find its folder (`resolve_root`), how to fingerprint it for the cache, how to summarise it for
-  `pskd data check`.
+  `pskd data check` (`summarize(options, root, protocol)`, the protocol a config names, or None).
 
 The built-in datasets register themselves when this registry is first looked up; a user's dataset registers from
 a plugin file (a config's `plugins`) the same way.
@@ -52,7 +52,7 @@ class Dataset:
     needs_data_dir: bool = True  # False: generated, no folder (load gets root None)
     # the dataset's own folder from the data root given (default: the folder given, which must exist)
     resolve_root: Callable[[Path], Path] | None = None
-    summarize: Callable | None = None  # (options, root) -> the dict `pskd data check` prints
+    summarize: Callable | None = None  # (options, root, protocol) -> the dict `pskd data check` prints
     # what, besides the files and the code, changes the clips (default: every option)
     fingerprint: Callable | None = None  # (options, root) -> str
     # the protocol rules' keyword arguments from the options (default: the options as a dict)

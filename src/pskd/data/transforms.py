@@ -179,10 +179,8 @@ class Augmenter:
 
     def inertial(self, x: torch.Tensor, rotation: torch.Tensor | None = None) -> torch.Tensor:
         batch, steps, channels = x.shape
-        if channels % 3:
-            raise ValueError(f"inertial stream with {channels} channels is not made of xyz triples")
         out = x
-        if self.rotation_deg > 0:
+        if self.rotation_deg > 0 and channels % 3 == 0:  # a stream of single axes (preprocess.channels) is not turned
             if rotation is None:
                 rotation = random_rotations(batch, self.rotation_deg, self.generator)
             triples = out.reshape(batch, steps, channels // 3, 3)

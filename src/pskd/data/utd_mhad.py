@@ -214,6 +214,6 @@ def summarize(data_dir: str | Path) -> dict:
 
 
 @register_dataset(NAME, protocols={"cross_subject": odd_even_subjects, "trial_split": first_half_trials},
-                  resolve_root=resolve_root, summarize=lambda options, root: summarize(root))
+                  resolve_root=resolve_root, summarize=lambda options, root, protocol=None: summarize(root))
 def _registered(options, root: Path) -> tuple[DatasetInfo, list[Clip]]:
     return load(root)

@@ -69,7 +69,7 @@ def write_report(metrics: dict, class_names: list[str], path: Path) -> str:
     """The human summary of a run; returns the text it wrote."""
     student = metrics["student"]
     lines = [*_header(metrics), *_teachers(metrics), *_student(student), *_per_class(student, class_names),
-             *_per_subject(student)]
+             *_per_subject(student), *_left_out(metrics)]
     text = "\n".join(lines) + "\n"
     path.write_text(text, encoding="utf-8")
     return text
@@ -201,6 +201,15 @@ def _per_class(student: dict, class_names: list[str]) -> list[str]:
     if confused:
         lines += ["", "Most frequent confusions: " + "; ".join(confused) + "."]
     return lines
+
+
+def _left_out(metrics: dict) -> list[str]:
+    """The rows of the dataset the loader left out, each with its reason."""
+    rows = metrics.get("left_out") or []
+    if not rows:
+        return []
+    return ["", f"## Rows left out ({len(rows)})", "", "The loader left these rows of the dataset out "
+            "(`data.folder.on_problem: skip`):", "", *(f"- {row}" for row in rows)]
 
 
 def _per_subject(student: dict) -> list[str]:

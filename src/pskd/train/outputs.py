@@ -85,6 +85,7 @@ def write_run(session: Session, run_dir: Path, teachers: dict[str, TrainedTeache
             "train_subjects": split.train_subjects, "val_subjects": split.val_subjects,
             "test_subjects": split.test_subjects, "subject_names": prepared.info.subject_names,
         },
+        "left_out": prepared.info.left_out,  # rows the loader left out, each with its reason
         "stages": [{"start": s.start, "teachers": s.teachers, "loss": s.loss} for s in student_stages(config)],
         "labels": _label_counts(session),
         "teachers": {name: t.trained.summary for name, t in teachers.items()},

@@ -17,8 +17,9 @@ from pskd.config import RunConfig
 from pskd.console import log_stderr
 from pskd.data.cache import Prepared, prepare
 from pskd.data.labels import hide_labels, keep_labels
-from pskd.data.protocols import Split, make_split
+from pskd.data.protocols import Split, make_split, scarce_classes
 from pskd.data.registry import get_dataset
+from pskd.errors import DataError
 from pskd.plugins import load_plugins
 from pskd.train import distributed
 from pskd.train.loop import pick_device, seed_everything
@@ -91,7 +92,9 @@ def open_session(config: RunConfig, log=log_stderr, state_dir: Path | None = Non
     prepared = prepare(config.data, config.preprocess, log=log)
     for note in prepared.info.notes:
         log(f"note: {note}")
-    student, split, teacher, teacher_split = label_views(config, prepared, split_data(config, prepared))
+    by_subject = split_data(config, prepared)
+    check_left_out(prepared, by_subject, log)
+    student, split, teacher, teacher_split = label_views(config, prepared, by_subject)
     log(f"{prepared.info.name}: {len(prepared)} clips, {prepared.info.num_classes} classes, "
         f"prepared in {time.perf_counter() - tic:.1f} s; {split.describe()}")
     if teacher is not student:
@@ -101,6 +104,21 @@ def open_session(config: RunConfig, log=log_stderr, state_dir: Path | None = Non
         log(f"warning: no labelled training clip of {len(unseen)} class(es), which the student cannot learn from "
             f"its labels: {', '.join(unseen[:5])}{' ...' if len(unseen) > 5 else ''}")
     return Session(config, student, split, device, log, teacher, teacher_split, state_dir)
+
+
+def check_left_out(prepared: Prepared, split: Split, log) -> None:
+    """Rows the loader left out (data.folder.on_problem: skip) are logged one by one; a class left with fewer than
+    two labelled training clips is an error."""
+    left_out = prepared.info.left_out
+    if not left_out:
+        return
+    log(f"{prepared.info.name}: {len(left_out)} problem row(s) left out (on_problem: skip):")
+    for line in left_out:
+        log(f"left out {line}")
+    too_few = scarce_classes(prepared.labels, np.concatenate([split.train, split.val]), prepared.info.class_names)
+    if too_few:
+        raise DataError(f"{prepared.info.name}: with the {len(left_out)} problem rows left out, too few labelled "
+                        f"training clips (at least 2 per class): {', '.join(too_few)}")
 
 
 def unlearnable_classes(prepared: Prepared, split: Split) -> list[str]:
