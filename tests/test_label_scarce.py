@@ -294,6 +294,7 @@ def test_the_gate_delivers_the_student_validation_prefers(tmp_path, monkeypatch)
     assert gate["delivered"] == "cross-entropy" and gate["val_distilled"] == -1.0
     assert metrics["student"]["test"]["accuracy"] == gate["test_cross_entropy"]
     assert "so the cross-entropy student is delivered" in (out / "report.md").read_text()
+    assert scarce("kd", gate=True).distill.gate == "any" and scarce("kd", gate=False).distill.gate == "off"
     roles.clear()
     monkeypatch.setattr(recipe, "train_and_evaluate", original)
     _, plain = run(scarce("self_train", gate=True), tmp_path / "no-teachers", log=QUIET)
@@ -430,3 +431,82 @@ def test_sweep_resume_needs_the_folder_of_an_earlier_sweep(tmp_path, capsys):
     code, _, err = run_cli(["sweep", config, "--methods", "ce", "--seeds", "1", "--resume", "--out",
                             str(tmp_path / "old")], capsys)
     assert code == 2 and "rows.jsonl: line 1 is not a result row of a sweep" in err
+
+
+def test_the_sign_test_by_hand():
+    from pskd.train.student import sign_test
+
+    assert sign_test(5, 0) == pytest.approx(1 / 32)  # five clips, all won: the least a clear win needs
+    assert sign_test(4, 0) == pytest.approx(1 / 16)
+    assert sign_test(6, 1) == pytest.approx((1 + 7) / 128)
+    assert sign_test(0, 0) == 1.0 and sign_test(2, 5) > 0.5
+
+
+def test_the_clear_gate_needs_a_clear_win_and_skips_a_validation_too_small(tmp_path, monkeypatch):
+    from pskd.train import recipe
+    from pskd.train.student import sign_test
+
+    original = recipe.train_and_evaluate
+
+    def rigged(distilled_right: int, plain_right: int):
+        """The first `n` validation clips right, the others wrong, for the distilled and the plain student."""
+        def train(role, *args, **kwargs):
+            trained = original(role, *args, **kwargs)
+            right = np.zeros(len(trained.val_correct), dtype=bool)
+            right[: distilled_right if role == "student" else plain_right] = True
+            trained.val_correct = right
+            trained.summary["val"] = {"accuracy": float(right.mean()), "macro_f1": 0.0}
+            return trained
+        return train
+
+    every_label = build_config({**TINY, "method": "kd", "distill": {"gate": "clear"}})
+    roles = []
+    monkeypatch.setattr(recipe, "train_and_evaluate", lambda role, *a, **k: roles.append(role) or rigged(1, 8)(role, *a, **k))
+    out, metrics = run(every_label, tmp_path / "clear", log=QUIET)
+    gate = metrics["student"]["gate"]
+    assert gate["validation_clips"] >= 8 and gate["plain_wins"] == 7 and gate["plain_losses"] == 0
+    assert gate["p_value"] == pytest.approx(sign_test(7, 0)) and gate["delivered"] == "cross-entropy"
+    assert metrics["student"]["test"]["accuracy"] == gate["test_cross_entropy"]
+    assert "sign test p = " in (out / "report.md").read_text()
+    monkeypatch.setattr(recipe, "train_and_evaluate", rigged(2, 4))  # ahead by two clips of two: not clear
+    _, metrics = run(every_label, tmp_path / "close", log=QUIET)
+    gate = metrics["student"]["gate"]
+    assert gate["delivered"] == "distilled" and gate["val_cross_entropy"] > gate["val_distilled"]
+    assert metrics["student"]["test"]["accuracy"] == gate["test_distilled"]
+    any_lead = build_config({**TINY, "method": "kd", "distill": {"gate": "any"}})
+    _, metrics = run(any_lead, tmp_path / "any", log=QUIET)
+    assert metrics["student"]["gate"]["delivered"] == "cross-entropy"  # any lead decides under the former rule
+    roles.clear()
+    monkeypatch.setattr(recipe, "train_and_evaluate", lambda role, *a, **k: roles.append(role) or original(role, *a, **k))
+    _, metrics = run(scarce("kd", gate="clear"), tmp_path / "small", log=QUIET)  # 4 labelled validation clips
+    gate = metrics["student"]["gate"]
+    assert gate["validation_clips"] < 5 and gate["delivered"] == "distilled"
+    assert roles[-1] == "student" and "student without teachers (gate)" not in roles  # no plain student trained
+
+
+def test_auto_filters_switch_on_only_where_teachers_rarely_agree():
+    from pskd.config import DistillConfig
+    from pskd.train.student import filtered_settings
+
+    low, high = {"confident_agreement": 0.2}, {"confident_agreement": 0.5}
+    settings = DistillConfig()
+    assert settings.unlabelled_filter == "auto"
+    chosen = filtered_settings(settings, low)
+    assert (chosen.acs_mode, chosen.unlabelled_threshold, chosen.unlabelled_agree) == ("soft", 0.9, True)
+    assert filtered_settings(settings, high) is None and filtered_settings(settings, None) is None
+    assert filtered_settings(DistillConfig(unlabelled_filter="off"), low) is None
+    own = DistillConfig(unlabelled_threshold=0.5)
+    assert filtered_settings(own, low) is None  # the user's own filters stand
+
+
+def test_a_run_whose_teachers_rarely_agree_filters_and_says_so(tmp_path, monkeypatch):
+    from pskd.train import student as student_module
+
+    monkeypatch.setattr(student_module, "HINT_BELOW", 1.01)  # every agreement counts as low
+    lines = []
+    out, metrics = run(scarce("pskd"), tmp_path / "run", log=lambda message, *a, **k: lines.append(str(message)))
+    assert metrics["student"]["unlabelled_agreement"]["filtered"] is True
+    assert any("distill.unlabelled_filter: auto" in line for line in lines)
+    assert "distill.unlabelled_filter: auto" in (out / "report.md").read_text()
+    _, unfiltered = run(scarce("pskd", unlabelled_filter="off"), tmp_path / "off", log=QUIET)
+    assert unfiltered["student"]["unlabelled_agreement"]["filtered"] is False

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pskd.errors import ConfigError
 
@@ -221,8 +221,21 @@ class DistillConfig(Section):
     # Teacher outputs for training clips from teachers that did not train on them (k folds over the training
     # subjects; 0 = off). Costs k extra trainings of every teacher.
     cross_fit_folds: int = Field(0, ge=0)
-    # do no harm: also train the student without teachers and deliver it instead when validation prefers it
-    gate: bool = False
+    # Do no harm: also train the student without teachers, and deliver it instead when validation prefers it:
+    # clear: only on a clear win (one-sided sign test at 5 % over the validation clips the two students disagree on;
+    # with fewer than 5 validation clips no win can be clear, so the plain student is not trained); any: on any win;
+    # off: never (true and false, the former values, read as any and off)
+    gate: Literal["clear", "any", "off"] = "off"
+    # ACS on unlabelled clips when its teachers are not to be trusted there. auto: if the teachers agree, one at
+    # least 90 % confident, on fewer than a third of the unlabelled clips (teachers that learnt from few labels),
+    # soft ACS with unlabelled_threshold 0.9 and unlabelled_agree, as measured on the blind-wrist synthetic; off:
+    # the settings as given
+    unlabelled_filter: Literal["auto", "off"] = "auto"
+    @field_validator("gate", mode="before")
+    @classmethod
+    def _former_gate(cls, value):
+        return {True: "any", False: "off"}.get(value, value) if isinstance(value, bool) else value
+
     # registered terms added to every stage of a distillation method (e.g. [fixmatch], [contrastive])
     add_terms: list[str] = []
     # each registered term's own settings, checked against its options (e.g. fixmatch: {threshold: 0.8})

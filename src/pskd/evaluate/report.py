@@ -136,6 +136,11 @@ def _teachers(metrics: dict) -> list[str]:
     return [*lines, "", f"Student stages: {stages or 'cross-entropy only'}.", ""]
 
 
+def _former_gate(gate: dict) -> str:
+    return (f"validation {_pct(gate['val_distilled'])} % distilled against {_pct(gate['val_cross_entropy'])} % "
+            "without teachers")
+
+
 def _agreement(found: dict | None) -> list[str]:
     """How far the teachers agreed, confidently, on the unlabelled training clips (no label needed to know)."""
     if not found:
@@ -143,7 +148,9 @@ def _agreement(found: dict | None) -> list[str]:
     followed = ", ".join(f"{name} on {_pct(share)} %" for name, share in found["followed"].items())
     return ["", f"Unlabelled training clips: {found['clips']}. The teachers agree, one at least 90 % confident, on "
                 f"{_pct(found['confident_agreement'])} % of them; unfiltered ACS follows {followed}. Below about a "
-                "third, teachers that learnt from few labels can cost the student accuracy (README: Do no harm)."]
+                "third, teachers that learnt from few labels can cost the student accuracy"
+                + ("; so ACS was soft and taught only the clips on which the teachers agree, one at least 90 % "
+                   "confident (distill.unlabelled_filter: auto)." if found.get("filtered") else ".")]
 
 
 def _student(student: dict) -> list[str]:
@@ -170,11 +177,12 @@ def _student(student: dict) -> list[str]:
             f"{_pct(student['test']['accuracy'])} | {_pct(student['test']['macro_f1'])} |"
         )
     gate = student.get("gate")
-    if gate:
-        lines += ["", f"Gate (distill.gate): validation {_pct(gate['val_distilled'])} % distilled against "
-                  f"{_pct(gate['val_cross_entropy'])} % without teachers, so the {gate['delivered']} student is "
-                  f"delivered (test: {_pct(gate['test_distilled'])} % distilled, {_pct(gate['test_cross_entropy'])} % "
-                  "without; the test split chose nothing)."]
+    if gate and "val_distilled" in gate:
+        lines += ["", f"Gate (distill.gate: {gate.get('rule', 'any')}): {gate.get('why') or _former_gate(gate)}, so the "
+                  f"{gate['delivered']} student is delivered (test: {_pct(gate['test_distilled'])} % distilled, "
+                  f"{_pct(gate['test_cross_entropy'])} % without; the test split chose nothing)."]
+    elif gate:
+        lines += ["", f"Gate (distill.gate: {gate['rule']}): {gate['why']}; the distilled student is delivered."]
     lines += _agreement(student.get("unlabelled_agreement"))
     lines += [
         "",

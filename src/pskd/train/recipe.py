@@ -66,6 +66,7 @@ class Trained:
     last_state: dict
     delivered_state: dict
     test_logits: np.ndarray  # the delivered model's, in the order of the split's test clips
+    val_correct: np.ndarray | None = None  # per validation clip, whether the selected model was right
 
 
 def build_for_training(role: str, model_config: ModelConfig, criterion_for: Callable, prepared: Prepared,
@@ -160,7 +161,8 @@ def train_and_evaluate(role: str, model_config: ModelConfig, train_config: Train
         "test_best": short_figures(evaluations[("best", "test")]),
         "test_last": short_figures(evaluations[("last", "test")]),
     }
-    return Trained(model, summary, result.history, result.last_state, delivered_state, delivered_logits)
+    val_correct = outputs[("best", "val")].argmax(axis=1) == parts["val"].labels.numpy()
+    return Trained(model, summary, result.history, result.last_state, delivered_state, delivered_logits, val_correct)
 
 
 def evaluate_best_and_last(model: torch.nn.Module, result, parts: dict, device: torch.device,

@@ -3,8 +3,11 @@ validation prefers delivered."""
 
 from __future__ import annotations
 
+import math
+
 import torch
 
+from pskd.config import DistillConfig
 from pskd.distill.distiller import Stage
 from pskd.distill.losses.acs import own_beliefs, trusted_on_unlabelled
 from pskd.distill.methods import student_stages, teachers_used
@@ -15,8 +18,11 @@ from pskd.train.session import Session
 from pskd.train.teachers import TrainedTeacher
 
 
-def _student(session: Session, teachers: dict[str, TrainedTeacher], stages: list[Stage], role: str) -> Trained:
+def _student(session: Session, teachers: dict[str, TrainedTeacher], stages: list[Stage], role: str,
+             settings: DistillConfig | None = None) -> Trained:
     config = session.config
+    if settings is not None:
+        config = config.model_copy(update={"distill": settings})
     seed_everything(config.seed, config.deterministic)
     criterion_for = Distilling(config, [t.outputs for t in teachers.values()], stages, config.train.label_smoothing,
                                session.prepared.info.devices, session.device)
@@ -28,6 +34,9 @@ def _student(session: Session, teachers: dict[str, TrainedTeacher], stages: list
 # tenth with teachers `same` (PSKD neutral), 65-69 % at a quarter, 80-85 % at half, 97-100 % with `all`.
 HINT_BELOW = 1 / 3
 CONFIDENT = 0.9  # the confidence one agreeing teacher must reach for a clip to count as confidently agreed
+# what distill.unlabelled_filter: auto switches on below HINT_BELOW: the combination that did no harm on the
+# blind-wrist synthetic at every label fraction
+FILTERED = {"acs_mode": "soft", "unlabelled_threshold": CONFIDENT, "unlabelled_agree": True}
 
 
 def unlabelled_agreement(session: Session, teachers: dict[str, TrainedTeacher]) -> dict | None:
@@ -44,45 +53,86 @@ def unlabelled_agreement(session: Session, teachers: dict[str, TrainedTeacher]) 
             "followed": {name: share.item() for name, share in zip(teachers, followed)}}
 
 
-def _log_agreement(session: Session, found: dict) -> None:
+def filtered_settings(settings: DistillConfig, agreement: dict | None) -> DistillConfig | None:
+    """The ACS settings distill.unlabelled_filter: auto switches to, or None when it leaves them as they are:
+    teachers trusted on a third of the unlabelled clips or more, filters already set, or the filter off."""
+    if settings.unlabelled_filter == "off" or agreement is None or agreement["confident_agreement"] >= HINT_BELOW:
+        return None
+    if settings.unlabelled_threshold > 0 or settings.unlabelled_agree:
+        return None  # the user's own filters stand
+    return settings.model_copy(update=FILTERED)
+
+
+def _log_agreement(session: Session, found: dict, filtered: bool) -> None:
     followed = ", ".join(f"{name} on {100 * share:.0f} %" for name, share in found["followed"].items())
     session.log(f"unlabelled clips: {found['clips']}; the teachers agree, one at least {100 * CONFIDENT:.0f} % "
                 f"confident, on {100 * found['confident_agreement']:.0f} % of them (unfiltered ACS follows {followed})")
-    if found["confident_agreement"] < HINT_BELOW and session.config.distill.unlabelled_threshold == 0:
+    if filtered:
+        session.log(f"  fewer than {100 * HINT_BELOW:.0f} %: teachers that learnt from few labels can cost the student "
+                    "accuracy here, so ACS is soft and teaches an unlabelled clip only where the teachers agree and "
+                    f"one is at least {100 * CONFIDENT:.0f} % confident (distill.unlabelled_filter: auto; off keeps "
+                    "the settings as given)")
+    elif found["confident_agreement"] < HINT_BELOW and session.config.distill.unlabelled_threshold == 0:
         session.log("  few confident agreements: teachers that learnt from few labels can cost the student "
-                    "accuracy here; consider distill.acs_mode: soft with distill.unlabelled_threshold: 0.9 and "
-                    "distill.unlabelled_agree: true, or distill.gate (README: Do no harm)")
+                    "accuracy here; consider distill.unlabelled_filter: auto, or distill.acs_mode: soft with "
+                    "distill.unlabelled_threshold: 0.9 and distill.unlabelled_agree: true")
 
 
 def train_student(session: Session, teachers: dict[str, TrainedTeacher]) -> Trained:
     """The student of the config's method. With distill.gate, the same student is also trained without any
     teacher, and the distilled one is delivered unless validation prefers the plain one (the test split
     chooses nothing; both test figures are recorded)."""
+    settings = session.config.distill
     stages = student_stages(session.config)
     uses_acs = any("acs" in stage.terms for stage in stages)
     agreement = unlabelled_agreement(session, teachers) if uses_acs else None
+    filtered = filtered_settings(settings, agreement)
     if agreement is not None:
-        _log_agreement(session, agreement)
-    student = _student(session, teachers, stages, "student")
-    if session.config.distill.gate and teachers_used(session.config):
-        student = _gate(session, student)
+        _log_agreement(session, agreement, filtered is not None)
+    student = _student(session, teachers, stages, "student", filtered)
+    if settings.gate != "off" and teachers_used(session.config):
+        student = _gate(session, student, settings.gate)
     if agreement is not None:
-        student.summary["unlabelled_agreement"] = agreement
+        student.summary["unlabelled_agreement"] = {**agreement, "filtered": filtered is not None}
     return student
 
 
-def _gate(session: Session, student: Trained) -> Trained:
-    """The distilled student, or the same student trained without teachers where validation prefers it."""
+CLEAR = 0.05  # the sign test's level: how unlikely the plain student's lead must be under no difference
+MIN_CLEAR_CLIPS = 5  # fewer validation clips cannot show a clear win at that level (0.5 ** 5 = 0.031)
+
+
+def sign_test(wins: int, losses: int) -> float:
+    """One-sided p-value of `wins` or more among wins + losses disagreements, each side equally likely."""
+    total = wins + losses
+    return sum(math.comb(total, k) for k in range(wins, total + 1)) / 2**total if total else 1.0
+
+
+def _gate(session: Session, student: Trained, rule: str) -> Trained:
+    """The distilled student, or the same student trained without teachers where validation prefers it: on any
+    lead (rule any), or on a clear one (rule clear: a sign test over the clips on which exactly one is right)."""
+    clips = len(session.split.val)
+    if rule == "clear" and clips < MIN_CLEAR_CLIPS:
+        session.log(f"gate: {clips} validation clips cannot show a clear win; delivering the distilled student "
+                    "without training a plain one")
+        student.summary["gate"] = {"delivered": "distilled", "rule": rule, "validation_clips": clips,
+                                   "why": "too few validation clips to judge"}
+        return student
     plain = _student(session, {}, [], "student without teachers (gate)")
-    keep = student.summary["val"]["accuracy"] >= plain.summary["val"]["accuracy"]
-    chosen = student if keep else plain
+    val_distilled, val_plain = student.summary["val"]["accuracy"], plain.summary["val"]["accuracy"]
+    wins = int((plain.val_correct & ~student.val_correct).sum())
+    losses = int((student.val_correct & ~plain.val_correct).sum())
+    p_value = sign_test(wins, losses)
+    plain_better = val_plain > val_distilled if rule == "any" else p_value < CLEAR
+    chosen = plain if plain_better else student
+    why = (f"validation {100 * val_distilled:.2f} % distilled, {100 * val_plain:.2f} % without teachers"
+           + (f"; without teachers right on {wins} clips the distilled one misses, wrong on {losses} it gets "
+              f"(sign test p = {p_value:.3f}, {'below' if p_value < CLEAR else 'not below'} {CLEAR})"
+              if rule == "clear" else ""))
     chosen.summary["gate"] = {
-        "delivered": "distilled" if keep else "cross-entropy",
-        "val_distilled": student.summary["val"]["accuracy"], "val_cross_entropy": plain.summary["val"]["accuracy"],
-        "test_distilled": student.summary["test"]["accuracy"],
-        "test_cross_entropy": plain.summary["test"]["accuracy"],
+        "delivered": "cross-entropy" if plain_better else "distilled", "rule": rule, "validation_clips": clips,
+        "val_distilled": val_distilled, "val_cross_entropy": val_plain, "plain_wins": wins, "plain_losses": losses,
+        "p_value": p_value, "why": why,
+        "test_distilled": student.summary["test"]["accuracy"], "test_cross_entropy": plain.summary["test"]["accuracy"],
     }
-    session.log(f"gate: validation {100 * chosen.summary['gate']['val_distilled']:.2f} % distilled, "
-                f"{100 * chosen.summary['gate']['val_cross_entropy']:.2f} % without teachers: delivering the "
-                f"{chosen.summary['gate']['delivered']} student")
+    session.log(f"gate ({rule}): {why}: delivering the {chosen.summary['gate']['delivered']} student")
     return chosen
