@@ -81,6 +81,8 @@ class Distiller(nn.Module):
             teacher.logits = teacher.logits.to(*args, **kwargs)
             teacher.embeddings = teacher.embeddings.to(*args, **kwargs)
             teacher.class_embeddings = teacher.class_embeddings.to(*args, **kwargs)
+            if teacher.components is not None:
+                teacher.components = teacher.components.to(*args, **kwargs)
         return super().to(*args, **kwargs)
 
     def forward(self, outputs: tuple[torch.Tensor, torch.Tensor], batch: dict[str, torch.Tensor],

@@ -18,6 +18,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, ValidationError
 from torch import nn
 
+from pskd.distill.components import Components
 from pskd.errors import ConfigError
 
 
@@ -35,6 +36,8 @@ class TeacherOutputs:
     logits: torch.Tensor  # [N, C]
     embeddings: torch.Tensor  # [N, D]
     class_embeddings: torch.Tensor  # [C, D]: the centroid of each class's embeddings over labelled training clips
+    # the embedding's principal components over the training clips, and how predictable each is from the watch
+    components: Components | None = None
 
     @property
     def dim(self) -> int:

@@ -45,16 +45,26 @@ class FusionHead(nn.Module):
 
 
 class FusionNet(nn.Module):
+    """skeleton_dropout: during training, the skeleton branch's embedding is zeroed for this share of the clips
+    (modality dropout), so the head must also decide from the inertial branch alone: a teacher whose decisions a
+    student on that sensor can follow more closely."""
+
     def __init__(self, skeleton: nn.Module, inertial: nn.Module, num_classes: int, fusion: str = "concat",
-                 embedding_dim: int = 128, dropout: float = 0.3):
+                 embedding_dim: int = 128, dropout: float = 0.3, skeleton_dropout: float = 0.0):
         super().__init__()
+        if not 0 <= skeleton_dropout < 1:
+            raise ValueError(f"skeleton_dropout must be in [0, 1), not {skeleton_dropout}")
         self.skeleton = skeleton
         self.inertial = inertial
         self.head = FusionHead((skeleton.embedding_dim, inertial.embedding_dim), embedding_dim, num_classes, fusion,
                                dropout)
         self.embedding_dim = embedding_dim
+        self.skeleton_dropout = skeleton_dropout
 
     def forward(self, skeleton: torch.Tensor, inertial: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         first, _ = self.skeleton(skeleton)
         second, _ = self.inertial(inertial)
+        if self.training and self.skeleton_dropout > 0:
+            kept = torch.rand(len(first), device=first.device) >= self.skeleton_dropout
+            first = first * kept[:, None].to(first.dtype)
         return self.head(first, second)

@@ -119,3 +119,29 @@ class SkeletonGCN(nn.Module):
         features = self.blocks(x)
         embedding = self.embedding(features.mean(dim=(-2, -1)))
         return embedding, self.classifier(embedding)
+
+
+class SkeletonMotion(nn.Module):
+    """A fixed description of the skeleton's motion and a linear classifier on it: per time segment, each joint's
+    mean position and mean velocity (standardised over the training clips by a batch norm without weights).
+
+    Its embedding is the description itself, not a learned feature: as a teacher with the `feature` term, the
+    student regresses the skeleton's motion from the watch on every paired clip (a cross-modal auxiliary target),
+    and it is a weak teacher beside the graph network."""
+
+    def __init__(self, layout: Layout, num_classes: int, seq_len: int, segments: int = 4, dropout: float = 0.2):
+        super().__init__()
+        if not 1 <= segments <= seq_len:
+            raise ValueError(f"segments must be between 1 and the clip's {seq_len} frames, not {segments}")
+        self.segments = segments
+        self.embedding_dim = layout.num_joints * 3 * 2 * segments
+        self.norm = nn.BatchNorm1d(self.embedding_dim, affine=False)
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(self.embedding_dim, num_classes)
+
+    def forward(self, skeleton: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        motion = F.pad(skeleton[:, 1:] - skeleton[:, :-1], (0, 0, 0, 0, 0, 1))
+        parts = [torch.stack([piece.mean(dim=1) for piece in torch.tensor_split(x, self.segments, dim=1)], dim=1)
+                 for x in (skeleton, motion)]
+        embedding = self.norm(torch.cat(parts, dim=-1).flatten(1))
+        return embedding, self.classifier(self.dropout(embedding))

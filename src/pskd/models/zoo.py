@@ -14,10 +14,10 @@ from pskd.data.layouts import Layout
 from pskd.errors import ConfigError
 from pskd.models.fusion import FUSIONS, FusionNet
 from pskd.models.inertial import CompactCNN, GafResNet18
-from pskd.models.skeleton import SkeletonGCN
+from pskd.models.skeleton import SkeletonGCN, SkeletonMotion
 
 INERTIAL_MODELS: dict[str, type[nn.Module]] = {"compact_cnn": CompactCNN, "gaf_resnet18": GafResNet18}
-SKELETON_MODELS: dict[str, type[nn.Module]] = {"skeleton_gcn": SkeletonGCN}
+SKELETON_MODELS: dict[str, type[nn.Module]] = {"skeleton_gcn": SkeletonGCN, "skeleton_motion": SkeletonMotion}
 
 
 def register_model(name: str, kind: str = "inertial"):
@@ -165,7 +165,8 @@ def build_model(name: str, streams: list[str], options: dict, spec: InputSpec, w
         if SKELETON not in streams or not inertial:
             raise ConfigError(f"{where}: fusion needs the skeleton and at least one inertial stream")
         options = dict(options)
-        unknown = sorted(set(options) - {"fusion", "embedding_dim", "dropout", "skeleton", "inertial", "inertial_model"})
+        unknown = sorted(set(options) - {"fusion", "embedding_dim", "dropout", "skeleton", "inertial", "inertial_model",
+                                         "skeleton_dropout"})
         if unknown:
             raise ConfigError(f"{where}.options: unknown option(s) {unknown} for fusion")
         mode = options.get("fusion", "concat")
@@ -174,8 +175,11 @@ def build_model(name: str, streams: list[str], options: dict, spec: InputSpec, w
         skeleton_net = _skeleton_net("skeleton_gcn", options.get("skeleton", {}), spec, f"{where}.options.skeleton")
         inertial_net = _inertial_net(options.get("inertial_model", "compact_cnn"), options.get("inertial", {}), spec,
                                      inertial, f"{where}.options.inertial")
-        net = FusionNet(skeleton_net, inertial_net, spec.num_classes, mode, int(options.get("embedding_dim", 128)),
-                        float(options.get("dropout", 0.3)))
+        try:
+            net = FusionNet(skeleton_net, inertial_net, spec.num_classes, mode, int(options.get("embedding_dim", 128)),
+                            float(options.get("dropout", 0.3)), float(options.get("skeleton_dropout", 0.0)))
+        except (TypeError, ValueError) as err:
+            raise ConfigError(f"{where}.options: {err}") from None
         return StreamModel(net, [SKELETON, *inertial], *_stats(spec, inertial))
     raise ConfigError(f"{where}.name: unknown model '{name}'; known: {', '.join(model_names())}")
 

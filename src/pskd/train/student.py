@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 from pskd.config import DistillConfig
+from pskd.distill.components import teacher_components
 from pskd.distill.distiller import Stage
 from pskd.distill.losses.acs import own_beliefs, trusted_on_unlabelled
 from pskd.distill.methods import student_stages, teachers_used
@@ -78,12 +80,35 @@ def _log_agreement(session: Session, found: dict, filtered: bool) -> None:
                     "distill.unlabelled_threshold: 0.9 and distill.unlabelled_agree: true")
 
 
+COMPONENTS = 64  # principal components of each teacher's embedding measured (the feature term uses a prefix)
+
+
+def measure_components(session: Session, teachers: dict[str, TrainedTeacher]) -> dict[str, float]:
+    """Each teacher's embedding components over the training clips, with how much of each the student's own
+    streams predict (no label read); returns, per teacher, the share of its embedding's variance they predict."""
+    prepared, rows = session.prepared, session.training_clips
+    streams = session.config.student.streams
+    watch = np.concatenate([prepared.streams[s].reshape(len(prepared), prepared.streams[s].shape[1], -1)
+                            for s in streams], axis=2)
+    shares = {}
+    for name, teacher in teachers.items():
+        components = teacher_components(teacher.outputs.embeddings, rows, COMPONENTS, watch, prepared.subjects)
+        teacher.outputs.components = components
+        shares[name] = float((components.predictable * components.variance).sum() / components.variance.sum())
+    return shares
+
+
 def train_student(session: Session, teachers: dict[str, TrainedTeacher]) -> Trained:
     """The student of the config's method. With distill.gate, the same student is also trained without any
     teacher, and the distilled one is delivered unless validation prefers the plain one (the test split
     chooses nothing; both test figures are recorded)."""
     settings = session.config.distill
     stages = student_stages(session.config)
+    predictable = measure_components(session, teachers) if teachers else {}
+    if predictable:
+        session.log("the watch predicts, from simple features on held-out training subjects, "
+                    + ", ".join(f"{100 * share:.0f} % of teacher {name}'s embedding variance"
+                                for name, share in predictable.items()))
     uses_acs = any("acs" in stage.terms for stage in stages)
     agreement = unlabelled_agreement(session, teachers) if uses_acs else None
     filtered = filtered_settings(settings, agreement)
@@ -94,6 +119,8 @@ def train_student(session: Session, teachers: dict[str, TrainedTeacher]) -> Trai
         student = _gate(session, student, settings.gate)
     if agreement is not None:
         student.summary["unlabelled_agreement"] = {**agreement, "filtered": filtered is not None}
+    if predictable:
+        student.summary["teacher_variance_predictable"] = predictable
     return student
 
 
