@@ -123,3 +123,33 @@ def test_a_run_with_the_feature_term_and_the_skeleton_motion_teacher(tmp_path):
     assert set(shares) == set(tree["teachers"]) and all(0 <= v <= 1 for v in shares.values())
     history = (out / "history.csv").read_text().splitlines()[0]
     assert "feature" in history
+
+
+def test_diagnose_finds_the_classes_the_watch_cannot_see(capsys, monkeypatch):
+    """The blind-wrist synthetic: a class whose right arm moves exactly as another's comes out unreachable."""
+    import json
+
+    from conftest import run_cli
+
+    from pskd.train import diagnose
+
+    monkeypatch.setattr(diagnose, "EPOCHS", 12)
+    monkeypatch.setattr(diagnose, "CAMERA_EPOCHS", 20)
+    args = ["data", "diagnose", "configs/synthetic/blind_wrist.yaml", "--set", "threads=1", "--set",
+            "data.synthetic.subjects=6", "--set", "data.synthetic.classes=3", "--set", "data.synthetic.blind=1",
+            "--folds", "3"]
+    code, out, err = run_cli([*args, "--json"], capsys)
+    assert code == 0, err
+    found = json.loads(out)
+    assert found["camera_streams"] == ["skeleton"] and found["watch_streams"] == ["accelerometer"]
+    assert found["clips"] == 3 * 4 * 4  # the training subjects' clips (1, 3, 5), never the test subjects'
+    blind = next(row for row in found["per_class"] if row["name"] == "wave, left hand on the hip")
+    pair = next(p for p in found["pairs"] if set(p["classes"]) == {"wave", "wave, left hand on the hip"})
+    assert pair["separability"] <= 0.3  # the watch cannot tell them apart
+    assert blind["unreachable"] >= blind["reachable"]
+    assert 0 <= found["reachable"] <= found["gap"] + 1e-9 and found["unreachable"] >= 0
+    code, out, _ = run_cli(args, capsys)
+    assert code == 0 and "reachable" in out and "wave, left hand on the hip" in out
+    code, _, err = run_cli(["data", "diagnose", "configs/utd_mhad/student_ce.yaml", "--set", "data.dataset=synthetic"],
+                           capsys)
+    assert code == 2 and "no teacher reads a stream" in err

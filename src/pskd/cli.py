@@ -60,6 +60,30 @@ def data_check(dataset: str | None, config_path: Path | None, overrides: tuple[s
         raise UserError(refusal)
 
 
+@data.command("diagnose")
+@click.argument("config_path", metavar="CONFIG", type=click.Path(path_type=Path))
+@_set_option
+@click.option("--data-dir", type=click.Path(path_type=Path), help="Shorthand for --set data.data_dir=DIR.")
+@click.option("--folds", type=click.IntRange(2, 20), default=4, show_default=True,
+              help="Folds over the training subjects.")
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as one JSON object.")
+def data_diagnose(config_path: Path, overrides: tuple[str, ...], data_dir: Path | None, folds: int,
+                  as_json: bool) -> None:
+    """Will the camera help the watch? Small probes on the training subjects of CONFIG's data (minutes): per class,
+    the camera side's accuracy, the watch's, and how much of the difference the watch signal can carry."""
+    from pskd.config import load_config
+    from pskd.train.diagnose import diagnose, table_lines
+
+    overrides = (*overrides, *((f"data.data_dir={data_dir}",) if data_dir is not None else ()))
+    config = load_config(config_path, overrides)
+    found = diagnose(config, log=lambda text: click.echo(text, err=True), folds=folds)
+    if as_json:
+        click.echo(json.dumps(found))
+        return
+    for line in table_lines(found):
+        click.echo(line)
+
+
 def _data_config(dataset: str | None, config_path: Path | None, overrides: tuple[str, ...], data_dir: Path | None):
     """The config whose data section `data check` reads: CONFIG's, or the defaults, with DATASET and --set."""
     from pskd.config import build_config, load_config
