@@ -141,7 +141,9 @@ def test_a_sweep_loads_the_teachers_an_earlier_sweep_trained(tmp_path, monkeypat
     # seed 1 was not in the first sweep: its teachers are trained
     again = sweep_module.sweep(tiny("pskd"), ["kd", "pskd"], [0, 1], tmp_path / "again", log=lambda *a, **k: said.append(a[0]),
                                teachers_from=tmp_path / "first")
-    assert trained == ["student", "student", "teachers.skeleton", "teachers.fusion", "student", "student"]
+    gate = "student without teachers (gate)"  # distill.gate: clear trains the plain student beside each one
+    assert trained == ["student", gate, "student", gate, "teachers.skeleton", "teachers.fusion", "student", gate,
+                       "student", gate]
     assert "sweep: 2 of 4 runs load their teachers from earlier runs" in said
     for method in ("kd", "pskd"):  # the same teachers, so the same students
         assert again["methods"][method]["accuracy"]["values"][0] == first["methods"][method]["accuracy"]["values"][0]
@@ -173,11 +175,12 @@ def test_sweep_without_the_chain_reuses_the_teachers_that_distil_from_none(tmp_p
     monkeypatch.setattr(recipe, "train_and_evaluate", recording)
     base = tiny("pskd")
     results = sweep(base, ["pskd"], [0], tmp_path / "s", ablation=False, log=lambda *a, **k: None)
-    assert trained == ["teachers.skeleton", "teachers.fusion", "student"]
+    gate = "student without teachers (gate)"
+    assert trained == ["teachers.skeleton", "teachers.fusion", "student", gate]
     trained.clear()
     variant = build_config({**TINY, "method": "pskd", "distill": {"progressive": "none"}})
     sweep(variant, ["pskd"], [0], tmp_path / "t", log=lambda *a, **k: None)
-    assert trained == ["teachers.skeleton", "teachers.fusion", "student"]
+    assert trained == ["teachers.skeleton", "teachers.fusion", "student", gate]
     # both in one sweep: the skeleton teacher (no distill_from) is trained once, the fusion teacher twice
     trained.clear()
     from pskd import sweep as sweep_module

@@ -184,6 +184,12 @@ def _student(student: dict) -> list[str]:
     elif gate:
         lines += ["", f"Gate (distill.gate: {gate['rule']}): {gate['why']}; the distilled student is delivered."]
     lines += _agreement(student.get("unlabelled_agreement"))
+    predictable = student.get("teacher_variance_predictable")
+    if predictable:
+        lines += ["", "From simple features of the watch clip, on held-out training subjects, a linear model predicts "
+                  + ", ".join(f"{_pct(share)} % of teacher {name}'s embedding variance" for name, share in
+                              predictable.items())
+                  + " (the part a student could learn to match; pskd data diagnose says more)."]
     lines += [
         "",
         "The test split was evaluated once, after training; "
