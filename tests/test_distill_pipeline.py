@@ -188,7 +188,7 @@ def test_sweep_without_the_chain_reuses_the_teachers_that_distil_from_none(tmp_p
     monkeypatch.setattr(sweep_module, "ablations", lambda base: {"pskd without PL": {
         "method": "pskd", "distill": {"progressive": "none"}}})
     sweep_module.sweep(base, ["pskd"], [0], tmp_path / "u", ablation=True, log=lambda *a, **k: None)
-    assert trained == ["teachers.skeleton", "teachers.fusion", "student", "teachers.fusion", "student"]
+    assert trained == ["teachers.skeleton", "teachers.fusion", "student", gate, "teachers.fusion", "student", gate]
     assert results["methods"]["pskd"]["accuracy"]["values"]
 
 
