@@ -25,9 +25,12 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+import torch
+
 from pskd.config import build_config, load_config
 from pskd.pipeline import Session, open_session, train_student, train_teachers
 from pskd.sweep import merge_tree
+from pskd.teacher_checkpoints import teacher_meta
 
 SETTINGS = {
     "degraded": ("configs/utd_mhad/pskd.yaml", ["preprocess.sensor_length=32", "preprocess.channels={accelerometer: [0]}"]),
@@ -78,6 +81,17 @@ def variants(names: list[str], extra: bool) -> dict[str, tuple[list[str], dict]]
             "pskd friendly": ([first, "friendly"], merge_tree({"method": "pskd"}, stage([first, "friendly"], "acs"))),
             "kd friendly": (["friendly"], merge_tree({"method": "kd"}, {"distill": {"teacher": "friendly"}})),
             "pskd + weak teacher": ([*both, "motion"], merge_tree({"method": "pskd"}, stage([*both, "motion"], "acs"))),
+            "ce + motion target (focused)": (["motion"], merge_tree({"method": "kd"}, merge_tree(
+                stage(["motion"], "feature"), {"distill": focused}))),
+            "kd + motion target (focused)": ([first, "motion"], merge_tree({"method": "kd"}, merge_tree(
+                stage([first, "motion"], ["kd", "feature"]),
+                {"distill": {"terms": {"feature": {"teachers": ["motion"], "focus": "predictable"}}}}))),
+            "pskd + motion target": ([*both, "motion"], merge_tree({"method": "pskd"}, merge_tree(
+                stage([*both, "motion"], ["acs", "feature"]),
+                {"distill": {"terms": {"acs": {"teachers": both}, "feature": {"teachers": ["motion"]}}}}))),
+            "pskd + motion target (focused)": ([*both, "motion"], merge_tree({"method": "pskd"}, merge_tree(
+                stage([*both, "motion"], ["acs", "feature"]), {"distill": {"terms": {
+                    "acs": {"teachers": both}, "feature": {"teachers": ["motion"], "focus": "predictable"}}}}))),
         })
     return out
 
@@ -97,6 +111,10 @@ def run_seed(setting: str, seed: int, chosen: list[str] | None, out: Path, extra
         return []
     quiet = lambda *a, **k: None  # noqa: E731
     everyone = build_config(merge_tree(tree, {"teachers": extra}), source=f"{setting} teachers")
+    saved = out / "teachers" / f"seed{seed}"
+    everyone = build_config(merge_tree(everyone.model_dump(mode="json"), {"teachers": {
+        n: {"checkpoint": str(saved / f"{n}.pt")} for n in everyone.teachers if (saved / f"{n}.pt").is_file()}}),
+        source=f"{setting} teachers")
     tic = time.perf_counter()
     session = open_session(everyone, quiet)
     needed = {t for n in todo for t in table[n][0]}
@@ -107,6 +125,7 @@ def run_seed(setting: str, seed: int, chosen: list[str] | None, out: Path, extra
     teachers = train_teachers(Session(trimmed, session.prepared, session.split, session.device, quiet,
                                       session.teacher_prepared, session.teacher_split)) if order else {}
     teacher_seconds = time.perf_counter() - tic
+    save_teachers(trimmed, teachers, session, saved)
     figures = {n: t.trained.summary["test"]["accuracy"] for n, t in teachers.items()}
     print(f"{setting} seed {seed}: teachers in {teacher_seconds:.0f} s: "
           + ", ".join(f"{n} {100 * a:.2f}" for n, a in figures.items()), flush=True)
@@ -128,6 +147,17 @@ def run_seed(setting: str, seed: int, chosen: list[str] | None, out: Path, extra
             handle.write(json.dumps(row) + "\n")
         rows.append(row)
     return rows
+
+
+def save_teachers(config, teachers: dict, session, folder: Path) -> None:
+    """Each teacher trained here as a checkpoint another invocation loads (teachers.<name>.checkpoint)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    info = session.teacher_prepared.info
+    for name, teacher in teachers.items():
+        path = folder / f"{name}.pt"
+        if not path.is_file():
+            meta = teacher_meta(config, name, info.class_names, info.name, session.teacher_split)
+            torch.save({"state_dict": teacher.trained.delivered_state, "meta": meta}, path)
 
 
 def read_rows(path: Path) -> list[dict]:

@@ -153,3 +153,27 @@ def test_diagnose_finds_the_classes_the_watch_cannot_see(capsys, monkeypatch):
     code, _, err = run_cli(["data", "diagnose", "configs/utd_mhad/student_ce.yaml", "--set", "data.dataset=synthetic"],
                            capsys)
     assert code == 2 and "no teacher reads a stream" in err
+
+
+def test_a_term_can_learn_from_some_of_the_stages_teachers():
+    from pskd.data.batches import INDEX, LABEL
+    from pskd.distill.distiller import Distiller, Stage
+    from pskd.errors import ConfigError
+
+    def teacher(name):
+        embeddings = torch.randn(6, 4)
+        return TeacherOutputs(name, torch.randn(6, 3), embeddings, torch.zeros(3, 4),
+                              principal_components(embeddings, 2))
+
+    context = TermContext(5, [teacher("a"), teacher("b")], build_config({}).distill)
+    stages = [Stage(1, ["a", "b"], ["kd", "feature"])]
+    distiller = Distiller(context, stages, {"feature": {"teachers": ["b"]}})
+    assert set(distiller.terms["feature"].heads) == {"b"}
+    batch = {LABEL: torch.tensor([0, 1, 2]), INDEX: torch.tensor([0, 3, 5])}
+    terms = distiller((torch.randn(3, 5), torch.randn(3, 3)), batch)
+    assert set(terms) == {"ce", "kd", "feature"} and torch.isfinite(terms["feature"])
+    with pytest.raises(ValueError, match="are not teachers"):
+        Distiller(context, stages, {"feature": {"teachers": ["c"]}})
+    tree = {**TINY, "method": "pskd", "distill": {"terms": {"acs": {"teachers": ["nobody"]}}}}
+    with pytest.raises(ConfigError, match=r"distill.terms.acs.teachers: \['nobody'\] are not among the teachers"):
+        run(build_config(tree), None, log=QUIET)

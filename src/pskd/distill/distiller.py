@@ -61,9 +61,16 @@ class Distiller(nn.Module):
         self.label_smoothing = context.label_smoothing
         names = list(dict.fromkeys(term for stage in self.stages for term in stage.terms))
         options = term_options or {}
+        chosen = {name: (options.get(name) or {}).get("teachers") for name in names}
+        for name, wanted in chosen.items():
+            unknown = sorted(set(wanted or []) - known)
+            if unknown:
+                raise ValueError(f"distill.terms.{name}.teachers: {unknown} are not teachers ({sorted(known)})")
+        self.term_teachers = {name: wanted for name, wanted in chosen.items() if wanted is not None}
         self.terms = nn.ModuleDict({
-            name: build_term(name, TermContext(context.student_dim, context.teachers, context.settings,
-                                               context.label_smoothing, context.devices, options.get(name, {})))
+            name: build_term(name, TermContext(
+                context.student_dim, [t for t in context.teachers if chosen[name] is None or t.name in chosen[name]],
+                context.settings, context.label_smoothing, context.devices, options.get(name, {})))
             for name in names
         })
         self.stage = self.stages[0]
@@ -90,7 +97,7 @@ class Distiller(nn.Module):
         embedding, logits = outputs
         labels, index = batch[LABEL], batch[INDEX]
         names = self.stage.teachers
-        inputs = TermInputs(
+        everything = TermInputs(
             embedding, logits, labels, list(names), [self.teachers[n].logits[index] for n in names],
             [self.teachers[n].embeddings[index] for n in names], batch, model,
         )
@@ -98,6 +105,13 @@ class Distiller(nn.Module):
         known = labels >= 0
         for name in self.stage.terms:
             term = self.terms[name]
+            inputs = everything
+            if name in self.term_teachers:  # this term learns from some of the stage's teachers only
+                inputs = everything.only(self.term_teachers[name])
+                if term.needs_teachers and not inputs.teachers:
+                    for key in term.logs:
+                        terms[key] = terms.get(key, 0.0) + logits.sum() * 0.0
+                    continue
             if term.needs_labels and not bool(known.all()):
                 if not bool(known.any()):  # nothing for it in this batch: logged as 0, like a batch of zeros
                     for key in term.logs:

@@ -65,6 +65,10 @@ def check_method(config: RunConfig) -> None:
                           f"{len(config.teachers)} configured")
     for name, options in config.distill.terms.items():
         check_options(name, options, f"distill.terms.{name}")
+        unknown = sorted(set(options.get("teachers") or []) - set(config.teachers))
+        if unknown:
+            raise ConfigError(f"distill.terms.{name}.teachers: {unknown} are not among the teachers "
+                              f"{list(config.teachers)}")
     for term in config.distill.add_terms:
         check_loss(term, "distill.add_terms")
     for i, stage in enumerate(config.distill.stages or []):

@@ -23,9 +23,13 @@ from pskd.errors import ConfigError
 
 
 class TermOptions(BaseModel):
-    """A term's own settings (distill.terms.<name>); unknown keys are errors."""
+    """A term's own settings (distill.terms.<name>); unknown keys are errors. Every term takes `teachers`: which of
+    the stage's teachers it learns from (default: every one), so that two terms of one stage can learn from
+    different teachers."""
 
     model_config = ConfigDict(extra="forbid")
+
+    teachers: list[str] | None = None
 
 
 @dataclass
@@ -69,6 +73,13 @@ class TermInputs:
     teacher_embeddings: list[torch.Tensor]
     batch: dict[str, torch.Tensor]
     model: nn.Module | None = None  # the student, for terms that look at another view of the batch
+
+    def only(self, names: list[str]) -> "TermInputs":
+        """These inputs with the teachers `names` only (in the stage's order)."""
+        keep = [i for i, name in enumerate(self.teachers) if name in names]
+        return replace(self, teachers=[self.teachers[i] for i in keep],
+                       teacher_logits=[self.teacher_logits[i] for i in keep],
+                       teacher_embeddings=[self.teacher_embeddings[i] for i in keep])
 
     def subset(self, rows: torch.Tensor) -> "TermInputs":
         return replace(

@@ -25,7 +25,6 @@ class FeatureOptions(TermOptions):
     components: int = Field(32, ge=1, le=4096)  # leading principal components of each teacher's embedding
     focus: Literal["none", "predictable"] = "none"
     hidden: int = Field(0, ge=0, le=4096)  # the projector: linear (0) or one hidden layer of this width
-    teachers: list[str] | None = None  # which of the stage's teachers (default: every one)
 
 
 def component_loss(predicted: torch.Tensor, target: torch.Tensor, variance: torch.Tensor,
@@ -48,8 +47,6 @@ class Feature(LossTerm):
         self.components = {}
         heads = {}
         for teacher in context.teachers:
-            if self.options.teachers is not None and teacher.name not in self.options.teachers:
-                continue
             if teacher.components is None:
                 raise ValueError(f"the feature term needs the principal components of teacher {teacher.name}")
             count = min(self.options.components, teacher.components.basis.shape[1])
@@ -57,8 +54,6 @@ class Feature(LossTerm):
             width = self.options.hidden
             heads[teacher.name] = (nn.Linear(context.student_dim, count) if not width else
                                    nn.Sequential(nn.Linear(context.student_dim, width), nn.ReLU(), nn.Linear(width, count)))
-        if not heads:
-            raise ValueError(f"distill.terms.feature.teachers {self.options.teachers}: none of the stage's teachers")
         self.heads = nn.ModuleDict(heads)
 
     def forward(self, inputs: TermInputs) -> dict[str, torch.Tensor]:
