@@ -4,7 +4,8 @@ Cross-validated over the training subjects (the test subjects are never read), t
 1-D network learn each fold:
 - the camera probe, on what the teachers see and the watch does not (the skeleton, or other sensors), flattened
   to channels;
-- the watch probe, on the student's own streams, from the labels;
+- the watch probe, on the student's own streams, from the labels (of the student's size when it is a compact
+  network with a preset: a tiny student has a tiny probe);
 - the taught probe: the watch probe's network, also taught by the camera probe's soft labels on every training
   clip, labelled or not (plain KD): a first reading of what distillation delivers.
 
@@ -126,6 +127,13 @@ def train_probe(config: RunConfig, data: Data, streams: list[str], rows: np.ndar
     return model
 
 
+def student_preset(config: RunConfig) -> str:
+    """The watch probes' size: the student's own compact preset (a tiny student has a tiny probe), else default."""
+    if config.student.name == "compact_cnn":
+        return str(config.student.options.get("preset", "default"))
+    return "default"
+
+
 def logits_of(model: nn.Module, data: Data, rows: np.ndarray) -> np.ndarray:
     length = max(data.streams[s].shape[1] for s in model.streams)
     streams = {s: _resampled(data.streams[s], length) for s in model.streams}
@@ -153,8 +161,9 @@ def cross_validated(config: RunConfig, data: Data, rows: np.ndarray, unlabelled:
         teacher = np.zeros((len(data.labels), classes), dtype=np.float32)
         fold_clips = np.concatenate([train, spare])
         teacher[fold_clips] = logits_of(camera_probe, data, fold_clips)
-        probes = {"camera": camera_probe, "watch": train_probe(config, data, watch, train, classes, seed),
-                  "taught": train_probe(config, data, watch, train, classes, seed, teacher_logits=teacher,
+        size = student_preset(config)
+        probes = {"camera": camera_probe, "watch": train_probe(config, data, watch, train, classes, seed, size),
+                  "taught": train_probe(config, data, watch, train, classes, seed, size, teacher_logits=teacher,
                                         unlabelled=spare)}
         for name, probe in probes.items():
             predicted[name][inside] = logits_of(probe, data, test).argmax(axis=1)
