@@ -282,9 +282,17 @@ def summarise(names: list[str], labels: np.ndarray, predicted: dict, per_class: 
     return result
 
 
+MIN_CLIPS_PER_CLASS = 4  # fewer labelled clips per class, and probes cross-validated over subjects judge nothing
+
+
 def verdict(found: dict) -> str:
     """A plain answer from the figures."""
     gap, reachable, gain = 100 * found["gap"], 100 * found["reachable"], 100 * found["taught_gain"]
+    supports = [row["clips"] for row in found["per_class"] if row.get("clips")]
+    if not supports or float(np.median(supports)) < MIN_CLIPS_PER_CLASS:
+        return (f"Too few labelled training clips ({float(np.median(supports or [0])):g} per class) for probes "
+                "to judge: label a few more clips per class of a pilot recording (with the teachers' labels, "
+                "data.labels.teachers: all, if a camera-side archive is annotated), then diagnose again.")
     blind = [row["name"] for row in found["per_class"] if row.get("clips") and row["unreachable"] >= 0.25]
     lines = [f"Where the camera probe is ahead of the watch probe, the watch would gain {gap:.1f} points by matching "
              f"it; the watch signal tells apart the pairs behind about {reachable:.1f} of them (reachable) and not "
@@ -293,8 +301,11 @@ def verdict(found: dict) -> str:
         lines.append("Mostly unreachable, the watch does not carry them: " + ", ".join(blind[:6])
                      + (" ..." if len(blind) > 6 else "") + ".")
     lines.append(f"A watch probe taught by the camera probe (KD) moves {gain:+.1f} points.")
-    if reachable >= 2 and reachable >= gap / 3:
+    if reachable >= 2 and reachable >= gap / 3 and gain > 0.5:
         lines.append("The camera can pay: run the distillation and compare it with the watch-only student.")
+    elif reachable >= 2 and reachable >= gap / 3:
+        lines.append("The watch could carry part of it, but plain KD does not move it on these probes: try the "
+                     "large-gap settings (the feature term, the motion target) and compare on validation.")
     else:
         lines.append("Expect little from the camera: what it knows beyond the watch is mostly what the watch cannot "
                      "sense (another watch position or sensor would carry it), or little at all.")
