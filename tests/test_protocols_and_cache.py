@@ -146,3 +146,27 @@ def test_labelled_share_repeats_labelled_clips_within_an_epoch():
     assert data.num_batches(4) == 3
     plain = PairedClips({"x": np.zeros((10, 1), dtype=np.float32)}, labels, np.arange(10))
     assert int((torch.cat([b[LABEL] for b in plain.batches(4, shuffle=True)]) >= 0).sum()) == 2
+
+
+def test_preprocess_channels_keep_some_channels_of_a_stream_and_bad_ones_are_named(tmp_path):
+    from pskd.config import build_config
+    from pskd.data.cache import prepare
+    from pskd.errors import ConfigError
+
+    data = {"dataset": "synthetic", "synthetic": {"subjects": 2, "trials": 1, "classes": 2}, "cache": False}
+    full = prepare(build_config({"data": data}).data, build_config({}).preprocess)
+    one = build_config({"data": data, "preprocess": {"channels": {"accelerometer": [2]}}})
+    kept = prepare(one.data, one.preprocess)
+    assert kept.streams["accelerometer"].shape[2] == 1
+    np.testing.assert_array_equal(kept.streams["accelerometer"][..., 0], full.streams["accelerometer"][..., 2])
+    assert kept.streams["skeleton"].shape == full.streams["skeleton"].shape
+    with pytest.raises(ConfigError, match="channel 3 does not exist"):
+        bad = build_config({"data": data, "preprocess": {"channels": {"accelerometer": [3]}}})
+        prepare(bad.data, bad.preprocess)
+    with pytest.raises(ConfigError, match="no such stream"):
+        bad = build_config({"data": data, "preprocess": {"channels": {"gyroscope": [0]}}})
+        prepare(bad.data, bad.preprocess)
+    with pytest.raises(ConfigError, match="skeleton's joints are not channels"):
+        build_config({"preprocess": {"channels": {"skeleton": [0]}}})
+    with pytest.raises(ConfigError, match="distinct channel numbers"):
+        build_config({"preprocess": {"channels": {"accelerometer": [0, 0]}}})
