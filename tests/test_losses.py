@@ -188,3 +188,34 @@ def test_acs_without_the_one_hot_share_by_hand():
     assert soft["acs_kd"].item() == pytest.approx((0.875 * kl[0] + 0.3 / 1.1 * kl[1]) / 2, abs=1e-5)
     with pytest.raises(ValueError):
         acs_terms(student, emb, [teacher_a], emb[:1], classes[:1], labels, ground_truth="smoothed")
+
+
+def test_dkd_stays_exact_when_the_student_is_very_sure_and_ramps_in():
+    """27 classes, the student sure of the target (logit 80, the rest 0), a uniform teacher, alpha 1, beta 0, T 4:
+    TCKD by hand in float64 is about 255.4; the former 1 - p_target rounded to 0 and gave 423.2 with no gradient."""
+    classes, temperature = 27, 4.0
+    student = torch.zeros(1, classes)
+    student[0, 0] = 80.0
+    teacher = torch.zeros(1, classes)
+    labels = torch.tensor([0])
+    z = student.double()[0] / temperature
+    log_all = torch.logsumexp(z, 0)
+    log_s = torch.stack([z[0] - log_all, torch.logsumexp(z[1:], 0) - log_all])
+    t = torch.tensor([1 / classes, (classes - 1) / classes], dtype=torch.float64)
+    expected = float((t * (t.log() - log_s)).sum() * temperature**2)
+    assert expected == pytest.approx(255.4, abs=0.1)
+    sure = student.clone().requires_grad_(True)
+    value = dkd_loss(sure, teacher, labels, alpha=1.0, beta=0.0, temperature=temperature)
+    assert value.item() == pytest.approx(expected, rel=1e-5)
+    value.backward()
+    assert sure.grad.abs().sum() > 0  # a gradient pulls the student back towards the teacher
+    from pskd.config import DistillConfig
+    from pskd.distill.losses.dkd import DKD
+    from pskd.distill.terms import TermContext
+
+    term = DKD(TermContext(4, [], DistillConfig(), options={}))
+    assert term.options.warmup == 20
+    term.set_epoch(5)
+    assert term.ramp == 0.25
+    term.set_epoch(40)
+    assert term.ramp == 1.0

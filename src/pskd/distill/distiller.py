@@ -82,6 +82,8 @@ class Distiller(nn.Module):
 
     def set_epoch(self, epoch: int) -> None:
         self.stage = [s for s in self.stages if s.start <= epoch][-1]
+        for term in self.terms.values():
+            term.set_epoch(epoch)
 
     def to(self, *args, **kwargs):
         for teacher in self.teachers.values():

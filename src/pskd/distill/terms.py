@@ -104,6 +104,9 @@ class LossTerm(nn.Module):
         self.settings = context.settings
         self.options = self.Options.model_validate(context.options) if context.options is not None else self.Options()
 
+    def set_epoch(self, epoch: int) -> None:
+        """Called at the start of every epoch (1-based), for a term whose weight follows a schedule."""
+
     def forward(self, inputs: TermInputs) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
