@@ -98,6 +98,11 @@ def variants(names: list[str], extra: bool) -> dict[str, tuple[list[str], dict]]
                 stage([*both, "motion"], ["acs", "feature"]), {"distill": {"terms": {
                     "acs": {"teachers": both}, "feature": {"teachers": ["motion"], "focus": "predictable"}}}}))),
         })
+    # a patient schedule: four times the epochs (distillation may keep gaining where cross-entropy has converged)
+    for name in ("ce", "kd", "pskd", "kd + motion target (focused)", "pskd + motion target (focused)"):
+        if name in out:
+            used, changes = out[name]
+            out[f"{name} 480"] = (used, merge_tree(changes, {"train": {"epochs": 480}}))
     return out
 
 
