@@ -8,7 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-MAX_ARRAY_BYTES = 2 * 1024**3  # a recording or a clip larger than this is refused before reading
+from pskd.limits import FILE_BYTES
+
+MAX_ARRAY_BYTES = FILE_BYTES["recording"]  # a recording or a clip larger than this is refused before reading
 
 
 def npy_header(path: Path, max_bytes: int | None = None) -> tuple[tuple[int, ...], bool, np.dtype, int]:
