@@ -18,6 +18,8 @@ from pskd.errors import UserError
 MiB = 1024**2
 FILE_MB_VARIABLE = "PSKD_MAX_FILE_MB"
 
+NAME_CHARS = 200  # a joint's, class's, stream's or model's name
+
 # File sizes a legitimate user could reach; PSKD_MAX_FILE_MB raises each to that many MiB.
 FILE_BYTES = {
     "manifest": 64 * MiB,  # manifest.csv: about 500,000 rows of 120 characters
@@ -33,6 +35,10 @@ METADATA_BYTES = 16 * MiB  # metrics.json, an export's report, a truth file of s
 CARD_BYTES = 1_000_000  # a model card is a few kB
 CACHE_META_BYTES = 64 * MiB  # a cache entry's metadata (dataset info and every clip id): about 50 bytes a clip
 
+# What a model card may say (larger values are refused as a card no training writes).
+CARD_FIELDS = {"classes": 10_000, "streams": 16, "channels": 4096, "seq_len": 1_000_000, "rate_hz": 100_000.0,
+               "window_s": 24 * 3600.0, "text": NAME_CHARS}
+
 # Structure of YAML and JSON.
 NESTING_DEPTH = 32  # levels of nested lists and mappings (a config has 5, a layout 3)
 YAML_NODES = 100_000  # YAML nodes, every alias counted as the nodes it stands for (a config has a few hundred)
@@ -45,7 +51,6 @@ MANIFEST_FIELD_CHARS = 4_096  # characters in one cell: the longest path a file 
 # layout.json
 LAYOUT_JOINTS = 1_000  # joints of a skeleton (Kinect has 25, a detailed hand-and-body model 135)
 LAYOUT_EDGES = 10_000  # edges listed (a tree has joints - 1; repeated edges count once in the graph)
-NAME_CHARS = 200  # a joint's, class's or stream's name
 
 # Numbers of a config.
 MAX_EPOCHS = 100_000  # epochs (and warm-up, patience, stage starts): days of training on the smallest dataset
