@@ -27,10 +27,12 @@ def read_bytes(path: str | Path, limit: int, hint: str = "") -> bytes:
         size = os.fstat(handle.fileno()).st_size
         if size > limit:
             raise LimitError(f"{shown(size)}, more than the {shown(limit)} allowed{hint}")
-        data = handle.read(limit + 1)
+        data = bytearray(handle.read(size + 1))  # what the file holds, not the limit, is allocated
+        while len(data) <= limit and (more := handle.read(min(1 << 20, limit + 1 - len(data)))):
+            data += more  # it holds more than it said (it grows, or it is a device)
     if len(data) > limit:
         raise LimitError(f"more than the {shown(limit)} allowed{hint}")
-    return data
+    return bytes(data)
 
 
 def read_text(path: str | Path, limit: int, encoding: str = "utf-8", hint: str = "") -> str:

@@ -41,7 +41,7 @@ CARD_FIELDS = {"classes": 10_000, "streams": 16, "channels": 4096, "seq_len": 1_
 
 # Structure of YAML and JSON.
 NESTING_DEPTH = 32  # levels of nested lists and mappings (a config has 5, a layout 3)
-YAML_NODES = 100_000  # YAML nodes, every alias counted as the nodes it stands for (a config has a few hundred)
+YAML_NODES = 20_000  # YAML nodes, every alias counted as the nodes it stands for (a config has a few hundred)
 OVERRIDE_CHARS = 100_000  # the value of one --set KEY=VALUE
 
 # manifest.csv

@@ -257,14 +257,29 @@ def _read_rows(path: Path) -> list[dict]:
     lines = _records(path).splitlines() if path.is_file() else []
     for number, line in enumerate(lines, 1):
         try:
-            row = loads_json(line)
-            _key(row), float(row["accuracy"]), float(row["macro_f1"])
+            row = _result_row(line)
         except (json.JSONDecodeError, KeyError, TypeError, ValueError):
             if number == len(lines):
                 continue  # the last line, cut short by a kill
             raise ConfigError(f"{path}: line {number} is not a result row of a sweep") from None
         rows.append(row)
     return rows
+
+
+def _result_row(line: str) -> dict:
+    """One line of rows.jsonl as _row writes it; ValueError (or KeyError, TypeError) for anything else, such as a
+    figure that is not a finite fraction (a NaN never reaches the results)."""
+    row = loads_json(line)
+    if not (isinstance(row, dict) and isinstance(row.get("point"), dict) and isinstance(row.get("variant"), str)
+            and isinstance(row.get("seed"), int) and isinstance(row.setdefault("teachers", {}), dict)):
+        raise ValueError("not a result row")
+    if not all(_fraction(row[key]) for key in ("accuracy", "macro_f1")):
+        raise ValueError("a figure that is not a fraction")
+    return row
+
+
+def _fraction(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= 1
 
 
 def _records(path: Path) -> str:
@@ -329,9 +344,10 @@ def _record_invocation(out: Path, seconds: float, trained: int) -> float:
     if path.is_file():
         for line in _records(path).splitlines():
             try:
-                earlier += float(loads_json(line)["seconds"])
+                seconds_then = float(loads_json(line)["seconds"])
             except (json.JSONDecodeError, KeyError, TypeError, ValueError):
                 continue
+            earlier += seconds_then if 0 <= seconds_then < 1e9 else 0.0  # a NaN or a negative time is no time
     with open(path, "a", encoding="utf-8") as handle:
         handle.write(json.dumps({"ended": time.strftime("%Y-%m-%dT%H:%M:%S"), "seconds": round(seconds, 1),
                                  "runs_trained": trained}) + "\n")

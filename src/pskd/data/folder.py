@@ -131,7 +131,8 @@ def read_array(path: Path) -> np.ndarray:
 
 def _as_float32(array: np.ndarray) -> np.ndarray:
     """The array in float32; ValueError when a finite value does not fit (it would become infinite)."""
-    cast = array.astype(np.float32)
+    with np.errstate(over="ignore"):
+        cast = array.astype(np.float32)
     if array.dtype.itemsize > 4 and not np.isfinite(cast).all() and np.isfinite(array).all():
         raise ValueError(f"values beyond float32's range (±{limits.FLOAT32_MAX:.3g}), infinite once converted")
     return cast

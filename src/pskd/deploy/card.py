@@ -60,7 +60,7 @@ def parse_card(text, source: str) -> dict:
     except json.JSONDecodeError:
         raise DataError(f"{source}: its pskd card is not valid JSON") from None
     except LimitError as err:
-        raise DataError(f"{source}: its pskd card is refused: {err}") from None
+        raise DataError(f"{source}: its pskd card is not valid JSON within the limits ({err})") from None
     if not isinstance(values, dict):
         raise DataError(f"{source}: its pskd card is not a JSON object")
     return values
