@@ -280,7 +280,7 @@ def test_a_nan_loss_stops_the_run_and_keeps_its_checkpoints(tmp_path, capsys):
     assert (out.with_name("run.incomplete") / "state" / "student.pt").is_file() and not out.exists()
 
 
-@pytest.mark.parametrize("value", [1e30, 3e38, 1e300])
+@pytest.mark.parametrize("value", [1e30, 1e37, 1e300])
 def test_predict_never_writes_a_nan_for_huge_values(value, trained, tmp_path, capsys):
     run_dir, _ = trained
     np.save(tmp_path / "rec.npy", np.full((400, 3), value))

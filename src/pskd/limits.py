@@ -35,10 +35,6 @@ METADATA_BYTES = 16 * MiB  # metrics.json, an export's report, a truth file of s
 CARD_BYTES = 1_000_000  # a model card is a few kB
 CACHE_META_BYTES = 64 * MiB  # a cache entry's metadata (dataset info and every clip id): about 50 bytes a clip
 
-# What a model card may say (larger values are refused as a card no training writes).
-CARD_FIELDS = {"classes": 10_000, "streams": 16, "channels": 4096, "seq_len": 1_000_000, "rate_hz": 100_000.0,
-               "window_s": 24 * 3600.0, "text": NAME_CHARS}
-
 # Structure of YAML and JSON.
 NESTING_DEPTH = 32  # levels of nested lists and mappings (a config has 5, a layout 3)
 YAML_NODES = 20_000  # YAML nodes, every alias counted as the nodes it stands for (a config has a few hundred)
@@ -60,7 +56,12 @@ MAX_THREADS = 1_024  # torch threads
 MAX_CROSS_FIT_FOLDS = 100  # each fold costs one more training of every teacher
 
 # Recordings and model outputs.
+MAX_RATE_HZ = 100_000.0  # a sampling rate (a model card allows no more: such a model could not be deployed)
 FLOAT32_MAX = 3.4028234663852886e38  # a value beyond this becomes inf in float32: refused, with its file named
+
+# What a model card may say (larger values are refused as a card no training writes).
+CARD_FIELDS = {"classes": 10_000, "streams": 16, "channels": 4096, "seq_len": 1_000_000, "rate_hz": MAX_RATE_HZ,
+               "window_s": 24 * 3600.0, "text": NAME_CHARS}
 
 # pskd bench
 MAX_BENCH_REPEATS = 1_000_000  # timed runs per runtime (each is also bounded by --max-seconds)

@@ -322,6 +322,8 @@ def _read_stream(root: Path, stream: str, cell: dict, layout: Layout | None,
             raise ValueError
     except ValueError:
         return f"{stream}{RATE} '{rate_text}' is not a positive number of Hz"
+    if rate > limits.MAX_RATE_HZ:
+        return f"{stream}{RATE} {rate:g} Hz is more than the {limits.MAX_RATE_HZ:g} Hz allowed"
     name = cell[stream]
     if not name:
         return f"no {stream} file"
