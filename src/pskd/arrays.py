@@ -8,7 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-MAX_ARRAY_BYTES = 2 * 1024**3  # a recording or a clip larger than this is refused before reading
+from pskd.limits import FILE_BYTES
+
+MAX_ARRAY_BYTES = FILE_BYTES["recording"]  # a recording or a clip larger than this is refused before reading
 
 
 def npy_header(path: Path, max_bytes: int | None = None) -> tuple[tuple[int, ...], bool, np.dtype, int]:
@@ -17,10 +19,19 @@ def npy_header(path: Path, max_bytes: int | None = None) -> tuple[tuple[int, ...
     the header is read."""
     try:
         with open(path, "rb") as handle:
-            version = np.lib.format.read_magic(handle)
-            reader = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-            shape, fortran, dtype = reader(handle)
-            offset = handle.tell()
+            return stream_header(handle, Path(path).stat().st_size, max_bytes)
+    except OSError as err:
+        raise ValueError(f"not a readable .npy file ({str(err).splitlines()[0][:80]})") from None
+
+
+def stream_header(handle, size: int, max_bytes: int | None = None) -> tuple[tuple[int, ...], bool, np.dtype, int]:
+    """npy_header for an open binary stream of `size` bytes positioned at its start (a file, or a member of a
+    .npz archive read without inflating more than its header)."""
+    try:
+        version = np.lib.format.read_magic(handle)
+        reader = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, fortran, dtype = reader(handle)
+        offset = handle.tell()
     except (ValueError, OSError, EOFError) as err:
         raise ValueError(f"not a readable .npy file ({str(err).splitlines()[0][:80]})") from None
     if dtype.kind not in "iuf" or dtype.hasobject:
@@ -29,7 +40,7 @@ def npy_header(path: Path, max_bytes: int | None = None) -> tuple[tuple[int, ...
     if max_bytes is not None and needed > max_bytes:
         raise ValueError(f"shape {shape} of {dtype} needs {needed / 1e9:.1f} GB, more than the "
                          f"{max_bytes / 1e9:.1f} GB allowed")
-    actual = Path(path).stat().st_size - offset
+    actual = size - offset
     if actual != needed:
         raise ValueError(f"its header says shape {shape} of {dtype} ({needed} bytes), the file holds {actual}")
     return shape, fortran, dtype, offset

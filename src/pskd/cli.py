@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from pskd.errors import UserError
+from pskd.limits import MAX_BENCH_REPEATS, MAX_BENCH_WARMUP
 
 
 def _set_option(function):
@@ -356,8 +357,10 @@ def evaluate(model_path: Path, dataset: str | None, data_dir: Path | None, proto
 @click.argument("targets", metavar="RUN_DIR|MODEL...", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--json", "json_path", type=click.Path(path_type=Path),
               help="Also write the figures here (one run: its bench.json; several: {runs, ratios, files}).")
-@click.option("--repeats", default=300, show_default=True, type=click.IntRange(5), help="Timed runs per runtime.")
-@click.option("--warmup", default=20, show_default=True, type=click.IntRange(0), help="Untimed runs first.")
+@click.option("--repeats", default=300, show_default=True, type=click.IntRange(5, MAX_BENCH_REPEATS),
+              help="Timed runs per runtime.")
+@click.option("--warmup", default=20, show_default=True, type=click.IntRange(0, MAX_BENCH_WARMUP),
+              help="Untimed runs first.")
 @click.option("--max-seconds", default=10.0, show_default=True, type=click.FloatRange(min=0.1),
               help="Stop timing a runtime after this long (large models).")
 def bench(targets: tuple[Path, ...], json_path: Path | None, repeats: int, warmup: int, max_seconds: float) -> None:

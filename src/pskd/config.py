@@ -5,17 +5,21 @@ Every section forbids unknown keys, so a misspelt option is an error rather than
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from pskd import limits
+from pskd.bounded import LimitError, load_yaml, read_text
 from pskd.errors import ConfigError
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # numbers are finite: an infinite learning rate or weight is refused, not trained with (build_config says where)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class LabelsConfig(Section):
@@ -90,8 +94,8 @@ class DataConfig(Section):
 
 class PreprocessConfig(Section):
     # samples every clip of a body-worn sensor stream is resampled to (accelerometer, gyroscope, other units)
-    sensor_length: int = Field(128, ge=8)
-    skeleton_length: int = Field(64, ge=4)
+    sensor_length: int = Field(128, ge=8, le=limits.MAX_CLIP_SAMPLES)
+    skeleton_length: int = Field(64, ge=4, le=limits.MAX_CLIP_SAMPLES)
     resample: Literal["linear", "cubic"] = "linear"
     antialias: bool = True  # low-pass before down-sampling a stream
     skeleton_center: Literal["hip", "spine", "none"] = "hip"
@@ -142,16 +146,16 @@ class ModelConfig(Section):
 
 
 class TrainConfig(Section):
-    epochs: int = Field(120, ge=1)
-    batch_size: int = Field(32, ge=1)
+    epochs: int = Field(120, ge=1, le=limits.MAX_EPOCHS)
+    batch_size: int = Field(32, ge=1, le=limits.MAX_BATCH_SIZE)
     optimizer: Literal["adamw", "adam", "sgd"] = "adamw"
     lr: float = Field(3e-3, gt=0)
     weight_decay: float = Field(1e-2, ge=0)
     schedule: Literal["cosine", "constant"] = "cosine"
-    warmup_epochs: int = Field(3, ge=0)
+    warmup_epochs: int = Field(3, ge=0, le=limits.MAX_EPOCHS)
     label_smoothing: float = Field(0.1, ge=0, lt=1)
     grad_clip: float | None = Field(5.0, gt=0)
-    patience: int | None = Field(None, ge=1)  # early stopping on the selection metric; None trains all epochs
+    patience: int | None = Field(None, ge=1, le=limits.MAX_EPOCHS)  # early stopping on the selection metric; None trains all epochs
     # Which epoch is delivered: the best on validation by accuracy (ties by loss) or by loss, or the last one
     # (a fixed schedule; validation is then only watched, for when it is too small to choose by).
     select: Literal["val_accuracy", "val_loss", "last"] = "val_accuracy"
@@ -187,7 +191,7 @@ class TeacherConfig(ModelConfig):
 class StageConfig(Section):
     """From epoch `start` on, the student learns from `teachers` with the registered loss term(s) `loss`."""
 
-    start: int = Field(1, ge=1)
+    start: int = Field(1, ge=1, le=limits.MAX_EPOCHS)
     teachers: list[str]
     loss: str | list[str] = "acs"
 
@@ -212,7 +216,7 @@ class DistillConfig(Section):
     # all teachers), none = independent teachers, all used from the start.
     progressive: Literal["A", "B", "none"] = "A"
     nearest: str | None = None  # default: the teacher that reads the student's streams too
-    switch_epoch: int = Field(40, ge=2)
+    switch_epoch: int = Field(40, ge=2, le=limits.MAX_EPOCHS)
     dkd_alpha: float = Field(1.0, ge=0)
     dkd_beta: float = Field(8.0, ge=0)
     relational_distance: float = Field(1.0, ge=0)
@@ -220,7 +224,7 @@ class DistillConfig(Section):
     stages: list[StageConfig] | None = None  # spelt out, these replace the method's own stages
     # Teacher outputs for training clips from teachers that did not train on them (k folds over the training
     # subjects; 0 = off). Costs k extra trainings of every teacher.
-    cross_fit_folds: int = Field(0, ge=0)
+    cross_fit_folds: int = Field(0, ge=0, le=limits.MAX_CROSS_FIT_FOLDS)
     # Do no harm: also train the student without teachers, and deliver it instead when validation prefers it:
     # clear: only on a clear win (one-sided sign test at 5 % over the validation clips the two students disagree on;
     # with fewer than 5 validation clips no win can be clear, so the plain student is not trained); any: on any win;
@@ -258,7 +262,7 @@ class RunConfig(Section):
     seed: int = SEED
     deterministic: bool = True
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    threads: int | None = Field(None, ge=1)  # torch intra-op threads; None: torch's default
+    threads: int | None = Field(None, ge=1, le=limits.MAX_THREADS)  # torch intra-op threads; None: torch's default
     progress: bool = True
     # Python files imported first: the losses, methods and models they register become names a config can use
     plugins: list[str] = []
@@ -326,12 +330,17 @@ def _format_validation(err: ValidationError, source: str) -> str:
     return f"{source}: " + "; ".join(problems)
 
 
-def parse_value(text: str) -> Any:
-    """Turn the right-hand side of `--set key=value` into a Python value (YAML scalars, lists, mappings)."""
+def parse_value(text: str, where: str = "--set value") -> Any:
+    """Turn the right-hand side of `--set key=value` into a Python value (YAML scalars, lists, mappings); a
+    ConfigError naming `where` when it is beyond the limits on size, nesting and YAML nodes."""
+    if len(text) > limits.OVERRIDE_CHARS:
+        raise ConfigError(f"{where}: {len(text)} characters, more than the {limits.OVERRIDE_CHARS} allowed")
     try:
-        value = yaml.safe_load(text) if text.strip() else ""
+        value = load_yaml(text) if text.strip() else ""
     except yaml.YAMLError:
         return text
+    except LimitError as err:
+        raise ConfigError(f"{where}: {err}") from None
     if isinstance(value, str):
         # YAML 1.1 reads "1e-3" as a string; accept the float a user means.
         try:
@@ -339,6 +348,25 @@ def parse_value(text: str) -> Any:
         except ValueError:
             return value
     return value
+
+
+def check_tree(tree: Any, source: str) -> None:
+    """Every number of a config tree finite, its nesting and size within pskd.limits (walked without recursion,
+    before anything else walks it); a ConfigError naming the key otherwise."""
+    stack: list[tuple[Any, tuple]] = [(tree, ())]
+    walked = 0
+    while stack:
+        item, where = stack.pop()
+        walked += 1
+        key = ".".join(where)
+        if walked > limits.YAML_NODES:
+            raise ConfigError(f"{source}: more than {limits.YAML_NODES} values")
+        if isinstance(item, float) and not math.isfinite(item):
+            raise ConfigError(f"{source}: {key + ': ' if key else ''}{item} is not a finite number")
+        children = item.items() if isinstance(item, dict) else enumerate(item) if isinstance(item, list) else ()
+        if children and len(where) >= limits.NESTING_DEPTH:
+            raise ConfigError(f"{source}: {key}: nested deeper than {limits.NESTING_DEPTH} levels")
+        stack.extend((child, (*where, str(name))) for name, child in children)
 
 
 def apply_override(tree: dict, dotted: str, value: Any) -> None:
@@ -368,12 +396,15 @@ def _fresh(value: Any) -> Any:
 def build_config(tree: dict, overrides: list[str] | tuple[str, ...] = (), source: str = "config") -> RunConfig:
     """A checked RunConfig from a tree and `key=value` overrides; the tree given is never changed (it is copied
     whole, so an override of one section cannot reach another that shared a dictionary with it)."""
+    check_tree(tree, source)
     tree = _fresh(tree)
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"--set {item}: expected key=value")
         key, _, text = item.partition("=")
-        apply_override(tree, key.strip(), parse_value(text))
+        value = parse_value(text, f"--set {key.strip()}")
+        check_tree(value, f"--set {key.strip()}")
+        apply_override(tree, key.strip(), value)
     try:
         return RunConfig.model_validate(tree)
     except ValidationError as err:
@@ -385,19 +416,29 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
-    try:
-        tree = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{path}: not valid YAML{where}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{path}: not a UTF-8 text file") from None
+    tree = read_yaml(path, ConfigError)
     if tree is None:
         tree = {}
     if not isinstance(tree, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of sections, got {type(tree).__name__}")
     return build_config(tree, overrides, source=str(path))
+
+
+def read_yaml(path: Path, error: type[Exception]) -> Any:
+    """A YAML file read within the limits on its size, nodes (aliases counted) and nesting; `error` with the
+    file's name and one line on what is wrong otherwise."""
+    try:
+        return load_yaml(read_text(path, limits.CONFIG_BYTES))
+    except LimitError as err:
+        raise error(f"{path}: {err}") from None
+    except OSError as err:
+        raise error(f"{path}: cannot be read ({err.strerror})") from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise error(f"{path}: not valid YAML{where}") from None
+    except UnicodeDecodeError:
+        raise error(f"{path}: not a UTF-8 text file") from None
 
 
 def dump_config(config: RunConfig) -> str:

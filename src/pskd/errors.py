@@ -16,3 +16,7 @@ class DataError(UserError):
 
 class ConfigError(UserError):
     """A configuration file or override is invalid."""
+
+
+class TrainingDiverged(UserError):
+    """The training loss became NaN or infinite: the run stops (its checkpoints up to then are kept)."""

@@ -21,7 +21,7 @@ from pskd.console import RunLog, log_stderr, require_tensorboard
 from pskd.data.cache import prepare
 from pskd.data.registry import dataset_names, get_dataset
 from pskd.distill.methods import check_method, teachers_used
-from pskd.errors import ConfigError, UserError
+from pskd.errors import ConfigError, TrainingDiverged, UserError
 from pskd.fileio import WriteError
 from pskd.models.zoo import model_names
 from pskd.plugins import load_plugins
@@ -116,6 +116,8 @@ def run(config: RunConfig, out: Path | None = None, log=log_stderr,
         raise
     except (WriteError, OSError) as err:  # a full disk, a read-only file system: keep what was checkpointed
         raise _write_failed(err, staging, lock, run_log, resume, out, log) from None
+    except TrainingDiverged as err:  # a NaN loss: stopped, with the checkpoints of the epochs before it
+        raise _diverged(err, staging, lock, run_log, resume, out, log) from None
     except BaseException:
         run_log.close()
         abandon(staging, lock, not resume, out, log)
@@ -137,6 +139,19 @@ def _write_failed(err: OSError | WriteError, staging: Path, lock, run_log, resum
                           f"pskd train --resume {out}")
     abandon(staging, lock, True, out, log)
     return WriteError(message)
+
+
+def _diverged(err: TrainingDiverged, staging: Path, lock, run_log, resume: bool, out: Path, log) -> TrainingDiverged:
+    """The error to report when a training's loss became NaN or infinite: the checkpoints so far are kept in the
+    staging folder (a fresh run with none yet leaves nothing behind)."""
+    if resume or any((staging / STATE).glob("*.pt")):
+        run_log.keep()
+        run_log.close()
+        lock.release()
+        return TrainingDiverged(f"{err}; the checkpoints up to then are kept in {staging}")
+    run_log.close()
+    abandon(staging, lock, True, out, log)
+    return err
 
 
 def _share_run_dir(out: Path | None) -> Path | None:

@@ -15,8 +15,10 @@ from pathlib import Path
 
 import yaml
 
+from pskd.bounded import LimitError, load_yaml, read_text
 from pskd.config import RunConfig, build_config, dump_config
 from pskd.errors import ConfigError, UserError
+from pskd.limits import CONFIG_BYTES
 
 try:
     import fcntl
@@ -102,7 +104,9 @@ def resume_run_dir(out: Path, config: RunConfig) -> tuple[Path, RunLock]:
     if not saved.is_file():
         raise UserError(f"{out}: no interrupted run here (expected {saved})")
     try:
-        before = yaml.safe_load(saved.read_text(encoding="utf-8"))
+        before = load_yaml(read_text(saved, CONFIG_BYTES))
+    except LimitError as err:
+        raise UserError(f"{saved}: unreadable ({err}); the interrupted run is left as it was") from None
     except (OSError, UnicodeDecodeError, yaml.YAMLError):
         raise UserError(f"{saved}: unreadable; the interrupted run is left as it was") from None
     before = _with_defaults(before, saved)

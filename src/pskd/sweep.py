@@ -29,11 +29,13 @@ import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
+from pskd.bounded import LimitError, loads_json, read_data_text, read_text
 from pskd.config import RunConfig, apply_override, build_config, load_config, parse_value
 from pskd.console import log_stderr
 from pskd.distill.methods import method_names, student_stages, teacher_chain_used, teachers_used
 from pskd.errors import ConfigError
 from pskd.evaluate.gains import merge, plot_gain_map, results_table, summarise
+from pskd.limits import METADATA_BYTES
 from pskd.pipeline import open_session, run, train_teachers
 from pskd.rundir import staging_of
 
@@ -70,7 +72,7 @@ def parse_grid(items: list[str] | tuple[str, ...]) -> dict[str, list]:
     grid: dict[str, list] = {}
     for item in items:
         key, sep, text = item.partition("=")
-        values = [parse_value(v) for v in text.split(",") if v.strip()]
+        values = [parse_value(v, f"--grid {key.strip()}") for v in text.split(",") if v.strip()]
         if not sep or not key.strip() or not values:
             raise ConfigError(f"--grid {item}: expected key=value1,value2,...")
         if key.strip() in grid:
@@ -252,11 +254,10 @@ def _read_rows(path: Path) -> list[dict]:
     """The rows an earlier invocation recorded; a line cut short by a kill is ignored, anything else odd is an
     error naming the file."""
     rows = []
-    lines = path.read_text(encoding="utf-8").splitlines() if path.is_file() else []
+    lines = _records(path).splitlines() if path.is_file() else []
     for number, line in enumerate(lines, 1):
         try:
-            row = json.loads(line)
-            _key(row), float(row["accuracy"]), float(row["macro_f1"])
+            row = _result_row(line)
         except (json.JSONDecodeError, KeyError, TypeError, ValueError):
             if number == len(lines):
                 continue  # the last line, cut short by a kill
@@ -265,15 +266,41 @@ def _read_rows(path: Path) -> list[dict]:
     return rows
 
 
+def _result_row(line: str) -> dict:
+    """One line of rows.jsonl as _row writes it; ValueError (or KeyError, TypeError) for anything else, such as a
+    figure that is not a finite fraction (a NaN never reaches the results)."""
+    row = loads_json(line)
+    if not (isinstance(row, dict) and isinstance(row.get("point"), dict) and isinstance(row.get("variant"), str)
+            and isinstance(row.get("seed"), int) and isinstance(row.setdefault("teachers", {}), dict)):
+        raise ValueError("not a result row")
+    if not all(_fraction(row[key]) for key in ("accuracy", "macro_f1")):
+        raise ValueError("a figure that is not a fraction")
+    return row
+
+
+def _fraction(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= 1
+
+
+def _records(path: Path) -> str:
+    """The text of a sweep's rows.jsonl or invocations.jsonl, within its size limit; a ConfigError otherwise."""
+    try:
+        return read_data_text(path, "records")
+    except LimitError as err:
+        raise ConfigError(f"{path}: {err}") from None
+    except (OSError, UnicodeDecodeError):
+        raise ConfigError(f"{path}: not a readable UTF-8 text file") from None
+
+
 def _finished_metrics(folder: Path) -> dict | None:
     """The metrics of a run that finished without its row reaching rows.jsonl (killed just after), or None."""
     path = folder / "metrics.json"
     if not path.is_file():
         return None
     try:
-        metrics = json.loads(path.read_text(encoding="utf-8"))
+        metrics = loads_json(read_text(path, METADATA_BYTES))
         metrics["student"]["test"]["accuracy"], metrics["student"]["val"]["accuracy"]  # noqa: B018
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError):  # ValueError: not JSON, not UTF-8, beyond the limits
         raise ConfigError(f"{path}: not the metrics of a finished run; move the folder away to train it again") \
             from None
     return metrics
@@ -315,11 +342,12 @@ def _record_invocation(out: Path, seconds: float, trained: int) -> float:
     path = out / "invocations.jsonl"
     earlier = 0.0
     if path.is_file():
-        for line in path.read_text(encoding="utf-8").splitlines():
+        for line in _records(path).splitlines():
             try:
-                earlier += float(json.loads(line)["seconds"])
+                seconds_then = float(loads_json(line)["seconds"])
             except (json.JSONDecodeError, KeyError, TypeError, ValueError):
                 continue
+            earlier += seconds_then if 0 <= seconds_then < 1e9 else 0.0  # a NaN or a negative time is no time
     with open(path, "a", encoding="utf-8") as handle:
         handle.write(json.dumps({"ended": time.strftime("%Y-%m-%dT%H:%M:%S"), "seconds": round(seconds, 1),
                                  "runs_trained": trained}) + "\n")

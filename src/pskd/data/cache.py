@@ -20,6 +20,7 @@ import numpy as np
 from pskd.config import DataConfig, PreprocessConfig
 from pskd.console import log_stderr
 from pskd.data import transforms
+from pskd.data.cache_entry import Unreadable, check_members, check_prepared, read_meta
 from pskd.data.clip import SKELETON, Clip, DatasetInfo
 from pskd.data.layouts import dataset_layout
 from pskd.data.registry import get_dataset
@@ -127,21 +128,27 @@ def _save(path: Path, prepared: Prepared) -> None:
     write_atomically(path, lambda handle: np.savez(handle, **arrays))
 
 
-def _load(path: Path) -> Prepared:
+def _load(path: Path, preprocess: PreprocessConfig | None = None) -> Prepared:
+    """A cache entry, checked as untrusted input (pskd.data.cache_entry): its member sizes before anything is
+    inflated, then its metadata and arrays; an Unreadable (a ValueError) when it is not what _save writes."""
+    members = check_members(path)
     with np.load(path, allow_pickle=False) as data:
-        meta = json.loads(bytes(data["meta"]).decode())
-        streams = {k.split("/", 1)[1]: data[k] for k in data.files if k.startswith("stream/")}
-        lengths = {k.split("/", 1)[1]: data[k] for k in data.files if k.startswith("length/")}
-        return Prepared(
-            info=DatasetInfo(**meta["info"]),
+        info, clip_ids = read_meta(data["meta"])
+        streams = {k.split("/", 1)[1]: data[k] for k in members if k.startswith("stream/")}
+        lengths = {k.split("/", 1)[1]: data[k] for k in members if k.startswith("length/")}
+        prepared = Prepared(
+            info=info,
             streams=streams,
             labels=data["labels"],
             subjects=data["subjects"],
             trials=data["trials"],
             scenes=data["scenes"],
-            clip_ids=meta["clip_ids"],
+            clip_ids=clip_ids,
             source_lengths=lengths,
         )
+    expected = None if preprocess is None else {name: stream_length(name, preprocess) for name in info.streams}
+    check_prepared(prepared, expected)
+    return prepared
 
 
 def prepare(config: DataConfig, preprocess: PreprocessConfig, log=log_stderr) -> Prepared:
@@ -156,8 +163,10 @@ def prepare(config: DataConfig, preprocess: PreprocessConfig, log=log_stderr) ->
         path = cache_dir(config) / f"{source.name}-{key}.npz"
         if path.is_file():
             try:
-                return _load(path)
-            except (OSError, ValueError, KeyError, zipfile.BadZipFile, json.JSONDecodeError) as err:
+                return _load(path, preprocess)
+            except Unreadable as err:
+                log(f"cache {path} is unreadable ({err}); rebuilding it", file=sys.stderr)
+            except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
                 log(f"cache {path} is unreadable ({type(err).__name__}); rebuilding it", file=sys.stderr)
     info, clips = source.load(options, root)
     prepared = prepare_clips(info, clips, preprocess)

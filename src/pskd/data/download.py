@@ -29,7 +29,9 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path, PurePosixPath
 
+from pskd.bounded import LimitError, read_text
 from pskd.errors import DataError, UserError
+from pskd.limits import METADATA_BYTES
 
 
 @dataclass
@@ -256,7 +258,13 @@ def download(dataset: str, data_dir: Path, url: str | None = None, sha256: dict[
         raise UserError(f"{data_dir}: cannot write there ({err.strerror})") from None
     expected_files = None
     if manifest is not None:
-        expected_files = read_manifest(Path(manifest).read_text(encoding="utf-8"), str(manifest))
+        try:
+            text = read_text(manifest, METADATA_BYTES)
+        except LimitError as err:
+            raise DataError(f"--manifest {manifest}: {err}") from None
+        except (OSError, UnicodeDecodeError):
+            raise DataError(f"--manifest {manifest}: not a readable UTF-8 text file") from None
+        expected_files = read_manifest(text, str(manifest))
     elif spec.manifest:
         text = resources.files("pskd.data").joinpath("manifests", spec.manifest).read_text(encoding="utf-8")
         expected_files = read_manifest(text, spec.manifest)

@@ -33,6 +33,7 @@ import json
 import math
 import os
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -40,7 +41,9 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
+from pskd import limits
 from pskd.arrays import load_npy
+from pskd.bounded import LimitError, loads_json, read_data_text, read_text
 from pskd.data.clip import ACCELEROMETER, SKELETON, Clip, DatasetInfo, find_root, summary
 from pskd.data.labels import UNLABELLED
 from pskd.data.layouts import Layout, adaptive_layout, layout_from_json
@@ -111,15 +114,36 @@ def resolve_root(data_dir: str | Path) -> Path:
 def read_array(path: Path) -> np.ndarray:
     """A numeric array from .npy or a header-less .csv; ValueError with the reason otherwise."""
     suffix = path.suffix.lower()
+    limit = limits.file_bytes("recording")
     if suffix == ".npy":
-        return load_npy(path).astype(np.float32)
+        return _as_float32(load_npy(path, max_bytes=limit))
     if suffix == ".csv":
+        if path.stat().st_size > limit:
+            raise ValueError(f"{limits.shown(path.stat().st_size)}, more than the {limits.shown(limit)} allowed "
+                             f"(set {limits.FILE_MB_VARIABLE} to raise it)")
         try:
             array = np.loadtxt(path, delimiter=",", dtype=np.float64, ndmin=2)
         except ValueError as err:
             raise ValueError(f"not a numeric CSV without header ({str(err).splitlines()[0][:80]})") from None
-        return array.astype(np.float32)
+        return _as_float32(array)
     raise ValueError("expected a .npy or .csv file")
+
+
+def _as_float32(array: np.ndarray) -> np.ndarray:
+    """The array in float32; ValueError when a finite value does not fit (it would become infinite)."""
+    with np.errstate(over="ignore"):
+        cast = array.astype(np.float32)
+    if array.dtype.itemsize > 4 and not np.isfinite(cast).all() and np.isfinite(array).all():
+        raise ValueError(f"values beyond float32's range (±{limits.FLOAT32_MAX:.3g}), infinite once converted")
+    return cast
+
+
+def _own_file(root: Path, name: str) -> Path:
+    """root/name, refused when a symbolic link takes it out of the folder (as a stream file is)."""
+    path = root / name
+    if not path.resolve().is_relative_to(root.resolve()):
+        raise DataError(f"{path}: resolves outside the folder (through a symbolic link); copy the file into it")
+    return path
 
 
 def _layout(root: Path) -> tuple[Layout | None, str | None]:
@@ -127,7 +151,9 @@ def _layout(root: Path) -> tuple[Layout | None, str | None]:
     if not path.is_file():
         return None, None
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = loads_json(read_text(_own_file(root, LAYOUT), limits.LAYOUT_BYTES))
+    except LimitError as err:
+        raise DataError(f"{path}: {err}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise DataError(f"{path}: not valid JSON ({err})") from None
     try:
@@ -167,16 +193,37 @@ class Reading:
         return "; ".join(parts) + f" (pskd data check {NAME} lists every problem)"
 
 
-def _header(manifest: Path, rows: list[list[str]]) -> tuple[list[str], list[str]]:
-    """The header's columns and the stream columns it declares; a ManifestError for a header that cannot work."""
-    if not rows or not any(cell.strip() for cell in rows[0]):
+def _rows(manifest: Path, text: str) -> Iterator[list[str]]:
+    """The manifest's rows as the csv module reads them, one at a time; a DataError for a cell longer than
+    limits.MANIFEST_FIELD_CHARS (the row numbered as the problems are: the header is row 1)."""
+    too_long = f"a field longer than {limits.MANIFEST_FIELD_CHARS} characters"
+    number = 0
+    try:
+        for number, row in enumerate(csv.reader(text.splitlines()), start=1):
+            if any(len(cell) > limits.MANIFEST_FIELD_CHARS for cell in row):
+                raise DataError(f"{manifest}: row {number}: {too_long}")
+            yield row
+    except csv.Error as err:  # the csv module's own field limit (128 KiB) is one of these
+        why = too_long if "field limit" in str(err) else f"not CSV ({err})"
+        raise DataError(f"{manifest}: row {number + 1}: {why}") from None
+
+
+def _header(manifest: Path, first: list[str] | None) -> tuple[list[str], list[str]]:
+    """The header's columns and the stream columns it declares; a ManifestError for a header that cannot work.
+    Linear in the number of columns, which is bounded by limits.MANIFEST_COLUMNS."""
+    if not first or not any(cell.strip() for cell in first):
         raise DataError(f"{manifest}: empty (expected a header row: clip_id,label,subject,<stream>,<stream>_rate)")
-    header = [cell.strip() for cell in rows[0]]
+    if len(first) > limits.MANIFEST_COLUMNS:
+        raise DataError(f"{manifest}: the header has {len(first)} columns, more than the {limits.MANIFEST_COLUMNS} "
+                        "allowed")
+    header = [cell.strip() for cell in first]
+    columns = set(header)
     problems: list[Problem] = []
     streams = [c for c in header if c not in FIXED and not c.endswith(RESERVED_SUFFIXES)]
-    missing = [c for c in REQUIRED if c not in header] + [f"{s}{RATE}" for s in streams if f"{s}{RATE}" not in header]
-    strays = [c for c in header if c.endswith(RESERVED_SUFFIXES) and _stream_of(c) not in streams]
-    if len(set(header)) != len(header):
+    declared = set(streams)
+    missing = [c for c in REQUIRED if c not in columns] + [f"{s}{RATE}" for s in streams if f"{s}{RATE}" not in columns]
+    strays = [c for c in header if c.endswith(RESERVED_SUFFIXES) and _stream_of(c) not in declared]
+    if len(columns) != len(header):
         problems.append(Problem(1, "a column name repeats"))
     problems += [Problem(1, f"missing column '{c}'") for c in missing]
     problems += [Problem(1, f"column '{c}' has no stream column") for c in strays]
@@ -198,17 +245,19 @@ def read_manifest(root: Path, options: FolderOptions) -> Reading:
     """Every row of the manifest read and checked; header problems are a ManifestError at once."""
     manifest = root / MANIFEST
     try:
-        text = manifest.read_text(encoding="utf-8-sig")
+        text = read_data_text(_own_file(root, MANIFEST), "manifest", encoding="utf-8-sig")
+    except LimitError as err:
+        raise DataError(f"{manifest}: {err}") from None
     except UnicodeDecodeError:
         raise DataError(f"{manifest}: not a UTF-8 text file") from None
-    rows = list(csv.reader(text.splitlines()))
-    header, streams = _header(manifest, rows)
+    rows = _rows(manifest, text)
+    header, streams = _header(manifest, next(rows, None))
     layout, layout_source = _layout(root)
     column = {name: i for i, name in enumerate(header)}
     reading = Reading(manifest, streams, layout, layout_source, [], [], [], 0, {})
     seen: dict[str, int] = {}
     labels: set[str] = set()
-    for number, row in enumerate(rows[1:], start=2):
+    for number, row in enumerate(rows, start=2):
         if not any(cell.strip() for cell in row):
             continue
         reading.rows += 1
@@ -273,6 +322,8 @@ def _read_stream(root: Path, stream: str, cell: dict, layout: Layout | None,
             raise ValueError
     except ValueError:
         return f"{stream}{RATE} '{rate_text}' is not a positive number of Hz"
+    if rate > limits.MAX_RATE_HZ:
+        return f"{stream}{RATE} {rate:g} Hz is more than the {limits.MAX_RATE_HZ:g} Hz allowed"
     name = cell[stream]
     if not name:
         return f"no {stream} file"

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pskd.errors import ConfigError
+from pskd.limits import LAYOUT_EDGES, LAYOUT_JOINTS, NAME_CHARS
 
 ROLES = ("hip", "spine", "shoulder")  # body landmarks preprocessing uses, when a layout names them
 
@@ -46,21 +47,31 @@ def layout_from_json(data: object, source: str) -> Layout:
     optional "center" (the root of the bone tree; default the first joint) and "hip", "spine", "shoulder"."""
     if not isinstance(data, dict) or not isinstance(data.get("joints"), list) or not data["joints"]:
         raise ConfigError(f"{source}: expected an object with a non-empty list 'joints'")
+    if len(data["joints"]) > LAYOUT_JOINTS:
+        raise ConfigError(f"{source}: {len(data['joints'])} joints, more than the {LAYOUT_JOINTS} allowed")
+    if any(isinstance(j, (list, dict)) for j in data["joints"]):
+        raise ConfigError(f"{source}: joints must be names, not lists or objects")
     joints = [str(j) for j in data["joints"]]
+    if max(map(len, joints)) > NAME_CHARS:
+        raise ConfigError(f"{source}: a joint name is longer than {NAME_CHARS} characters")
     if len(set(joints)) != len(joints):
         raise ConfigError(f"{source}: joint names repeat")
+    position = {name: i for i, name in enumerate(joints)}
 
     def joint(value, what: str) -> int:
         if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < len(joints):
             return value
-        if isinstance(value, str) and value in joints:
-            return joints.index(value)
+        if isinstance(value, str) and value in position:
+            return position[value]
         raise ConfigError(f"{source}: {what} {value!r} is not one of the {len(joints)} joints")
 
     edges = data.get("edges") or []
     if not isinstance(edges, list) or not all(isinstance(e, list) and len(e) == 2 for e in edges):
         raise ConfigError(f"{source}: 'edges' must be a list of [joint, joint] pairs")
-    pairs = [(joint(a, "edge end"), joint(b, "edge end")) for a, b in edges]
+    if len(edges) > LAYOUT_EDGES:
+        raise ConfigError(f"{source}: {len(edges)} edges, more than the {LAYOUT_EDGES} allowed")
+    # an edge listed twice (either way round) is one edge of the graph
+    pairs = list(dict.fromkeys((joint(a, "edge end"), joint(b, "edge end")) for a, b in edges))
     center = joint(data.get("center", 0), "center")
     neighbours: dict[int, list[int]] = {i: [] for i in range(len(joints))}
     for a, b in pairs:

@@ -30,6 +30,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 from pydantic import Field
 
+from pskd.bounded import LimitError, loads_json
 from pskd.data.clip import ACCELEROMETER, GYROSCOPE, SKELETON, Clip, DatasetInfo, find_root, summary
 from pskd.data.layouts import COCO17
 from pskd.data.registry import DatasetOptions, register_dataset
@@ -145,9 +146,11 @@ def read_sensor(path: Path) -> tuple[np.ndarray, float]:
 def parse_pose(text: str, source: str) -> np.ndarray:
     """[frames, 17, 3]: (x, y, 0) of the first person listed in each frame, frames in numeric order."""
     try:
-        frames = json.loads(text)
+        frames = loads_json(text)
     except json.JSONDecodeError as err:
         raise DataError(f"{source}: not valid JSON ({err.msg} at line {err.lineno})") from None
+    except LimitError as err:
+        raise DataError(f"{source}: {err}") from None
     if not isinstance(frames, dict) or not frames:
         raise DataError(f"{source}: expected an object keyed by frame")
     try:

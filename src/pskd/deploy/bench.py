@@ -18,12 +18,14 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from pskd.bounded import loads_json, read_text
 from pskd.console import log_stderr
 from pskd.deploy.card import ModelCard
 from pskd.deploy.export import export_run, report_path
 from pskd.deploy.runtime import INPUT, onnx_card, ort_session, require_onnx
 from pskd.deploy.student import DeployedStudent, checkpoint_path, load_student
-from pskd.errors import UserError
+from pskd.errors import DataError, UserError
+from pskd.limits import METADATA_BYTES
 
 
 def count_flops(model: DeployedStudent, card: ModelCard) -> int:
@@ -66,10 +68,14 @@ def _exports(run_dir: Path, log) -> dict[str, dict]:
         if not (fp32.is_file() and int8.is_file() and report.is_file()):
             log(f"{run_dir}: no {fmt} export yet, exporting first")
             export_run(run_dir, int8=True, log=log, fmt=fmt)
-        exported = json.loads(report.read_text(encoding="utf-8"))
-        for precision, path in (("fp32", fp32), ("int8", int8)):
-            forms[f"{fmt}_{precision}"] = {"path": path, "accuracy": exported[f"{fmt}_{precision}"]["accuracy"],
-                                           "pytorch_accuracy": exported["pytorch"]["accuracy"]}
+        try:
+            exported = loads_json(read_text(report, METADATA_BYTES))
+            for precision, path in (("fp32", fp32), ("int8", int8)):
+                forms[f"{fmt}_{precision}"] = {"path": path, "accuracy": exported[f"{fmt}_{precision}"]["accuracy"],
+                                               "pytorch_accuracy": exported["pytorch"]["accuracy"]}
+        except (OSError, ValueError, KeyError, TypeError):  # ValueError: not JSON or UTF-8, or beyond the limits
+            raise DataError(f"{report}: not the report of a pskd export; export the run again with --overwrite") \
+                from None
     return forms
 
 

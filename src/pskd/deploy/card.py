@@ -13,16 +13,17 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 
+from pskd.bounded import LimitError, loads_json
 from pskd.errors import DataError, UserError
+from pskd.limits import CARD_BYTES, CARD_FIELDS
 
 SKELETON = "skeleton"  # pskd.data.clip.SKELETON, without importing the data package
 
 CARD_KEY = "pskd_card"  # the ONNX metadata key holding the card as JSON
 
 
-MAX_CARD_BYTES = 1_000_000  # a card is a few kB; a larger one is refused before it is parsed
-LIMITS = {"classes": 10_000, "streams": 16, "channels": 4096, "seq_len": 1_000_000, "rate_hz": 100_000.0,
-          "window_s": 24 * 3600.0, "text": 200}
+MAX_CARD_BYTES = CARD_BYTES  # a card is a few kB; a larger one is refused before it is parsed
+LIMITS = CARD_FIELDS
 
 
 def _text(value, limit: int = LIMITS["text"]) -> bool:
@@ -55,9 +56,11 @@ def parse_card(text, source: str) -> dict:
     if not isinstance(text, str) or len(text) > MAX_CARD_BYTES:
         raise DataError(f"{source}: its pskd card is not a JSON text of at most {MAX_CARD_BYTES} bytes")
     try:
-        values = json.loads(text)
-    except (json.JSONDecodeError, RecursionError):
+        values = loads_json(text)
+    except json.JSONDecodeError:
         raise DataError(f"{source}: its pskd card is not valid JSON") from None
+    except LimitError as err:
+        raise DataError(f"{source}: its pskd card is not valid JSON within the limits ({err})") from None
     if not isinstance(values, dict):
         raise DataError(f"{source}: its pskd card is not a JSON object")
     return values

@@ -19,6 +19,7 @@ import numpy as np
 
 from pskd.arrays import npy_header
 from pskd.errors import DataError, UserError
+from pskd.limits import FLOAT32_MAX
 from pskd.numeric import is_number
 
 G = 9.80665
@@ -132,10 +133,11 @@ class CsvSource:
             times = table[:, self.time_column]
             table = np.delete(table, self.time_column, axis=1)
         lines_arr = np.asarray(numbers)
+        table = table * self.scale if self.scale != 1.0 else table
         _check_finite(self.name, table, lines_arr, "line")
         if times is not None:
             self._check_times(times, lines_arr)
-        return Chunk(table * self.scale if self.scale != 1.0 else table, times, lines_arr)
+        return Chunk(table, times, lines_arr)
 
     def _explain(self, cells: list[bytes], numbers: list[int]) -> None:
         for k, cell in enumerate(cells):
@@ -153,9 +155,13 @@ class CsvSource:
 
 
 def _check_finite(name: str, values: np.ndarray, where: np.ndarray, what: str) -> None:
-    bad = ~np.isfinite(values)
+    """Every value finite, and still finite once converted to the model's float32 (in the model's unit)."""
+    bad = ~(np.abs(values) <= FLOAT32_MAX)  # NaN compares false
     if bad.any():
         row = int(np.argwhere(bad)[0, 0])
+        if np.isfinite(values[row]).all():
+            raise DataError(f"{name}: {what} {where[row]}: a value beyond float32's range (±{FLOAT32_MAX:.3g}), "
+                            "infinite once converted for the model")
         raise DataError(f"{name}: {what} {where[row]}: a value is NaN or infinite (fill or cut gaps before "
                         "predicting)")
 
@@ -186,9 +192,10 @@ class NpySource:
                 count = min(NPY_ROWS, rows - first)
                 data = handle.read(count * channels * self.dtype.itemsize)
                 values = np.frombuffer(data, dtype=self.dtype).reshape(count, channels).astype(np.float64)
+                values = values * self.scale if self.scale != 1.0 else values
                 where = np.arange(first + 1, first + count + 1)
                 _check_finite(str(self.path), values, where, "sample")
-                yield Chunk(values * self.scale if self.scale != 1.0 else values, None, where)
+                yield Chunk(values, None, where)
 
 
 def open_source(path: str | Path, channels: int, scale: float, stdin: BinaryIO | None = None):

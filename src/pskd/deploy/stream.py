@@ -328,8 +328,16 @@ class StreamPredictor:
     def _windows(self, starts: np.ndarray, windows: np.ndarray, bounds: np.ndarray) -> None:
         if not len(starts):
             return
-        probabilities = np.asarray(self.classify(resample_windows(windows, self.card.seq_len)), dtype=np.float64)
+        clips = resample_windows(windows, self.card.seq_len)
         step = 1 / self.plan.rate
+        if not np.isfinite(clips).all():  # the low-pass can overshoot float32's range next to such values
+            start = float(bounds[np.flatnonzero(~np.isfinite(clips).reshape(len(clips), -1).all(1))[0]][0])
+            raise DataError(f"{self.name}: the window from {start:.2f} s holds values beyond float32's range")
+        probabilities = np.asarray(self.classify(clips), dtype=np.float64)
+        if not np.isfinite(probabilities).all():
+            start = float(bounds[np.flatnonzero(~np.isfinite(probabilities).all(1))[0]][0])
+            raise DataError(f"{self.name}: the model's output is NaN or infinite for the window from {start:.2f} s "
+                            "(values too large for the model: check --units and the recording)")
         for bound, row in zip(bounds, probabilities):
             span = (float(bound[0]), float(bound[1]) + step)
             self.on_window(window_row(self.summary.windows, span, row, self.card.class_names), row)

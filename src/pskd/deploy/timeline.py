@@ -15,10 +15,12 @@ from pathlib import Path
 
 import numpy as np
 
+from pskd.bounded import LimitError, loads_json
 from pskd.errors import DataError
+from pskd.limits import METADATA_BYTES
 
 MAX_BINS = 4096
-MAX_TRUTH_BYTES = 16 * 1024**2
+MAX_TRUTH_BYTES = METADATA_BYTES
 
 
 class Envelope:
@@ -90,15 +92,20 @@ def read_truth(path: Path, names: list[str]) -> list[tuple[int, float, float]]:
     except UnicodeDecodeError:
         raise DataError(f"--truth {path}: not UTF-8 text") from None
     if path.suffix.lower() == ".csv":
-        rows = list(csv.DictReader(io.StringIO(text)))
+        try:
+            rows = list(csv.DictReader(io.StringIO(text)))
+        except csv.Error as err:  # a field beyond the csv module's limit, say
+            raise DataError(f"--truth {path}: not CSV ({err})") from None
     else:
         rows = []
         for number, line in enumerate(text.splitlines(), 1):
             if line.strip():
                 try:
-                    rows.append(json.loads(line))
+                    rows.append(loads_json(line))
                 except json.JSONDecodeError:
                     raise DataError(f"--truth {path}: line {number} is not JSON") from None
+                except LimitError as err:
+                    raise DataError(f"--truth {path}: line {number}: {err}") from None
     return _check_truth(rows, names, path)
 
 

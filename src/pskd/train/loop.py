@@ -6,6 +6,7 @@ the terms, logs each, and selects the checkpoint on the validation split (never 
 
 from __future__ import annotations
 
+import math
 import random
 import sys
 from collections.abc import Callable
@@ -19,7 +20,7 @@ from tqdm.auto import tqdm
 from pskd.config import TrainConfig
 from pskd.data.batches import LABEL, PairedClips
 from pskd.distill.losses.supervised import supervised_cross_entropy
-from pskd.errors import ConfigError
+from pskd.errors import ConfigError, TrainingDiverged
 from pskd.train import distributed
 from pskd.train.inference import evaluate_loss, predict, to_device
 from pskd.train.state import FitResult, Training, WeightAverage, lr_factor, make_optimizer, save_atomically
@@ -61,6 +62,15 @@ def cross_entropy(label_smoothing: float = 0.0) -> Criterion:
     return criterion
 
 
+def check_loss(record: dict, description: str, epoch: int) -> None:
+    """A TrainingDiverged when an epoch's mean training loss is NaN or infinite (the epoch is not saved, so the
+    checkpoint left is the last epoch that trained on finite numbers). Every rank sees the same summed loss."""
+    loss = record["train_loss"]
+    if not math.isfinite(loss):
+        raise TrainingDiverged(f"{description}: the training loss is {loss} at epoch {epoch}; the run is stopped "
+                               "(a learning rate or loss weight too large for these data, or inputs of huge values?)")
+
+
 def fit(
     model: nn.Module,
     train: PairedClips,
@@ -100,6 +110,7 @@ def fit(
                unit="epoch", leave=False, initial=training.epoch, total=last_epoch)
     for epoch in bar:
         record = training.train_epoch(train, step)
+        check_loss(record, description, epoch)
         training.select(record, val)
         shown = {"loss": f"{record['train_loss']:.3f}"}
         if "val_accuracy" in record:  # a refit or a cross-fitting replay has no validation to show
