@@ -23,8 +23,8 @@ from pskd.config import load_config
 from pskd.data.batches import PairedClips
 from pskd.data.cache import prepare
 from pskd.models.zoo import build_model
-from pskd.pipeline import input_spec, make_augmenter
-from pskd.train.loop import cross_entropy, fit, pick_device, predict, seed_everything
+from pskd.training.loop import cross_entropy, fit, pick_device, predict, seed_everything
+from pskd.training.recipe import input_spec, make_augmenter
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "berkeley_mhad" / "student_ce.yaml"
 PAIR = ("waving two hands", "waving one hand (right)")

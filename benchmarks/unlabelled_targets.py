@@ -20,9 +20,9 @@ import torch
 from pskd.config import build_config, load_config
 from pskd.distill.losses.acs import acs_weights
 from pskd.sweep import merge_tree
-from pskd.train.session import open_session
-from pskd.train.student import unlabelled_agreement
-from pskd.train.teachers import train_teachers
+from pskd.training.session import open_session
+from pskd.training.student import unlabelled_agreement
+from pskd.training.teachers import train_teachers
 
 
 def quiet(*args, **kwargs) -> None:

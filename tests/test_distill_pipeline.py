@@ -131,7 +131,7 @@ def test_sweep_shares_teachers_and_tabulates_methods_over_seeds(tmp_path, monkey
 
 def test_a_sweep_loads_the_teachers_an_earlier_sweep_trained(tmp_path, monkeypatch):
     from pskd import sweep as sweep_module
-    from pskd.train import recipe
+    from pskd.training import recipe
 
     quiet = lambda *a, **k: None  # noqa: E731
     first = sweep_module.sweep(tiny("pskd"), ["kd", "pskd"], [0], tmp_path / "first", log=quiet)
@@ -163,7 +163,7 @@ def test_sweep_ablation_variants_and_errors(tmp_path):
 
 def test_sweep_without_the_chain_reuses_the_teachers_that_distil_from_none(tmp_path, monkeypatch):
     from pskd.sweep import sweep
-    from pskd.train import recipe
+    from pskd.training import recipe
 
     trained = []
     original = recipe.train_and_evaluate

@@ -19,8 +19,8 @@ from torch import nn
 from pskd.config import TrainConfig
 from pskd.data.batches import PairedClips
 from pskd.data.transforms import Augmenter
-from pskd.train import distributed
-from pskd.train.loop import cross_entropy, fit
+from pskd.training import distributed
+from pskd.training.loop import cross_entropy, fit
 
 
 class Mlp(nn.Module):
@@ -79,7 +79,7 @@ def test_two_processes_train_exactly_as_one(tmp_path):
     mp.spawn(_worker, args=(str(tmp_path / "store"), str(out)), nprocs=2, join=True)
     saved = torch.load(out, weights_only=True)
     # the process group's worker threads were joined when it was destroyed: none is left to meet the
-    # interpreter's shutdown (where one can abort the process, see pskd.train.distributed.join)
+    # interpreter's shutdown (where one can abort the process, see pskd.training.distributed.join)
     running, left = saved["gloo_threads"]
     assert running and not left
     state, history = train_once()

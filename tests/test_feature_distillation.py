@@ -131,7 +131,7 @@ def test_diagnose_finds_the_classes_the_watch_cannot_see(capsys, monkeypatch):
 
     from conftest import run_cli
 
-    from pskd.train import diagnose
+    from pskd.training import diagnose
 
     monkeypatch.setattr(diagnose, "EPOCHS", 12)
     monkeypatch.setattr(diagnose, "CAMERA_EPOCHS", 20)

@@ -97,7 +97,7 @@ def test_hidden_labels_never_reach_the_student_and_teachers_see_them_only_with_a
                                                            ("dkd", False)])
 def test_unlabelled_clips_join_training_only_for_terms_that_use_them(tmp_path, monkeypatch, method,
                                                                      unlabelled_in_batches):
-    from pskd.train import recipe
+    from pskd.training import recipe
 
     sizes = {}
     original = recipe.fit
@@ -275,7 +275,7 @@ def test_bad_grids(items, message):
 
 
 def test_the_gate_delivers_the_student_validation_prefers(tmp_path, monkeypatch):
-    from pskd.train import recipe
+    from pskd.training import recipe
 
     original = recipe.train_and_evaluate
     roles = []
@@ -384,7 +384,7 @@ def test_the_blind_wrist_setting_runs_through_the_gate(tmp_path):
 def test_unlabelled_agreement_counts_confident_agreement_by_hand():
     from types import SimpleNamespace
 
-    from pskd.train.student import unlabelled_agreement
+    from pskd.training.student import unlabelled_agreement
 
     probabilities = {
         # clips 0-3 are labelled (never looked at); 4: both say 0, A at .95; 5: both say 1, neither at .9;
@@ -434,7 +434,7 @@ def test_sweep_resume_needs_the_folder_of_an_earlier_sweep(tmp_path, capsys):
 
 
 def test_the_sign_test_by_hand():
-    from pskd.train.student import sign_test
+    from pskd.training.student import sign_test
 
     assert sign_test(5, 0) == pytest.approx(1 / 32)  # five clips, all won: the least a clear win needs
     assert sign_test(4, 0) == pytest.approx(1 / 16)
@@ -443,8 +443,8 @@ def test_the_sign_test_by_hand():
 
 
 def test_the_clear_gate_needs_a_clear_win_and_skips_a_validation_too_small(tmp_path, monkeypatch):
-    from pskd.train import recipe
-    from pskd.train.student import sign_test
+    from pskd.training import recipe
+    from pskd.training.student import sign_test
 
     original = recipe.train_and_evaluate
 
@@ -486,7 +486,7 @@ def test_the_clear_gate_needs_a_clear_win_and_skips_a_validation_too_small(tmp_p
 
 def test_auto_filters_switch_on_only_where_teachers_rarely_agree():
     from pskd.config import DistillConfig
-    from pskd.train.student import filtered_settings
+    from pskd.training.student import filtered_settings
 
     low, high = {"confident_agreement": 0.2}, {"confident_agreement": 0.5}
     settings = DistillConfig()
@@ -500,7 +500,7 @@ def test_auto_filters_switch_on_only_where_teachers_rarely_agree():
 
 
 def test_a_run_whose_teachers_rarely_agree_filters_and_says_so(tmp_path, monkeypatch):
-    from pskd.train import student as student_module
+    from pskd.training import student as student_module
 
     monkeypatch.setattr(student_module, "HINT_BELOW", 1.01)  # every agreement counts as low
     lines = []

@@ -7,7 +7,7 @@ from torch import nn
 
 from pskd.config import TrainConfig
 from pskd.data.batches import PairedClips
-from pskd.train.loop import WeightAverage, cross_entropy, fit, lr_factor, pick_device, predict
+from pskd.training.loop import WeightAverage, cross_entropy, fit, lr_factor, pick_device, predict
 
 
 def test_learning_rate_warms_up_then_follows_a_cosine():

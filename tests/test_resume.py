@@ -19,7 +19,7 @@ from conftest import run_cli
 
 from pskd.config import build_config, dump_config
 from pskd.errors import ConfigError
-from pskd.train.session import Session
+from pskd.training.session import Session
 
 GCN = {"widths": [8, 16], "strides": [1, 2], "embedding_dim": 16}
 CONFIG = {
@@ -139,7 +139,7 @@ def test_a_full_disk_mid_run_is_one_error_line_and_the_run_resumes_to_the_same_f
     """A write that fails with ENOSPC at the student's 5th checkpoint (injected: no small file system here): one
     error line naming the file, exit code 2, the checkpoints of epochs 1-4 kept, then --resume finishes the run
     exactly as an uninterrupted one."""
-    from pskd.train import state
+    from pskd.training import state
 
     tree = {**CONFIG, "method": "ce", "teachers": {}, "distill": {}, "train": {**CONFIG["train"], "epochs": 8}}
     config = tmp_path / "ce.yaml"

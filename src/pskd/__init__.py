@@ -15,6 +15,9 @@ Extensions register themselves: `@pskd.register_loss("name")` on a `pskd.LossTer
 
 from __future__ import annotations
 
+import sys
+import types
+
 __version__ = "0.1.0"
 
 _LAZY = {
@@ -63,6 +66,19 @@ def load_classifier(path, threads: int = 1):
     from pskd.deploy.predict import open_classifier
 
     return open_classifier(Path(path), threads)
+
+
+class _Package(types.ModuleType):
+    """pskd itself: importing the deprecated package pskd.train (old import paths) must not replace the function
+    pskd.train, which Python's import system would otherwise do by setting the attribute to the submodule."""
+
+    def __setattr__(self, name: str, value) -> None:
+        if name == "train" and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
 
 
 def __getattr__(name: str):

@@ -73,7 +73,7 @@ def data_diagnose(config_path: Path, overrides: tuple[str, ...], data_dir: Path 
     """Will the camera help the watch? Small probes on the training subjects of CONFIG's data (minutes): per class,
     the camera side's accuracy, the watch's, and how much of the difference the watch signal can carry."""
     from pskd.config import load_config
-    from pskd.train.diagnose import diagnose, table_lines
+    from pskd.training.diagnose import diagnose, table_lines
 
     overrides = (*overrides, *((f"data.data_dir={data_dir}",) if data_dir is not None else ()))
     config = load_config(config_path, overrides)
@@ -161,7 +161,7 @@ def _launch(nproc: int) -> None:
 
 def _train(config, out: Path | None, quiet: bool, resume: bool = False, overwrite: bool = False) -> Path:
     from pskd.pipeline import run
-    from pskd.train import distributed
+    from pskd.training import distributed
 
     if quiet:
         config.progress = False

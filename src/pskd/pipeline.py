@@ -1,6 +1,6 @@
 """A whole run: prepare the data, split it, train (or load) the teachers, train the student, evaluate it once on
 the test split, and write the run directory (config.yaml, metrics.json, history.csv, report.md, PNGs,
-checkpoints/). Its parts live in pskd.train: session (data and labels), recipe (train, select, refit, evaluate),
+checkpoints/). Its parts live in pskd.training: session (data and labels), recipe (train, select, refit, evaluate),
 teachers, student, outputs.
 
 The run is written into `<out>.incomplete` and renamed to `<out>` only when it has finished, so an interrupted
@@ -27,13 +27,13 @@ from pskd.models.zoo import model_names
 from pskd.plugins import load_plugins
 from pskd.rundir import INCOMPLETE, abandon, finish, resume_run_dir, stage_run_dir, staging_of
 from pskd.teacher_checkpoints import checkpoint_file
-from pskd.train import distributed
-from pskd.train.loop import pick_device
-from pskd.train.outputs import write_run
-from pskd.train.recipe import Trained, replay, train_and_evaluate
-from pskd.train.session import Session, open_session, split_data
-from pskd.train.student import train_student
-from pskd.train.teachers import TrainedTeacher, teacher_outputs, train_teachers
+from pskd.training import distributed
+from pskd.training.loop import pick_device
+from pskd.training.outputs import write_run
+from pskd.training.recipe import Trained, replay, train_and_evaluate
+from pskd.training.session import Session, open_session, split_data
+from pskd.training.student import train_student
+from pskd.training.teachers import TrainedTeacher, teacher_outputs, train_teachers
 
 # what other modules and benchmarks take from here: one place for the whole run
 __all__ = ["INCOMPLETE", "Session", "Trained", "TrainedTeacher", "check_names", "open_session", "replay", "run",

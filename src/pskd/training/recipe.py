@@ -22,9 +22,9 @@ from pskd.distill.terms import TermContext, check_loss
 from pskd.evaluate.metrics import summarize
 from pskd.models.zoo import InputSpec, build_model, count_parameters
 from pskd.teacher_checkpoints import initial_weights
-from pskd.train.loop import cross_entropy, fit, predict, seed_everything
-from pskd.train.session import Session
-from pskd.train.state import snapshot
+from pskd.training.loop import cross_entropy, fit, predict, seed_everything
+from pskd.training.session import Session
+from pskd.training.state import snapshot
 
 
 def input_spec(prepared: Prepared, fit_on: np.ndarray) -> InputSpec:

@@ -36,9 +36,9 @@ from pskd.distill.losses.supervised import supervised_cross_entropy
 from pskd.errors import ConfigError
 from pskd.evaluate.metrics import confusion_matrix
 from pskd.models.inertial import CompactCNN
-from pskd.train.loop import fit, predict, seed_everything
-from pskd.train.recipe import make_augmenter
-from pskd.train.session import open_session
+from pskd.training.loop import fit, predict, seed_everything
+from pskd.training.recipe import make_augmenter
+from pskd.training.session import open_session
 
 FOLDS = 4
 EPOCHS = 30

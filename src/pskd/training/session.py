@@ -21,8 +21,8 @@ from pskd.data.protocols import Split, make_split, scarce_classes
 from pskd.data.registry import get_dataset
 from pskd.errors import DataError
 from pskd.plugins import load_plugins
-from pskd.train import distributed
-from pskd.train.loop import pick_device, seed_everything
+from pskd.training import distributed
+from pskd.training.loop import pick_device, seed_everything
 
 
 def split_data(config: RunConfig, prepared: Prepared) -> Split:

@@ -18,10 +18,10 @@ from pskd.errors import ConfigError
 from pskd.evaluate.metrics import summarize
 from pskd.models.zoo import count_parameters
 from pskd.teacher_checkpoints import load_teacher_checkpoint
-from pskd.train import recipe
-from pskd.train.loop import predict, seed_everything
-from pskd.train.recipe import Distilling, Trained, build_for_training, replay, short_figures
-from pskd.train.session import Session
+from pskd.training import recipe
+from pskd.training.loop import predict, seed_everything
+from pskd.training.recipe import Distilling, Trained, build_for_training, replay, short_figures
+from pskd.training.session import Session
 
 
 def cross_fit(name: str, teacher: TeacherConfig, criterion_for: Callable, session: "Session", trained: Trained,

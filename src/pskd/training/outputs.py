@@ -15,9 +15,9 @@ from pskd import __version__
 from pskd.distill.methods import student_stages
 from pskd.evaluate.report import plot_confusion, plot_learning_curves, write_report
 from pskd.teacher_checkpoints import teacher_meta
-from pskd.train.recipe import Trained
-from pskd.train.session import Session
-from pskd.train.teachers import TrainedTeacher
+from pskd.training.recipe import Trained
+from pskd.training.session import Session
+from pskd.training.teachers import TrainedTeacher
 
 
 def _save_checkpoint(path: Path, state: dict, meta: dict) -> None:

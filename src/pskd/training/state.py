@@ -19,8 +19,8 @@ from torch import nn
 from pskd.config import TrainConfig
 from pskd.data.batches import LABEL, PairedClips
 from pskd.fileio import write_atomically
-from pskd.train import distributed
-from pskd.train.inference import evaluate_loss, to_device
+from pskd.training import distributed
+from pskd.training.inference import evaluate_loss, to_device
 
 
 @dataclass

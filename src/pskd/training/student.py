@@ -13,11 +13,11 @@ from pskd.distill.components import teacher_components
 from pskd.distill.distiller import Stage
 from pskd.distill.losses.acs import own_beliefs, trusted_on_unlabelled
 from pskd.distill.methods import student_stages, teachers_used
-from pskd.train import recipe
-from pskd.train.loop import seed_everything
-from pskd.train.recipe import Distilling, Trained
-from pskd.train.session import Session
-from pskd.train.teachers import TrainedTeacher
+from pskd.training import recipe
+from pskd.training.loop import seed_everything
+from pskd.training.recipe import Distilling, Trained
+from pskd.training.session import Session
+from pskd.training.teachers import TrainedTeacher
 
 
 def _student(session: Session, teachers: dict[str, TrainedTeacher], stages: list[Stage], role: str,

@@ -21,9 +21,9 @@ from pskd.config import TrainConfig
 from pskd.data.batches import LABEL, PairedClips
 from pskd.distill.losses.supervised import supervised_cross_entropy
 from pskd.errors import ConfigError, TrainingDiverged
-from pskd.train import distributed
-from pskd.train.inference import evaluate_loss, predict, to_device
-from pskd.train.state import FitResult, Training, WeightAverage, lr_factor, make_optimizer, save_atomically
+from pskd.training import distributed
+from pskd.training.inference import evaluate_loss, predict, to_device
+from pskd.training.state import FitResult, Training, WeightAverage, lr_factor, make_optimizer, save_atomically
 
 # what other modules take from here
 __all__ = ["FitResult", "WeightAverage", "cross_entropy", "evaluate_loss", "fit",
