@@ -484,6 +484,37 @@ def test_the_clear_gate_needs_a_clear_win_and_skips_a_validation_too_small(tmp_p
     assert roles[-1] == "student" and "student without teachers (gate)" not in roles  # no plain student trained
 
 
+def test_the_win_gate_delivers_the_distilled_student_only_on_its_clear_win(tmp_path, monkeypatch):
+    from pskd.training import recipe
+    from pskd.training.student import sign_test
+
+    original = recipe.train_and_evaluate
+
+    def rigged(distilled_right: int, plain_right: int):
+        def train(role, *args, **kwargs):
+            trained = original(role, *args, **kwargs)
+            right = np.zeros(len(trained.val_correct), dtype=bool)
+            right[: distilled_right if role == "student" else plain_right] = True
+            trained.val_correct = right
+            trained.summary["val"] = {"accuracy": float(right.mean()), "macro_f1": 0.0}
+            return trained
+        return train
+
+    win = build_config({**TINY, "method": "kd", "distill": {"gate": "win"}})
+    monkeypatch.setattr(recipe, "train_and_evaluate", rigged(4, 2))  # ahead by two clips of two: not clear
+    out, metrics = run(win, tmp_path / "close", log=QUIET)
+    gate = metrics["student"]["gate"]
+    assert gate["rule"] == "win" and gate["delivered"] == "cross-entropy"
+    assert gate["p_value"] == pytest.approx(sign_test(2, 0))
+    assert metrics["student"]["test"]["accuracy"] == gate["test_cross_entropy"]
+    assert "sign test for the distilled lead p = " in (out / "report.md").read_text()
+    monkeypatch.setattr(recipe, "train_and_evaluate", rigged(8, 1))  # seven clips of seven: a clear win
+    _, metrics = run(win, tmp_path / "clear", log=QUIET)
+    gate = metrics["student"]["gate"]
+    assert gate["delivered"] == "distilled" and gate["p_value"] == pytest.approx(sign_test(7, 0))
+    assert metrics["student"]["test"]["accuracy"] == gate["test_distilled"]
+
+
 def test_auto_filters_switch_on_only_where_teachers_rarely_agree():
     from pskd.config import DistillConfig
     from pskd.training.student import filtered_settings

@@ -228,8 +228,10 @@ class DistillConfig(Section):
     # Do no harm: also train the student without teachers, and deliver it instead when validation prefers it:
     # clear: only on a clear win (one-sided sign test at 5 % over the validation clips the two students disagree on;
     # with fewer than 5 validation clips no win can be clear, so the plain student is not trained); any: on any win;
-    # off: never (true and false, the former values, read as any and off)
-    gate: Literal["clear", "any", "off"] = "clear"
+    # win: the other way round, the distilled student only on its own clear win (the most cautious: with few
+    # validation clips the plain student is delivered); off: never (true and false, the former values, read as any
+    # and off)
+    gate: Literal["clear", "win", "any", "off"] = "clear"
     # ACS on unlabelled clips when its teachers are not to be trusted there. auto: if the teachers agree, one at
     # least 90 % confident, on fewer than a third of the unlabelled clips (teachers that learnt from few labels),
     # soft ACS with unlabelled_threshold 0.9 and unlabelled_agree, as measured on the blind-wrist synthetic; off:

@@ -298,7 +298,7 @@ def verdict(found: dict) -> str:
              f"it; the watch signal tells apart the pairs behind about {reachable:.1f} of them (reachable) and not "
              f"the rest ({gap - reachable:.1f}, unreachable)."]
     if blind:
-        lines.append("Mostly unreachable, the watch does not carry them: " + ", ".join(blind[:6])
+        lines.append("Classes whose misses are mostly unreachable (the watch does not carry them): " + ", ".join(blind[:6])
                      + (" ..." if len(blind) > 6 else "") + ".")
     lines.append(f"A watch probe taught by the camera probe (KD) moves {gain:+.1f} points.")
     if reachable >= 2 and reachable >= gap / 3 and gain > 0.5:

@@ -136,7 +136,8 @@ def sign_test(wins: int, losses: int) -> float:
 
 def _gate(session: Session, student: Trained, rule: str) -> Trained:
     """The distilled student, or the same student trained without teachers where validation prefers it: on any
-    lead (rule any), or on a clear one (rule clear: a sign test over the clips on which exactly one is right)."""
+    lead (rule any), or on a clear one (rule clear: a sign test over the clips on which exactly one is right); with
+    rule win, the distilled student only where validation clearly prefers it (the same test the other way)."""
     clips = len(session.split.val)
     if rule == "clear" and clips < MIN_CLEAR_CLIPS:
         session.log(f"gate: {clips} validation clips cannot show a clear win; delivering the distilled student "
@@ -149,12 +150,17 @@ def _gate(session: Session, student: Trained, rule: str) -> Trained:
     wins = int((plain.val_correct & ~student.val_correct).sum())
     losses = int((student.val_correct & ~plain.val_correct).sum())
     p_value = sign_test(wins, losses)
-    plain_better = val_plain > val_distilled if rule == "any" else p_value < CLEAR
+    if rule == "win":
+        p_value = sign_test(losses, wins)  # how unlikely the distilled student's lead is under no difference
+        plain_better = p_value >= CLEAR
+    else:
+        plain_better = val_plain > val_distilled if rule == "any" else p_value < CLEAR
     chosen = plain if plain_better else student
     why = (f"validation {100 * val_distilled:.2f} % distilled, {100 * val_plain:.2f} % without teachers"
            + (f"; without teachers right on {wins} clips the distilled one misses, wrong on {losses} it gets "
-              f"(sign test p = {p_value:.3f}, {'below' if p_value < CLEAR else 'not below'} {CLEAR})"
-              if rule == "clear" else ""))
+              f"(sign test {'for the distilled lead ' if rule == 'win' else ''}p = {p_value:.3f}, "
+              f"{'below' if p_value < CLEAR else 'not below'} {CLEAR})"
+              if rule in ("clear", "win") else ""))
     chosen.summary["gate"] = {
         "delivered": "cross-entropy" if plain_better else "distilled", "rule": rule, "validation_clips": clips,
         "val_distilled": val_distilled, "val_cross_entropy": val_plain, "plain_wins": wins, "plain_losses": losses,
