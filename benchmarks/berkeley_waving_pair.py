@@ -2,8 +2,8 @@
 
     python benchmarks/berkeley_waving_pair.py [--data-dir DIR] [--seeds 0,1] [--out runs/waving_pair.json]
 
-The wrist-only Berkeley-MHAD student makes almost all its errors on these two actions (see the README). This
-benchmark asks whether the watch carries the information at all. On the two waving actions only (119 clips,
+The wrist-only Berkeley-MHAD student makes almost all its errors on these two actions (see docs/datasets.md,
+"Other datasets"). This benchmark asks whether the watch carries the information at all. On the two waving actions only (119 clips,
 12 subjects), it trains the student's model (`configs/berkeley_mhad/student_ce.yaml`: same network, same
 training, same augmentation) leaving one subject out at a time, and scores the held-out subject's clips, taking
 the more likely of the two actions. It does so for the right wrist (the watch), the left wrist, and both.

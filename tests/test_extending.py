@@ -1,4 +1,4 @@
-"""The README's "Extending pskd" examples, exactly as written there: each is one file of the user's, named by a
+"""The examples of docs/extending.md ("Extending pskd"), exactly as written there: each is one file of the user's, named by a
 config's `plugins`, and trains through the `pskd` command."""
 
 from __future__ import annotations
@@ -14,15 +14,15 @@ from test_distill_pipeline import TINY
 from pskd.data import synthetic
 
 
-def readme_example(name: str) -> str:
-    text = (REPO / "README.md").read_text(encoding="utf-8")
+def docs_example(name: str) -> str:
+    text = (REPO / "docs" / "extending.md").read_text(encoding="utf-8")
     match = re.search(rf"<!-- example: {re.escape(name)} -->\n```python\n(.*?)```", text, re.S)
-    assert match, f"README has no example {name}"
+    assert match, f"docs/extending.md has no example {name}"
     return match.group(1)
 
 
 def train(tmp_path, capsys, name: str, tree: dict) -> dict:
-    (tmp_path / name).write_text(readme_example(name), encoding="utf-8")
+    (tmp_path / name).write_text(docs_example(name), encoding="utf-8")
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump({**TINY, **tree, "plugins": [str(tmp_path / name)]}), encoding="utf-8")
     code, _, err = run_cli(["train", str(config), "--out", str(tmp_path / "run"), "--quiet"], capsys)
@@ -30,7 +30,7 @@ def train(tmp_path, capsys, name: str, tree: dict) -> dict:
     return json.loads((tmp_path / "run" / "metrics.json").read_text())
 
 
-def test_the_readme_loss_is_one_file(tmp_path, capsys):
+def test_the_documented_loss_is_one_file(tmp_path, capsys):
     metrics = train(tmp_path, capsys, "cosine_term.py", {
         "method": "pskd", "distill": {"add_terms": ["cosine"], "terms": {"cosine": {"weight": 0.5}}}})
     assert metrics["stages"][0]["loss"] == ["acs", "cosine"]
@@ -38,13 +38,13 @@ def test_the_readme_loss_is_one_file(tmp_path, capsys):
     assert "train_cosine" in history
 
 
-def test_the_readme_model_is_one_file(tmp_path, capsys):
+def test_the_documented_model_is_one_file(tmp_path, capsys):
     metrics = train(tmp_path, capsys, "gru_model.py", {
         "method": "ce", "student": {"name": "gru", "streams": ["accelerometer"], "options": {"hidden": 8}}})
     assert metrics["student"]["model"] == "gru" and metrics["student"]["params"] > 0
 
 
-def test_the_readme_dataset_is_one_file(tmp_path, capsys):
+def test_the_documented_dataset_is_one_file(tmp_path, capsys):
     """Arrays from the synthetic generator saved as the example's .npz; PSKD trains on them through the plugin."""
     info, clips = synthetic.load(subjects=3, trials=2, classes=3)
 
@@ -65,7 +65,7 @@ def test_the_readme_dataset_is_one_file(tmp_path, capsys):
 
 
 def test_a_plugin_dataset_checks_its_own_options(tmp_path, capsys):
-    (tmp_path / "pairs_npz.py").write_text(readme_example("pairs_npz.py"), encoding="utf-8")
+    (tmp_path / "pairs_npz.py").write_text(docs_example("pairs_npz.py"), encoding="utf-8")
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump({**TINY, "plugins": [str(tmp_path / "pairs_npz.py")],
                                       "data": {"dataset": "pairs_npz", "data_dir": str(tmp_path), "protocol": "holdout",

@@ -10,7 +10,7 @@ The Python API (imported on first use, so `import pskd` stays light):
 Extensions register themselves: `@pskd.register_loss("name")` on a `pskd.LossTerm` subclass (its settings a
 `pskd.TermOptions` model), `@pskd.register_method("name")` on a function config -> stages, and
 `@pskd.register_model("name")` on a network class, `@pskd.register_dataset("name", protocols=...)` on a loader
-(its settings a `pskd.DatasetOptions` model). See the README, "Extending pskd".
+(its settings a `pskd.DatasetOptions` model). See docs/extending.md, "Extending pskd".
 """
 
 from __future__ import annotations

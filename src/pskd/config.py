@@ -128,7 +128,7 @@ class PreprocessConfig(Section):
 
 
 class AugmentConfig(Section):
-    """Defaults measured on UTD-MHAD cross-subject validation (README, "Choices and their measurements")."""
+    """Defaults measured on UTD-MHAD cross-subject validation (docs/results.md, "Choices and their measurements")."""
 
     enabled: bool = True
     scale: float = Field(0.2, ge=0, lt=1)  # amplitude factor drawn from [1 - scale, 1 + scale]

@@ -107,7 +107,7 @@ class FolderOptions(DatasetOptions):
 def resolve_root(data_dir: str | Path) -> Path:
     root = find_root(data_dir, NAME, "folder", lambda folder: (folder / MANIFEST).is_file())
     if not (root / MANIFEST).is_file():
-        raise DataError(f"{root}: no {MANIFEST} (see the README: 'Your own recordings')")
+        raise DataError(f"{root}: no {MANIFEST} (see docs/datasets.md: 'Your own recordings')")
     return root
 
 

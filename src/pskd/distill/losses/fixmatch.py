@@ -23,7 +23,7 @@ class FixMatchOptions(TermOptions):
     weight: float = Field(1.0, ge=0)
     threshold: float = Field(0.7, ge=0, le=1)  # label smoothing caps the confidence below 1: keep it under that
     # 30 degrees, as the loop's own augmentation: validation chose it over 60 on UTD-MHAD at a quarter of the
-    # labels (README, "When does distillation pay?"); the watch's tilt against gravity tells actions apart
+    # labels (docs/results.md, "When does distillation pay?"); the watch's tilt against gravity tells actions apart
     rotation_deg: float = Field(30.0, ge=0, le=180)
     scale: float = Field(0.4, ge=0, lt=1)
     jitter: float = Field(0.05, ge=0)
