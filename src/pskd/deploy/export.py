@@ -161,11 +161,12 @@ def report_path(model_path: Path) -> Path:
     return model_path.with_name(model_path.name + ".json")
 
 
-def _targets(run_dir: Path, out: Path | None, int8: bool, overwrite: bool, form: Form) -> tuple[Path, Path, Path]:
+def _targets(run_dir: Path, out: Path | None, int8: bool, overwrite: bool,
+             form: Form) -> tuple[Path, Path, Path, bool]:
     """The fp32 and int8 model files and the folder below which no link is followed (the run's, for its own
     export/ folder), checked before any work: the format's suffix; no link on the way or at a target; nothing
     there unless overwrite, and with it only an earlier pskd export that is no input of this one; a folder that
-    can be written (made, and marked as an export, when missing)."""
+    can be written (made when missing: then True, and marked as an export once the export has succeeded)."""
     fp32_path = Path(out) if out is not None else run_dir / "export" / f"student{form.suffix}"
     if fp32_path.suffix != form.suffix:
         raise UserError(f"--out {fp32_path}: the file name must end in {form.suffix}")
@@ -183,13 +184,12 @@ def _targets(run_dir: Path, out: Path | None, int8: bool, overwrite: bool, form:
     if there:
         _check_replaceable(run_dir, fp32_path, there)
     try:
-        if not folder.is_dir() and create_folder(folder, root=run_dir if out is None else None, exist_ok=True):
-            mark(folder, "export", "export")
+        made = not folder.is_dir() and create_folder(folder, root=run_dir if out is None else None, exist_ok=True)
     except WriteError as err:
         raise UserError(str(err)) from None
     if not os.access(folder, os.W_OK):
         raise UserError(f"{folder}: not writable")
-    return fp32_path, int8_path, root
+    return fp32_path, int8_path, root, made
 
 
 def _check_replaceable(run_dir: Path, fp32_path: Path, there: list[Path]) -> None:
@@ -271,7 +271,21 @@ def export_run(run_dir: Path, out: Path | None = None, int8: bool = False, atol:
     form.require()
     run_dir = Path(run_dir)
     model, card = load_student(run_dir)
-    fp32_path, int8_path, root = _targets(run_dir, out, int8, overwrite, form)
+    fp32_path, int8_path, root, made = _targets(run_dir, out, int8, overwrite, form)
+    try:
+        report = _export(run_dir, model, card, form, fmt, fp32_path, int8_path, root, int8, atol, max_int8_drop, log)
+    except BaseException:
+        if made:  # the folder this export made goes again, when nothing is in it
+            with contextlib.suppress(OSError):
+                fp32_path.parent.rmdir()
+        raise
+    if made:
+        mark(fp32_path.parent, "export", "export", root=root)
+    return report
+
+
+def _export(run_dir: Path, model, card: ModelCard, form: Form, fmt: str, fp32_path: Path, int8_path: Path,
+            root: Path, int8: bool, atol: float, max_int8_drop: float, log) -> dict:
     data = run_data(run_dir, card, log=log)
     with torch.inference_mode():
         reference = model(torch.from_numpy(data.test))[0].numpy()
