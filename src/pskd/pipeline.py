@@ -110,8 +110,9 @@ def run(config: RunConfig, out: Path | None = None, log=log_stderr,
         staging, lock = resume_run_dir(out, config)
     else:
         staging, lock = stage_run_dir(out, overwrite, "run", command, [*inputs, *run_inputs(config)])
-    _share_run_dir(out)
-    if resume and is_finished(staging):  # everything was written before a kill or a failed rename
+    finished = resume and is_finished(staging)
+    _share_run_dir(out, finished)
+    if finished:  # everything was written before a kill or a failed rename
         metrics = _written_metrics(staging, lock)
         log(f"{out}: the run had finished; giving it its name")
         finish(staging, out, lock, STATE)
@@ -214,19 +215,22 @@ def _diverged(err: TrainingDiverged, staging: Path, lock, run_log, resume: bool,
     return err
 
 
-def _share_run_dir(out: Path | None) -> Path | None:
-    """Rank 0 tells the other ranks where the run is written (its default name holds a time stamp)."""
+def _share_run_dir(out: Path | None, finished: bool = False) -> tuple[Path | None, bool]:
+    """Rank 0 tells the other ranks where the run is written (its default name holds a time stamp), and whether
+    it had finished already (then there is nothing to train)."""
     if not distributed.active():
-        return out
-    names = [str(out) if out is not None else None]
+        return out, finished
+    names = [str(out) if out is not None else None, finished]
     torch.distributed.broadcast_object_list(names, src=0)
-    return Path(names[0])
+    return Path(names[0]), bool(names[1])
 
 
 def _run_as_helper(config: RunConfig, out: Path | None, log, teachers) -> tuple[Path, dict]:
     """A rank other than 0: the same training, reading rank 0's checkpoints to resume, writing nothing of the run
     (its own copy of the run directory goes to a temporary folder, deleted at the end)."""
-    out = _share_run_dir(out)
+    out, finished = _share_run_dir(out)
+    if finished:
+        return out, {}
     staging = staging_of(out)
     with tempfile.TemporaryDirectory(prefix="pskd-rank") as private:
         metrics = _run_into(config, Path(private), lambda *a, **k: None, teachers, state_dir=staging / STATE)

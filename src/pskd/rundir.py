@@ -1,10 +1,12 @@
-"""The run directory's life: staged in `<out>.incomplete`, locked while a process writes it, renamed to `<out>`
-when the run has finished.
+"""The run directory's life: staged in `<out>.incomplete` (marked as a pskd output), locked while a process
+writes it, renamed to `<out>` when the run has finished.
 
 Nothing that an earlier command made is destroyed: a fresh run refuses a target or an interrupted run that is
-already there (unless told `overwrite`), a resume that fails leaves the interrupted run as it was, and a second
-process writing the same run is refused. The lock is the operating system's (flock on `<staging>/.lock`): it goes
-with the process that holds it, so a crash leaves no stale lock.
+already there (unless told `overwrite`, and then only a pskd output of the same kind that no input of the
+command touches: pskd.overwrite), a link at `<out>` or `<out>.incomplete` is refused, a resume that fails leaves
+the interrupted run as it was, and a second process writing the same run is refused. The lock is the operating
+system's (flock on `<staging>/.lock`): it goes with the process that holds it, so a crash leaves no stale lock.
+A finished run is never lost: `state/` goes only after the rename has succeeded (see finish).
 """
 
 from __future__ import annotations
