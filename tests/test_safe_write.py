@@ -183,6 +183,10 @@ def test_a_planted_staging_link_is_refused_with_overwrite(a_run, tmp_path, capsy
     (tmp_path / "run.incomplete").symlink_to(victim)
     refused(["train", config_file(tmp_path), "--out", a_run, "--overwrite"], capsys, tmp_path,
             f"{tmp_path / 'run.incomplete'}: is a symbolic link")
+    refused(["evaluate", a_run, "--out", tmp_path / "run", "--overwrite"], capsys, tmp_path, "is a symbolic link")
+    shutil.copy(a_run / "config.yaml", victim / "config.yaml")  # a planted "interrupted run" elsewhere
+    refused(["train", "--resume", a_run], capsys, tmp_path,
+            f"the interrupted run {tmp_path / 'run.incomplete'}: is a symbolic link")
 
 
 def test_a_planted_part_file_link_is_never_written_through(tmp_path, capsys):
