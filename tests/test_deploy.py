@@ -62,7 +62,7 @@ def test_export_refuses_a_model_that_disagrees_and_writes_nothing(trained, tmp_p
     monkeypatch.setattr(export_module, "run_onnx", lambda session, clips: real(session, clips) + 0.01)
     with pytest.raises(ExportError, match="differ from PyTorch"):
         export_run(run_dir, tmp_path / "out" / "m.onnx", log=lambda *a, **k: None)
-    assert not list((tmp_path / "out").iterdir())
+    assert not (tmp_path / "out").exists()  # the folder it made goes too
     with pytest.raises(UserError, match="must end in .onnx"):
         export_run(run_dir, tmp_path / "m.bin", log=lambda *a, **k: None)
 
@@ -74,8 +74,12 @@ def test_export_over_an_existing_model_needs_overwrite(trained, tmp_path):
     target.write_bytes(b"someone's model")
     with pytest.raises(UserError, match="already exists; export elsewhere with --out, or replace it with --overwrite"):
         export_run(run_dir, target, log=lambda *a, **k: None)
+    with pytest.raises(UserError, match="refusing: it is not a pskd export"):  # not pskd's: never replaced
+        export_run(run_dir, target, log=lambda *a, **k: None, overwrite=True)
     assert target.read_bytes() == b"someone's model" and sorted(p.name for p in target.parent.iterdir()) == ["m.onnx"]
-    report = export_run(run_dir, target, log=lambda *a, **k: None, overwrite=True)
+    target.unlink()
+    export_run(run_dir, target, log=lambda *a, **k: None)
+    report = export_run(run_dir, target, log=lambda *a, **k: None, overwrite=True)  # an export of pskd's: replaced
     assert report["onnx_fp32"]["accuracy"] == report["pytorch"]["accuracy"] and target.stat().st_size > 1000
     assert not [p for p in target.parent.iterdir() if p.name.startswith(".")]  # no temporary file left
 

@@ -148,11 +148,11 @@ def test_a_full_disk_mid_run_is_one_error_line_and_the_run_resumes_to_the_same_f
     assert code == 0, err
     real, calls = state.write_atomically, []
 
-    def full_disk(path, write):
+    def full_disk(path, write, **kwargs):
         calls.append(path)
         if len(calls) == 5:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
-        real(path, write)
+        real(path, write, **kwargs)
 
     monkeypatch.setattr(state, "write_atomically", full_disk)
     out = tmp_path / "full"

@@ -159,14 +159,17 @@ def _launch(nproc: int) -> None:
         raise UserError(f"the {nproc} training processes failed (exit code {done.returncode}); see above")
 
 
-def _train(config, out: Path | None, quiet: bool, resume: bool = False, overwrite: bool = False) -> Path:
+def _train(config, out: Path | None, quiet: bool, resume: bool = False, overwrite: bool = False,
+           command: str = "train", config_path: Path | None = None) -> Path:
+    from pskd.overwrite import reads
     from pskd.pipeline import run
     from pskd.training import distributed
 
     if quiet:
         config.progress = False
     try:
-        run_dir, metrics = run(config, out, resume=resume, overwrite=overwrite)
+        run_dir, metrics = run(config, out, resume=resume, overwrite=overwrite, command=command,
+                               inputs=reads((config_path, "the config file")))
         main_rank = distributed.is_main()
     finally:
         distributed.shutdown()
@@ -219,7 +222,7 @@ def train(config_path: Path | None, overrides: tuple[str, ...], out: Path | None
     elif config_path is None:
         raise UserError("train needs a CONFIG (or --resume RUN_DIR)")
     _train(load_config(config_path, overrides), resume_dir or out, quiet, resume=resume_dir is not None,
-           overwrite=overwrite)
+           overwrite=overwrite, config_path=config_path)
 
 
 @cli.command()
@@ -233,7 +236,7 @@ def demo(overrides: tuple[str, ...], out: Path | None, quiet: bool, overwrite: b
     from pskd.demo import DEMO_CONFIG
 
     config = build_config(DEMO_CONFIG, overrides, source="demo config")
-    run_dir = _train(config, out, quiet, overwrite=overwrite)
+    run_dir = _train(config, out, quiet, overwrite=overwrite, command="demo")
     click.echo("")
     click.echo((run_dir / "report.md").read_text(encoding="utf-8"))
 
@@ -378,7 +381,9 @@ def bench(targets: tuple[Path, ...], json_path: Path | None, repeats: int, warmu
     if json_path is not None:
         payload = runs[0] if len(runs) == 1 and not files else {"runs": runs, "ratios": ratios(runs) if runs else [],
                                                                   "files": files}
-        json_path.write_text(json.dumps(payload, indent=2), encoding="utf-8")
+        from pskd.fileio import write_file
+
+        write_file(json_path, json.dumps(payload, indent=2))
 
 
 @cli.command()

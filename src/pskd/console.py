@@ -6,6 +6,8 @@ import sys
 import time
 from pathlib import Path
 
+from pskd.fileio import append_text, create_folder, open_append
+
 
 def log_stderr(*args, file=None) -> None:
     print(*args, file=file if file is not None else sys.stderr, flush=True)
@@ -26,7 +28,7 @@ class RunLog:
         self.path = path
         self._headers: dict[Path, str] = {}
         self.held: list[str] | None = [] if held else None
-        self.handle = None if held else open(path, "a", encoding="utf-8")
+        self.handle = None if held else open_append(path)
         self.board = tensorboard_writer(path.parent / "tensorboard") if tensorboard else None
 
     def _write(self, text: str) -> None:
@@ -40,10 +42,10 @@ class RunLog:
     def keep(self) -> None:
         """Write the held lines, and every later one, to the file."""
         if self.held is not None:
-            with open(self.path, "a", encoding="utf-8") as handle:
-                handle.writelines(self.held)
+            self.handle = open_append(self.path)
+            self.handle.writelines(self.held)
+            self.handle.flush()
             self.held = None
-            self.handle = open(self.path, "a", encoding="utf-8")
 
     def __call__(self, *args, **kwargs) -> None:
         self._write(" ".join(str(a) for a in args))
@@ -63,16 +65,14 @@ class RunLog:
     def _append_history(self, training: str, record: dict) -> None:
         """history/<training>.csv gets the epoch's row (a header first; a new column starts a new header)."""
         folder = self.path.parent / "history"
-        folder.mkdir(exist_ok=True)
         path = folder / ("".join(c if c.isalnum() or c in "._-" else "_" for c in training).strip("_") + ".csv")
         keys = list(record)
         header = ",".join(keys)
         fresh = not path.is_file() or self._headers.get(path) != header
-        with open(path, "a", encoding="utf-8") as handle:
-            if fresh:
-                handle.write(header + "\n")
-                self._headers[path] = header
-            handle.write(",".join(str(record[k]) for k in keys) + "\n")
+        line = ",".join(str(record[k]) for k in keys) + "\n"
+        append_text(path, (header + "\n" if fresh else "") + line, root=self.path.parent)
+        if fresh:
+            self._headers[path] = header
 
     def close(self) -> None:
         if self.handle is not None:
@@ -95,7 +95,10 @@ def require_tensorboard():
 
 
 def tensorboard_writer(folder: Path):
-    return require_tensorboard()(log_dir=str(folder))
+    """TensorBoard's own writer, into a folder pskd makes first (so that a link planted there is refused)."""
+    writer = require_tensorboard()
+    create_folder(folder, exist_ok=True)
+    return writer(log_dir=str(folder))
 
 
 def progress_printer(log):

@@ -11,21 +11,25 @@ from __future__ import annotations
 
 import tempfile
 import time
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 
 import torch
 
+from pskd.bounded import loads_json, read_text
 from pskd.config import RunConfig, dump_config
 from pskd.console import RunLog, log_stderr, require_tensorboard
-from pskd.data.cache import prepare
-from pskd.data.registry import dataset_names, get_dataset
+from pskd.data.cache import cache_dir, prepare
+from pskd.data.registry import dataset_names, get_dataset, resolve_data_dir
 from pskd.distill.methods import check_method, teachers_used
 from pskd.errors import ConfigError, TrainingDiverged, UserError
-from pskd.fileio import WriteError
+from pskd.fileio import WriteError, write_file
+from pskd.limits import METADATA_BYTES
 from pskd.models.zoo import model_names
+from pskd.overwrite import Read, reads
 from pskd.plugins import load_plugins
-from pskd.rundir import INCOMPLETE, abandon, finish, resume_run_dir, stage_run_dir, staging_of
+from pskd.rundir import INCOMPLETE, abandon, finish, is_finished, resume_run_dir, stage_run_dir, staging_of
 from pskd.teacher_checkpoints import checkpoint_file
 from pskd.training import distributed
 from pskd.training.loop import pick_device
@@ -80,13 +84,16 @@ def check_dataset(config: RunConfig) -> None:
 
 def run(config: RunConfig, out: Path | None = None, log=log_stderr,
         teachers: dict[str, "TrainedTeacher"] | None = None, resume: bool = False,
-        overwrite: bool = False) -> tuple[Path, dict]:
+        overwrite: bool = False, command: str = "train", inputs: Sequence[Read] = ()) -> tuple[Path, dict]:
     """Train and evaluate what `config` describes; return the run directory and its metrics.
 
     teachers: already trained teachers to reuse (a sweep trains them once per seed); by default they are trained
     here as the config says. Every training checkpoints each epoch under `<out>.incomplete/state/`; a run killed
-    on the way continues from there with resume=True (`pskd train --resume`), to the same figures. overwrite:
-    replace a run (finished or interrupted) already at `out`; without it, one there is an error.
+    on the way continues from there with resume=True (`pskd train --resume`), to the same figures; one killed
+    after it had written everything is only given its name. overwrite: replace a run (finished or interrupted)
+    already at `out`, which must be a pskd run that no input of this run touches (pskd.overwrite); without it,
+    one there is an error. command: the command named in the run's marker; inputs: paths it reads besides those
+    the config names (the config file).
     """
     check_names(config)  # before any data is read or any folder made
     if resume and out is None:
@@ -99,15 +106,23 @@ def run(config: RunConfig, out: Path | None = None, log=log_stderr,
     if not distributed.is_main():
         return _run_as_helper(config, out, log, teachers)
     out = Path(out) if out is not None else default_out_dir(config)
-    staging, lock = resume_run_dir(out, config) if resume else stage_run_dir(out, overwrite)
-    _share_run_dir(out)
+    if resume:
+        staging, lock = resume_run_dir(out, config)
+    else:
+        staging, lock = stage_run_dir(out, overwrite, "run", command, [*inputs, *run_inputs(config)])
+    finished = resume and is_finished(staging)
+    _share_run_dir(out, finished)
+    if finished:  # everything was written before a kill or a failed rename
+        metrics = _written_metrics(staging, lock)
+        log(f"{out}: the run had finished; giving it its name")
+        finish(staging, out, lock, STATE)
+        return out, metrics
     run_log = RunLog(staging / "train.log", log, held=resume, tensorboard=config.logging.tensorboard)
     try:
         metrics = _run_into(config, staging, run_log, teachers, state_dir=staging / STATE)
         distributed.barrier()  # every rank is done with the checkpoints
         run_log.keep()
         run_log.close()
-        finish(staging, out, lock, STATE)
     except KeyboardInterrupt:
         run_log.keep()
         run_log("interrupted: the checkpoints are kept; continue with: pskd train --resume " + str(out))
@@ -122,7 +137,53 @@ def run(config: RunConfig, out: Path | None = None, log=log_stderr,
         run_log.close()
         abandon(staging, lock, not resume, out, log)
         raise
+    finish(staging, out, lock, STATE)  # a failure here keeps the finished run in the staging folder
     return out, metrics
+
+
+def run_inputs(config: RunConfig) -> list[Read]:
+    """What a run reads besides its config: the data folder and data root, the cache, the checkpoints its
+    models start from, the teachers it loads (what --overwrite may never remove)."""
+    found: list[tuple[object, str]] = []
+    for where, model in (("student", config.student), *((f"teachers.{n}", t) for n, t in config.teachers.items())):
+        if model.init_from:
+            found.append((_checkpoint_in(model.init_from, Path("checkpoints") / "best.pt"), f"{where}.init_from"))
+    for name, teacher in config.teachers.items():
+        if teacher.checkpoint:
+            found.append((_checkpoint_in(teacher.checkpoint, Path("teachers") / f"{name}.pt"),
+                          f"teachers.{name}.checkpoint"))
+    return [*data_inputs(config), *reads(*found)]
+
+
+def data_inputs(config: RunConfig) -> list[Read]:
+    """The data folder and data root a config's data section reads, and the cache."""
+    found: list[tuple[object, str]] = []
+    dataset = get_dataset(config.data.dataset)
+    if dataset.needs_data_dir:
+        try:
+            root = resolve_data_dir(dataset.name, config.data.data_dir)
+            found.append((dataset.root(root), "the data folder"))
+            found.append((root, "the data root"))
+        except UserError:
+            pass  # no data folder: the run fails on it later, with its own message
+    if config.data.cache:
+        found.append((cache_dir(config.data), "the cache folder"))
+    return reads(*found)
+
+
+def _checkpoint_in(path: str, inside: Path) -> Path:
+    """A run directory named as a checkpoint means this file of it."""
+    found = Path(path).expanduser()
+    return found / inside if found.is_dir() else found
+
+
+def _written_metrics(staging: Path, lock) -> dict:
+    try:
+        return loads_json(read_text(staging / "metrics.json", METADATA_BYTES))
+    except (OSError, ValueError):
+        lock.release()
+        raise UserError(f"{staging / 'metrics.json'}: unreadable; move the folder away to train the run "
+                        "again") from None
 
 
 def _write_failed(err: OSError | WriteError, staging: Path, lock, run_log, resume: bool, out: Path, log) -> WriteError:
@@ -154,19 +215,22 @@ def _diverged(err: TrainingDiverged, staging: Path, lock, run_log, resume: bool,
     return err
 
 
-def _share_run_dir(out: Path | None) -> Path | None:
-    """Rank 0 tells the other ranks where the run is written (its default name holds a time stamp)."""
+def _share_run_dir(out: Path | None, finished: bool = False) -> tuple[Path | None, bool]:
+    """Rank 0 tells the other ranks where the run is written (its default name holds a time stamp), and whether
+    it had finished already (then there is nothing to train)."""
     if not distributed.active():
-        return out
-    names = [str(out) if out is not None else None]
+        return out, finished
+    names = [str(out) if out is not None else None, finished]
     torch.distributed.broadcast_object_list(names, src=0)
-    return Path(names[0])
+    return Path(names[0]), bool(names[1])
 
 
 def _run_as_helper(config: RunConfig, out: Path | None, log, teachers) -> tuple[Path, dict]:
     """A rank other than 0: the same training, reading rank 0's checkpoints to resume, writing nothing of the run
     (its own copy of the run directory goes to a temporary folder, deleted at the end)."""
-    out = _share_run_dir(out)
+    out, finished = _share_run_dir(out)
+    if finished:
+        return out, {}
     staging = staging_of(out)
     with tempfile.TemporaryDirectory(prefix="pskd-rank") as private:
         metrics = _run_into(config, Path(private), lambda *a, **k: None, teachers, state_dir=staging / STATE)
@@ -187,7 +251,7 @@ def _run_into(config: RunConfig, run_dir: Path, log, teachers: dict[str, Trained
     before = _time_before(run_dir)
     started = time.perf_counter() - before
     if not before:  # a resumed run keeps the config.yaml it started with (and its time)
-        (run_dir / "config.yaml").write_text(dump_config(config), encoding="utf-8")
+        write_file(run_dir / "config.yaml", dump_config(config), root=run_dir)
     session = open_session(config, log, state_dir)
     if teachers is None:  # a cross-entropy student uses no teacher: none is trained for it
         teachers = train_teachers(session) if teachers_used(config) else {}

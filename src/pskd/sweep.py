@@ -35,7 +35,9 @@ from pskd.console import log_stderr
 from pskd.distill.methods import method_names, student_stages, teacher_chain_used, teachers_used
 from pskd.errors import ConfigError
 from pskd.evaluate.gains import merge, plot_gain_map, results_table, summarise
+from pskd.fileio import append_text, create_folder, write_file
 from pskd.limits import METADATA_BYTES
+from pskd.overwrite import mark, refuse_link
 from pskd.pipeline import open_session, run, train_teachers
 from pskd.rundir import staging_of
 
@@ -167,8 +169,7 @@ def _row(item: dict, copy_of: dict, metrics: dict) -> dict:
 def _append_rows(path: Path | None, rows: list[dict]) -> None:
     """One write per run, in append mode: lines from several processes never interleave."""
     if path is not None:
-        with open(path, "a", encoding="utf-8") as handle:
-            handle.write("".join(json.dumps(row) + "\n" for row in rows))
+        append_text(path, "".join(json.dumps(row) + "\n" for row in rows))
 
 
 def _train_group(group: list[dict], threads: int | None, log, rows_path: Path | None = None) -> list[dict]:
@@ -193,7 +194,8 @@ def _train_group(group: list[dict], threads: int | None, log, rows_path: Path | 
                          if not config.teachers[n].distill_from}
                 teacher_sets[chain] = train_teachers(open_session(config, log), ready)
             teachers = teacher_sets[chain]
-        _, metrics = run(config, item["folder"], log=log, teachers=teachers, resume=item.get("resume", False))
+        _, metrics = run(config, item["folder"], log=log, teachers=teachers, resume=item.get("resume", False),
+                         command="sweep")
         log(f"seed {item['seed']} {point_label(item['point'])} {item['variant']}: test accuracy "
             f"{100 * metrics['student']['test']['accuracy']:.2f} %")
         mine = [_row(item, copy_of, metrics) for copy_of in [item, *item.get("copies", [])]]
@@ -325,9 +327,7 @@ def resume_plan(runs: list[dict], out: Path, log) -> tuple[list[dict], list[dict
             recovered.append(_row(item, item, metrics))
             keys.add(_key(item))
     if rows_path.is_file():  # rewritten whole, without a line cut short by the kill, before anything is appended
-        partial = rows_path.with_name(rows_path.name + ".partial")
-        partial.write_text("".join(json.dumps(row) + "\n" for row in done), encoding="utf-8")
-        partial.replace(rows_path)
+        write_file(rows_path, "".join(json.dumps(row) + "\n" for row in done), root=out)
     _append_rows(rows_path, recovered)
     remaining = [item for item in runs if _key(item) not in keys]
     for item in remaining:
@@ -348,9 +348,8 @@ def _record_invocation(out: Path, seconds: float, trained: int) -> float:
             except (json.JSONDecodeError, KeyError, TypeError, ValueError):
                 continue
             earlier += seconds_then if 0 <= seconds_then < 1e9 else 0.0  # a NaN or a negative time is no time
-    with open(path, "a", encoding="utf-8") as handle:
-        handle.write(json.dumps({"ended": time.strftime("%Y-%m-%dT%H:%M:%S"), "seconds": round(seconds, 1),
-                                 "runs_trained": trained}) + "\n")
+    append_text(path, json.dumps({"ended": time.strftime("%Y-%m-%dT%H:%M:%S"), "seconds": round(seconds, 1),
+                                  "runs_trained": trained}) + "\n")
     return earlier + seconds
 
 
@@ -363,6 +362,7 @@ def sweep(base: RunConfig, methods: list[str], seeds: list[int], out: Path, abla
     unknown = [m for m in methods if m not in method_names()]
     if unknown:
         raise ConfigError(f"--methods: unknown method(s) {unknown}; known: {', '.join(method_names())}")
+    refuse_link(out)
     if resume and not out.is_dir():
         raise ConfigError(f"--resume: {out} is not the folder of an earlier sweep")
     if not resume and out.exists() and any(out.iterdir()):
@@ -384,7 +384,8 @@ def sweep(base: RunConfig, methods: list[str], seeds: list[int], out: Path, abla
     started = time.perf_counter()
     log(f"sweep: {len(todo)} runs ({sum(len(g) for g in groups)} distinct) in {len(groups)} teacher groups, "
         f"{jobs} process(es)")
-    out.mkdir(parents=True, exist_ok=True)
+    if create_folder(out, exist_ok=True) or not resume:
+        mark(out, "sweep", "sweep")
     rows_path = out / "rows.jsonl"
     if jobs > 1:
         context = multiprocessing.get_context("spawn")
@@ -401,8 +402,8 @@ def sweep(base: RunConfig, methods: list[str], seeds: list[int], out: Path, abla
              "student.options.preset": base.student.options.get("preset", "default")}
     results = summarise(base.data.dataset, base.data.protocol, base.student.name, seeds, rows, list(variants),
                         grid or {}, wall, fixed)
-    (out / "results.json").write_text(json.dumps(results, indent=2))
-    (out / "results.md").write_text(results_table(results))
+    write_file(out / "results.json", json.dumps(results, indent=2), root=out)
+    write_file(out / "results.md", results_table(results), root=out)
     if "ce" in variants:
-        plot_gain_map(results, out / "gain_map.png")
+        plot_gain_map(results, out / "gain_map.png", root=out)
     return results

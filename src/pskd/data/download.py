@@ -16,10 +16,8 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import stat
 import tarfile
-import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -31,6 +29,7 @@ from pathlib import Path, PurePosixPath
 
 from pskd.bounded import LimitError, read_text
 from pskd.errors import DataError, UserError
+from pskd.fileio import LinkRefused, WriteError, create_folder, make_temp_folder, open_binary_append, remove, rename
 from pskd.limits import METADATA_BYTES
 
 
@@ -76,15 +75,19 @@ def sha256_of(path: Path) -> str:
 
 def fetch(url: str, target: Path, progress: Callable[[int, int | None], None] | None = None,
           timeout: float = 60.0) -> Path:
-    """Download url to target, resuming target.part if it exists. Returns target."""
+    """Download url to target, resuming target.part if it exists. Returns target. A link at either is refused
+    (never written through): the folder of downloads is pskd's own."""
     part = target.with_name(target.name + ".part")
+    for path in (part, target):
+        if path.is_symlink():
+            raise DataError(f"{path}: is a symbolic link; pskd writes no download through a link (remove it)")
     have = part.stat().st_size if part.exists() else 0
     request = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
     try:
         response = urllib.request.urlopen(request, timeout=timeout)
     except urllib.error.HTTPError as err:
         if err.code == 416 and have:  # the part file is already whole
-            part.replace(target)
+            _keep(part, target)
             return target
         raise DataError(f"{url}: HTTP {err.code} {err.reason}") from None
     except (urllib.error.URLError, OSError) as err:
@@ -99,7 +102,7 @@ def fetch(url: str, target: Path, progress: Callable[[int, int | None], None] | 
         total = have + int(length) if length is not None else None
         done = have
         try:
-            with part.open(mode) as handle:
+            with open_binary_append(part, truncate=mode == "wb") as handle:
                 while True:
                     block = response.read(CHUNK)
                     if not block:
@@ -108,12 +111,24 @@ def fetch(url: str, target: Path, progress: Callable[[int, int | None], None] | 
                     done += len(block)
                     if progress:
                         progress(done, total)
-        except OSError as err:
+        except LinkRefused as err:
+            raise DataError(str(err)) from None
+        except (OSError, WriteError) as err:
             raise DataError(f"{url}: download interrupted ({err}); run the command again to resume") from None
     if total is not None and done != total:
         raise DataError(f"{url}: download incomplete ({done} of {total} bytes); run the command again to resume")
-    part.replace(target)
+    _keep(part, target)
     return target
+
+
+def _keep(part: Path, target: Path) -> None:
+    """The whole download takes its name (flushed to disk first); a link at the target is refused."""
+    try:
+        with open_binary_append(part) as handle:
+            os.fsync(handle.fileno())
+        rename(part, target)
+    except (OSError, WriteError) as err:
+        raise DataError(f"{target}: cannot keep the download ({getattr(err, 'strerror', None) or err})") from None
 
 
 def _unsafe_name(name: str) -> str | None:
@@ -155,7 +170,7 @@ def _check_members(archive: Path) -> list[str]:
 def safe_extract(archive: Path, into: Path) -> None:
     """Extract archive into the folder `into` (created), after checking every member."""
     _check_members(archive)
-    into.mkdir(parents=True, exist_ok=True)
+    create_folder(into, exist_ok=True)
     try:
         if zipfile.is_zipfile(archive):
             with zipfile.ZipFile(archive) as handle:
@@ -194,6 +209,9 @@ def _fetch_and_extract(archive, base: str, downloads: Path, staging: Path, want:
     """One archive: fetched unless already there (resumed when partial), its SHA-256 checked, extracted safely."""
     source = urllib.parse.urljoin(base, archive.name)
     path = downloads / archive.name
+    if path.is_symlink():
+        raise DataError(f"{path}: is a symbolic link; a download is never read or written through a link (remove "
+                        "it)")
     if not path.exists():
         log(f"downloading {source}")
         fetch(source, path, (lambda done, total, n=archive.name: progress(n, done, total)) if progress else None)
@@ -201,13 +219,13 @@ def _fetch_and_extract(archive, base: str, downloads: Path, staging: Path, want:
     if want:
         got = sha256_of(path)
         if got != want:
-            path.unlink()
+            remove(path)
             raise DataError(f"{source}: SHA-256 {got} does not match the expected {want}; the file was deleted")
         log(f"{archive.name}: SHA-256 verified")
     try:
         safe_extract(path, staging / archive.name)
     except DataError:
-        path.unlink()  # an archive that cannot be extracted safely is not kept for next time
+        remove(path)  # an archive that cannot be extracted safely is not kept for next time
         raise
 
 
@@ -227,7 +245,7 @@ def _verify(expected_files: dict[str, str], found: dict[str, Path], dataset: str
         detail = "; ".join(part for part in (
             f"{len(bad)} file(s) differ from the manifest ({', '.join(bad[:3])})" if bad else "",
             f"{len(missing)} file(s) missing ({', '.join(missing[:3])})" if missing else "") if part)
-        shutil.rmtree(downloads, ignore_errors=True)  # not kept: the next run downloads afresh
+        _remove_quietly(downloads)  # not kept: the next run downloads afresh
         raise DataError(f"{dataset}: the extracted files do not verify: {detail}; the archives were deleted")
 
 
@@ -252,10 +270,16 @@ def download(dataset: str, data_dir: Path, url: str | None = None, sha256: dict[
     if present:
         raise UserError(f"{target}: already holds {', '.join(present)}; remove it or choose another --data-dir")
     downloads = data_dir / ".downloads"
+    for path in (target, downloads):
+        if path.is_symlink():
+            raise UserError(f"{path}: is a symbolic link; pskd downloads nothing through a link (remove it, or "
+                            "choose another --data-dir)")
     try:
-        downloads.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise UserError(f"{data_dir}: cannot write there ({err.strerror})") from None
+        create_folder(downloads, exist_ok=True)
+    except LinkRefused as err:
+        raise UserError(str(err)) from None
+    except WriteError as err:
+        raise UserError(f"{data_dir}: cannot write there ({err})") from None
     expected_files = None
     if manifest is not None:
         try:
@@ -270,7 +294,7 @@ def download(dataset: str, data_dir: Path, url: str | None = None, sha256: dict[
         expected_files = read_manifest(text, spec.manifest)
     for note in spec.notes:
         log(f"note: {note}")
-    staging = Path(tempfile.mkdtemp(prefix=f".{dataset}.", dir=data_dir))
+    staging = make_temp_folder(data_dir, f".{dataset}.")
     try:
         for archive in spec.archives:
             _fetch_and_extract(archive, base, downloads, staging, sha256.get(archive.name), log, progress)
@@ -283,11 +307,30 @@ def download(dataset: str, data_dir: Path, url: str | None = None, sha256: dict[
         if expected_files is not None:
             _verify(expected_files, found, dataset, downloads)
             log(f"{len(expected_files)} files verified against the manifest")
-        target.mkdir(parents=True, exist_ok=True)
+        create_folder(target, exist_ok=True)
         for name in spec.folders:
-            shutil.move(str(found[name]), str(target / name))
+            _move_in(found[name], target / name, data_dir)
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        _remove_quietly(staging)
     if not keep_archives:
-        shutil.rmtree(downloads, ignore_errors=True)
+        _remove_quietly(downloads)
     return target
+
+
+def _move_in(source: Path, target: Path, data_dir: Path) -> None:
+    """An extracted folder into the dataset's folder (the same file system: a rename), never over anything nor
+    through a link below the data root."""
+    if os.path.lexists(target):
+        raise DataError(f"{target}: appeared while downloading; remove it and run the command again")
+    try:
+        rename(source, target, root=data_dir)
+    except (OSError, WriteError) as err:
+        raise DataError(f"{target}: cannot move the extracted files there ({getattr(err, 'strerror', None) or err})") \
+            from None
+
+
+def _remove_quietly(path: Path) -> None:
+    try:
+        remove(path)
+    except WriteError:
+        pass

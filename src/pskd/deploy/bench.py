@@ -25,6 +25,7 @@ from pskd.deploy.export import export_run, report_path
 from pskd.deploy.runtime import INPUT, onnx_card, ort_session, require_onnx
 from pskd.deploy.student import DeployedStudent, checkpoint_path, load_student
 from pskd.errors import DataError, UserError
+from pskd.fileio import write_file
 from pskd.limits import METADATA_BYTES
 
 
@@ -126,7 +127,7 @@ def bench_run(run_dir: Path, warmup: int = 20, repeats: int = 300, max_seconds: 
         "batch": 1,
         "torch_version": torch.__version__,
     }
-    (run_dir / "bench.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
+    write_file(Path(run_dir) / "bench.json", json.dumps(result, indent=2), root=run_dir)
     return result
 
 

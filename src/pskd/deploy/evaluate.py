@@ -22,7 +22,9 @@ from pskd.deploy.predict import open_classifier
 from pskd.errors import UserError
 from pskd.evaluate.metrics import summarize
 from pskd.evaluate.report import plot_confusion
-from pskd.pipeline import split_data
+from pskd.fileio import StagedText, write_file
+from pskd.overwrite import Read, reads
+from pskd.pipeline import data_inputs, split_data
 from pskd.rundir import abandon, finish, stage_run_dir
 
 SPLITS = ("test", "val", "all")
@@ -61,7 +63,7 @@ def evaluate_model(model_path: Path, split_name: str, out: Path, overrides: list
     started = time.perf_counter()
     card, classify = open_classifier(model_path)
     config = evaluation_config(model_path, card, overrides)
-    staging, lock = stage_run_dir(out, overwrite)
+    staging, lock = stage_run_dir(out, overwrite, "evaluation", "evaluate", evaluation_inputs(model_path, config))
     try:
         prepared = prepare(config.data, config.preprocess, log=log)
         if prepared.info.class_names != card.class_names:
@@ -81,19 +83,28 @@ def evaluate_model(model_path: Path, split_name: str, out: Path, overrides: list
     except BaseException:
         abandon(staging, lock, True, out, log)
         raise
-    finish(staging, out, lock, "state")
+    finish(staging, out, lock, "state", how_to_finish=f"rename {staging} to {out}")
     return metrics
+
+
+def evaluation_inputs(model_path: Path, config: RunConfig) -> list[Read]:
+    """What an evaluation reads: the model (a run directory's config.yaml and delivered student), the data."""
+    model_path = Path(model_path)
+    found = reads((model_path / "config.yaml", "the config of the run evaluated"),
+                  (model_path / "checkpoints" / "best.pt", "the model evaluated")) if model_path.is_dir() \
+        else reads((model_path, "the model evaluated"))
+    return found + data_inputs(config)
 
 
 def _write(folder: Path, metrics: dict, prepared, rows: np.ndarray, probabilities: np.ndarray,
            card: ModelCard) -> None:
-    (folder / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
+    write_file(folder / "metrics.json", json.dumps(metrics, indent=2), root=folder)
     names, figures = card.class_names, metrics["test"]
     title = (f"{Path(metrics['model']).name} on {metrics['dataset']} {metrics['protocol']} ({metrics['split']}): "
              f"accuracy {100 * figures['accuracy']:.2f} %")
-    plot_confusion(figures["confusion_matrix"], names, folder / "confusion_matrix.png", title)
-    with (folder / "predictions.csv").open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
+    plot_confusion(figures["confusion_matrix"], names, folder / "confusion_matrix.png", title, root=folder)
+    with StagedText(folder / "predictions.csv", folder) as staged:
+        writer = csv.writer(staged.handle)
         writer.writerow(["clip_id", "subject", "trial", "label", "predicted", "correct", "confidence"])
         for row, clip in enumerate(rows):
             label, guess = int(prepared.labels[clip]), int(probabilities[row].argmax())
@@ -104,4 +115,4 @@ def _write(folder: Path, metrics: dict, prepared, rows: np.ndarray, probabilitie
              "| class | precision | recall | F1 | clips |", "|---|---|---|---|---|"]
     lines += [f"| {r['class']} | {100 * r['precision']:.2f} | {100 * r['recall']:.2f} | {100 * r['f1']:.2f} | "
               f"{r['support']} |" for r in figures["per_class"]]
-    (folder / "report.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    write_file(folder / "report.md", "\n".join(lines) + "\n", root=folder)

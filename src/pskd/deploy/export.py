@@ -10,6 +10,7 @@ The report goes beside the model as <model file>.json (student.onnx.json, studen
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -22,12 +23,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pskd.bounded import loads_json, read_text
 from pskd.config import load_config
 from pskd.console import log_stderr
 from pskd.deploy.card import CARD_KEY, ModelCard
 from pskd.deploy.runtime import INPUT, LOGITS, PROBABILITIES, ort_session, require_onnx, run_onnx
 from pskd.deploy.student import DeployedStudent, checkpoint_path, load_student
 from pskd.errors import UserError
+from pskd.fileio import StagedFile, WriteError, create_folder, write_file
+from pskd.limits import METADATA_BYTES
+from pskd.overwrite import mark, marked_kind, overlap, reads, refusal, refuse_link
 
 
 class ExportError(UserError):
@@ -152,35 +157,72 @@ def _accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
     return float((logits.argmax(axis=1) == labels).mean())
 
 
-def _private_file(target: Path) -> Path:
-    """A new file beside `target`, created exclusively under an unpredictable name (no link is followed)."""
-    handle, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.stem}-", suffix=".incomplete")
-    umask = os.umask(0)
-    os.umask(umask)
-    os.fchmod(handle, 0o666 & ~umask)  # readable as any file the user writes, once renamed
-    os.close(handle)
-    return Path(name)
-
-
 def report_path(model_path: Path) -> Path:
     return model_path.with_name(model_path.name + ".json")
 
 
-def _targets(run_dir: Path, out: Path | None, int8: bool, overwrite: bool, form: Form) -> tuple[Path, Path]:
-    """The fp32 and int8 model files, checked before any work: the format's suffix, nothing there unless
-    overwrite, a folder that can be written."""
+def _targets(run_dir: Path, out: Path | None, int8: bool, overwrite: bool,
+             form: Form) -> tuple[Path, Path, Path, bool]:
+    """The fp32 and int8 model files and the folder below which no link is followed (the run's, for its own
+    export/ folder), checked before any work: the format's suffix; no link on the way or at a target; nothing
+    there unless overwrite, and with it only an earlier pskd export that is no input of this one; a folder that
+    can be written (made when missing: then True, and marked as an export once the export has succeeded)."""
     fp32_path = Path(out) if out is not None else run_dir / "export" / f"student{form.suffix}"
     if fp32_path.suffix != form.suffix:
         raise UserError(f"--out {fp32_path}: the file name must end in {form.suffix}")
     int8_path = fp32_path.with_name(fp32_path.stem + ".int8" + form.suffix)
-    there = [p for p in (fp32_path, int8_path if int8 else None, report_path(fp32_path))
-             if p is not None and (p.exists() or p.is_symlink())]
+    folder = fp32_path.parent
+    root = run_dir if out is None else folder  # --out's folder is the user's; the run's export/ folder is pskd's
+    if out is None:
+        refuse_link(folder, "the run's export folder")
+    targets = [p for p in (fp32_path, int8_path if int8 else None, report_path(fp32_path)) if p is not None]
+    for target in targets:
+        refuse_link(target, "--out" if target == fp32_path and out is not None else "the export file")
+    there = [p for p in targets if os.path.lexists(p)]
     if there and not overwrite:
         raise UserError(f"{there[0]}: already exists; export elsewhere with --out, or replace it with --overwrite")
-    fp32_path.parent.mkdir(parents=True, exist_ok=True)
-    if not os.access(fp32_path.parent, os.W_OK):
-        raise UserError(f"{fp32_path.parent}: not writable")
-    return fp32_path, int8_path
+    if there:
+        _check_replaceable(run_dir, fp32_path, there)
+    try:
+        made = not folder.is_dir() and create_folder(folder, root=run_dir if out is None else None, exist_ok=True)
+    except WriteError as err:
+        raise UserError(str(err)) from None
+    if not os.access(folder, os.W_OK):
+        raise UserError(f"{folder}: not writable")
+    return fp32_path, int8_path, root, made
+
+
+def _check_replaceable(run_dir: Path, fp32_path: Path, there: list[Path]) -> None:
+    """--overwrite replaces plain files of an earlier pskd export (its folder marked as one, or its report beside
+    it), never a file the export reads (the run's checkpoint and config, the data)."""
+    from pskd.pipeline import data_inputs
+
+    inputs = reads((checkpoint_path(run_dir), "the model exported"),
+                   (run_dir / "config.yaml", "the config of the run exported"))
+    try:
+        inputs += data_inputs(load_config(run_dir / "config.yaml", ["progress=false"]))
+    except UserError:
+        pass  # the export fails on the config later, with its own message
+    for path in there:
+        if not path.is_file():
+            raise refusal(path, "it is not a file an export writes")
+        why = overlap(path, inputs)
+        if why:
+            raise refusal(path, why)
+    if marked_kind(fp32_path.parent) != "export" and not _is_report(report_path(fp32_path)):
+        raise refusal(there[0], f"it is not a pskd export (no export report {report_path(fp32_path).name} beside "
+                                "it, and its folder is not marked as an export); choose another --out")
+
+
+def _is_report(path: Path) -> bool:
+    """Whether `path` is a plain file holding the report of a pskd export (what export_run writes)."""
+    if path.is_symlink() or not path.is_file():
+        return False
+    try:
+        report = loads_json(read_text(path, METADATA_BYTES))
+    except (OSError, ValueError):
+        return False
+    return isinstance(report, dict) and {"run", "format", "card", "pytorch"} <= set(report)
 
 
 def _check_int8(quantised: np.ndarray, int8_path: Path, labels: np.ndarray, fp32_logits: np.ndarray,
@@ -229,33 +271,41 @@ def export_run(run_dir: Path, out: Path | None = None, int8: bool = False, atol:
     form.require()
     run_dir = Path(run_dir)
     model, card = load_student(run_dir)
-    fp32_path, int8_path = _targets(run_dir, out, int8, overwrite, form)
+    fp32_path, int8_path, root, made = _targets(run_dir, out, int8, overwrite, form)
+    try:
+        report = _export(run_dir, model, card, form, fmt, fp32_path, int8_path, root, int8, atol, max_int8_drop, log)
+    except BaseException:
+        if made:  # the folder this export made goes again, when nothing is in it
+            with contextlib.suppress(OSError):
+                fp32_path.parent.rmdir()
+        raise
+    if made:
+        mark(fp32_path.parent, "export", "export", root=root)
+    return report
+
+
+def _export(run_dir: Path, model, card: ModelCard, form: Form, fmt: str, fp32_path: Path, int8_path: Path,
+            root: Path, int8: bool, atol: float, max_int8_drop: float, log) -> dict:
     data = run_data(run_dir, card, log=log)
     with torch.inference_mode():
         reference = model(torch.from_numpy(data.test))[0].numpy()
     report = {"run": str(run_dir), "checkpoint": str(checkpoint_path(run_dir)), "format": fmt,
               "card": json.loads(card.to_json()), "test_clips": len(data.test),
               "pytorch": {"accuracy": _accuracy(reference, data.test_labels)}}
-    staged = []
-    try:
-        staged.append(_private_file(fp32_path))
+    with contextlib.ExitStack() as staged:  # renamed over the targets only when every check has passed
+        fp32 = staged.enter_context(StagedFile(fp32_path, root))
         log(f"exporting {card.model} ({sum(p.numel() for p in model.parameters()):,} parameters) to {fmt}")
-        _convert(form, fp32_path, form.fp32, model, card, staged[0])
-        logits = form.logits(staged[0], data.test)
+        _convert(form, fp32_path, form.fp32, model, card, fp32.path)
+        logits = form.logits(fp32.path, data.test)
         report[f"{fmt}_fp32"] = _check_fp32(logits, reference, data.test_labels, fp32_path, atol, form.runtime)
         if int8:
-            staged.append(_private_file(int8_path))
+            quantised = staged.enter_context(StagedFile(int8_path, root))
             log(f"quantising to int8, calibrated on {len(data.calibration)} training clips")
-            _convert(form, int8_path, form.int8, model, card, staged[0], staged[1], data.calibration)
-            report[f"{fmt}_int8"] = _check_int8(form.logits(staged[1], data.test), int8_path, data.test_labels,
+            _convert(form, int8_path, form.int8, model, card, fp32.path, quantised.path, data.calibration)
+            report[f"{fmt}_int8"] = _check_int8(form.logits(quantised.path, data.test), int8_path, data.test_labels,
                                                 logits, report[f"{fmt}_fp32"]["accuracy"], max_int8_drop)
-        for path, target in zip(staged, (fp32_path, int8_path)):
-            path.replace(target)
-    finally:
-        for path in staged:
-            path.unlink(missing_ok=True)
     for key in (f"{fmt}_fp32", f"{fmt}_int8"):
         if key in report:
             report[key]["size_bytes"] = Path(report[key]["path"]).stat().st_size
-    report_path(fp32_path).write_text(json.dumps(report, indent=2), encoding="utf-8")
+    write_file(report_path(fp32_path), json.dumps(report, indent=2), root=root)
     return report

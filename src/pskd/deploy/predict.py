@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +23,8 @@ from pskd.deploy.sources import Chunk, open_source, unit_scale
 from pskd.deploy.stream import Settings, StreamPredictor, Summary, check_settings
 from pskd.deploy.timeline import Timeline, draw, read_truth, score_segments
 from pskd.errors import DataError, UserError
+from pskd.fileio import StagedText
+from pskd.overwrite import refuse_link
 
 __all__ = ["Prediction", "Recording", "RowWriter", "open_classifier", "predict_recording", "predict_stream",
            "read_recording", "score_segments"]
@@ -90,12 +90,8 @@ class RowWriter:
             return
         if self.path.suffix.lower() not in (".csv", ".jsonl", ".json"):
             raise UserError(f"{self.path}: choose a .csv or .jsonl file name")
-        try:
-            fd, name = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}-", suffix=".incomplete")
-        except OSError as err:
-            raise UserError(f"{self.path}: cannot write ({err.strerror})") from None
-        self.tmp = Path(name)
-        self.handle = os.fdopen(fd, "w", newline="", encoding="utf-8")
+        self.staged = StagedText(self.path)  # the user's umask, under a temporary name until complete
+        self.handle = self.staged.handle
         self.is_csv = self.path.suffix.lower() == ".csv"
 
     def write(self, row: dict) -> None:
@@ -112,11 +108,10 @@ class RowWriter:
     def close(self, keep: bool) -> None:
         if self.stdout:
             return
-        self.handle.close()
         if keep:
-            self.tmp.replace(self.path)
+            self.staged.commit()
         else:
-            self.tmp.unlink(missing_ok=True)
+            self.staged.discard()
 
 
 def open_classifier(path: Path, threads: int = 1):
@@ -161,13 +156,17 @@ class Outputs:
 
 
 def check_outputs(model: Path, source: str, outputs: Outputs) -> None:
-    """Before any work: no output over the input, the model or another output; a picture must be a .png."""
+    """Before any work: no output over the input, the model, the truth or another output, nor through a link; a
+    picture must be a .png."""
     taken = {Path(model).resolve(): "the model"}
     if source != "-":
         taken[Path(source).resolve()] = "the input"
+    if outputs.truth is not None:
+        taken[Path(outputs.truth).resolve()] = "the truth file (--truth)"
     for option, target in (("--out", outputs.windows), ("--segments", outputs.segments), ("--plot", outputs.plot)):
         if target is None or str(target) == "-":
             continue
+        refuse_link(target, option)
         if target.resolve() in taken:
             raise UserError(f"{option} {target}: that is {taken[target.resolve()]}; choose another file")
         if not target.parent.is_dir():

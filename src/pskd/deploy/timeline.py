@@ -161,6 +161,8 @@ def draw(timeline: Timeline, names: list[str], path: Path, title: str,
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from pskd.evaluate.report import save_figure
+
     colours = plt.get_cmap("tab20" if len(names) > 10 else "tab10")
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(14, 5.5), sharex=True, height_ratios=[3, 1])
     env = timeline.signal
@@ -186,8 +188,7 @@ def draw(timeline: Timeline, names: list[str], path: Path, title: str,
     bottom.set_ylabel("confidence\n(window's label)", fontsize=8)
     bottom.set_xlabel("time (s)")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, 110)
     return score
 
 

@@ -97,13 +97,15 @@ def results_table(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot_gain_map(results: dict, path) -> None:
+def plot_gain_map(results: dict, path, root=None) -> None:
     """Gain of each method over ce against the label fraction, one panel per student size, error bars over
     seeds; one line per method and per value of the other grid keys (e.g. teachers same / all)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    from pskd.evaluate.report import save_figure
 
     base = results.get("base", {})
     gains = [g for g in results["gains"] if not g.get("shared")]  # a deduplicated copy is drawn once, not again
@@ -139,5 +141,4 @@ def plot_gain_map(results: dict, path) -> None:
     figure.suptitle(f"{results['dataset']} {results['protocol']}: gain over cross-entropy, "
                     f"{len(results['seeds'])} seed(s)")
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
+    save_figure(figure, path, 120, root)

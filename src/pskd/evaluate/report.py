@@ -10,8 +10,19 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from pskd.fileio import write_file  # noqa: E402
 
-def plot_confusion(confusion: list[list[int]], class_names: list[str], path: Path, title: str) -> None:
+
+def save_figure(fig, path: Path, dpi: int, root: Path | None = None) -> None:
+    """A figure as a PNG through pskd.fileio (atomic, no link followed), then closed."""
+    try:
+        write_file(path, lambda handle: fig.savefig(handle, format="png", dpi=dpi), root=root)
+    finally:
+        plt.close(fig)
+
+
+def plot_confusion(confusion: list[list[int]], class_names: list[str], path: Path, title: str,
+                   root: Path | None = None) -> None:
     counts = np.asarray(confusion, dtype=float)
     rows = counts.sum(axis=1, keepdims=True)
     share = np.divide(counts, rows, out=np.zeros_like(counts), where=rows > 0)
@@ -32,11 +43,11 @@ def plot_confusion(confusion: list[list[int]], class_names: list[str], path: Pat
                         color="white" if share[i, j] > 0.6 else "black")
     fig.colorbar(image, ax=ax, fraction=0.04, label="share of the true class")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, 120, root)
 
 
-def plot_learning_curves(history: list[dict], best_epoch: int, path: Path, title: str) -> None:
+def plot_learning_curves(history: list[dict], best_epoch: int, path: Path, title: str,
+                         root: Path | None = None) -> None:
     epochs = [h["epoch"] for h in history]
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     left.plot(epochs, [h["train_loss"] for h in history], label="train (training loss)")
@@ -57,21 +68,20 @@ def plot_learning_curves(history: list[dict], best_epoch: int, path: Path, title
     right.legend(loc="lower right")
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, 110, root)
 
 
 def _pct(x: float) -> str:
     return f"{100 * x:.2f}"
 
 
-def write_report(metrics: dict, class_names: list[str], path: Path) -> str:
+def write_report(metrics: dict, class_names: list[str], path: Path, root: Path | None = None) -> str:
     """The human summary of a run; returns the text it wrote."""
     student = metrics["student"]
     lines = [*_header(metrics), *_teachers(metrics), *_student(student), *_per_class(student, class_names),
              *_per_subject(student), *_left_out(metrics)]
     text = "\n".join(lines) + "\n"
-    path.write_text(text, encoding="utf-8")
+    write_file(path, text, root=root)
     return text
 
 

@@ -4,6 +4,7 @@ predictions.csv, report.md and the pictures."""
 from __future__ import annotations
 
 import csv
+import io
 import json
 import time
 from pathlib import Path
@@ -14,35 +15,35 @@ import torch
 from pskd import __version__
 from pskd.distill.methods import student_stages
 from pskd.evaluate.report import plot_confusion, plot_learning_curves, write_report
+from pskd.fileio import StagedText, create_folder, write_file
 from pskd.teacher_checkpoints import teacher_meta
 from pskd.training.recipe import Trained
 from pskd.training.session import Session
 from pskd.training.teachers import TrainedTeacher
 
 
-def _save_checkpoint(path: Path, state: dict, meta: dict) -> None:
+def _save_checkpoint(path: Path, state: dict, meta: dict, root: Path) -> None:
     """Tensors and plain values only, so the file loads with torch.load(weights_only=True)."""
-    tmp = path.with_suffix(".tmp")
-    torch.save({"state_dict": state, "meta": meta}, tmp)
-    tmp.replace(path)
+    write_file(path, lambda handle: torch.save({"state_dict": state, "meta": meta}, handle), root=root)
 
 
-def _write_history(history: list[dict], path: Path) -> None:
+def _write_history(history: list[dict], path: Path, root: Path) -> None:
     keys = list(dict.fromkeys(k for row in history for k in row))
-    with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=keys)
-        writer.writeheader()
-        writer.writerows(history)
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=keys)
+    writer.writeheader()
+    writer.writerows(history)
+    write_file(path, text.getvalue(), root=root)
 
 
-def _write_predictions(session: Session, logits: np.ndarray, path: Path) -> dict[str, dict]:
+def _write_predictions(session: Session, logits: np.ndarray, path: Path, root: Path) -> dict[str, dict]:
     """One row per test clip for the delivered model (its test logits): who, what it was, what was predicted,
     how sure. Returns the accuracy per test subject."""
     prepared, test = session.prepared, session.split.test
     probabilities = torch.softmax(torch.as_tensor(logits), dim=1).numpy()
     names = prepared.info.class_names
-    with path.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
+    with StagedText(path, root) as staged:
+        writer = csv.writer(staged.handle)
         writer.writerow(["clip_id", "subject", "trial", "label", "predicted", "correct", "confidence",
                          "confidence_of_label"])
         for row, clip in enumerate(test):
@@ -93,7 +94,7 @@ def write_run(session: Session, run_dir: Path, teachers: dict[str, TrainedTeache
     }
 
     checkpoints = run_dir / "checkpoints"
-    checkpoints.mkdir()
+    create_folder(checkpoints, root=run_dir, exist_ok=True)  # a resume may find it made
     streams = config.student.streams
     meta = {
         "model": config.student.name, "streams": streams, "options": config.student.options,
@@ -108,20 +109,24 @@ def write_run(session: Session, run_dir: Path, teachers: dict[str, TrainedTeache
         "dataset": prepared.info.name, "method": config.method, "seed": config.seed,
     }
     _save_checkpoint(checkpoints / "best.pt", student.delivered_state,
-                     {**meta, "epoch": student.summary["best_epoch"], "refit": config.train.refit})
-    _save_checkpoint(checkpoints / "last.pt", student.last_state, {**meta, "epoch": len(result_history)})
+                     {**meta, "epoch": student.summary["best_epoch"], "refit": config.train.refit}, run_dir)
+    _save_checkpoint(checkpoints / "last.pt", student.last_state, {**meta, "epoch": len(result_history)}, run_dir)
     if teachers:
-        (run_dir / "teachers").mkdir()
+        create_folder(run_dir / "teachers", root=run_dir, exist_ok=True)
         for name, teacher_run in teachers.items():
             _save_checkpoint(run_dir / "teachers" / f"{name}.pt", teacher_run.trained.delivered_state,
-                             teacher_meta(config, name, class_names, prepared.info.name, session.teacher_split))
-    _write_history(result_history, run_dir / "history.csv")
-    metrics["student"]["test_per_subject"] = _write_predictions(session, student.test_logits, run_dir / "predictions.csv")
+                             teacher_meta(config, name, class_names, prepared.info.name, session.teacher_split),
+                             run_dir)
+    _write_history(result_history, run_dir / "history.csv", run_dir)
+    metrics["student"]["test_per_subject"] = _write_predictions(session, student.test_logits,
+                                                                run_dir / "predictions.csv", run_dir)
     title = f"{config.name}: {config.method} student on {prepared.info.name} {split.protocol}, seed {config.seed}"
     plot_confusion(metrics["student"]["test"]["confusion_matrix"], class_names, run_dir / "confusion_matrix.png",
-                   f"{title}\ntest accuracy {100 * metrics['student']['test']['accuracy']:.2f} %")
-    plot_learning_curves(result_history, student.summary["best_epoch"], run_dir / "learning_curves.png", title)
+                   f"{title}\ntest accuracy {100 * metrics['student']['test']['accuracy']:.2f} %", root=run_dir)
+    plot_learning_curves(result_history, student.summary["best_epoch"], run_dir / "learning_curves.png", title,
+                         root=run_dir)
     metrics["wall_time_s"] = time.perf_counter() - started  # a resumed run's included
-    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
-    write_report(metrics, class_names, run_dir / "report.md")
+    write_report(metrics, class_names, run_dir / "report.md", root=run_dir)
+    # last: a staged run with its metrics.json has written everything (a resume then only gives it its name)
+    write_file(run_dir / "metrics.json", json.dumps(metrics, indent=2), root=run_dir)
     return metrics

@@ -62,8 +62,10 @@ def snapshot(model: nn.Module) -> dict:
 
 
 def save_atomically(blob: dict, path: Path) -> None:
-    """torch.save through pskd.fileio.write_atomically: the previous checkpoint survives a kill or a failed write."""
-    write_atomically(path, lambda handle: torch.save(blob, handle))
+    """torch.save through pskd.fileio.write_atomically: the previous checkpoint survives a kill or a failed write.
+    The state folder (made when missing) and the file are never reached through a link."""
+    path = Path(path)
+    write_atomically(path, lambda handle: torch.save(blob, handle), root=path.parent.parent)
 
 
 def make_optimizer(parameters, config: TrainConfig) -> torch.optim.Optimizer:
