@@ -4,6 +4,7 @@ that learn from unlabelled clips (self-training, cross-modal contrastive)."""
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import math
 
@@ -442,23 +443,25 @@ def test_the_sign_test_by_hand():
     assert sign_test(0, 0) == 1.0 and sign_test(2, 5) > 0.5
 
 
+def _rigged(original, distilled_right: int, plain_right: int):
+    """`original` training, with the first `n` validation clips right and the others wrong, for the distilled and
+    the plain student."""
+    def train(role, *args, **kwargs):
+        trained = original(role, *args, **kwargs)
+        right = np.zeros(len(trained.val_correct), dtype=bool)
+        right[: distilled_right if role == "student" else plain_right] = True
+        trained.val_correct = right
+        trained.summary["val"] = {"accuracy": float(right.mean()), "macro_f1": 0.0}
+        return trained
+    return train
+
+
 def test_the_clear_gate_needs_a_clear_win_and_skips_a_validation_too_small(tmp_path, monkeypatch):
     from pskd.training import recipe
     from pskd.training.student import sign_test
 
     original = recipe.train_and_evaluate
-
-    def rigged(distilled_right: int, plain_right: int):
-        """The first `n` validation clips right, the others wrong, for the distilled and the plain student."""
-        def train(role, *args, **kwargs):
-            trained = original(role, *args, **kwargs)
-            right = np.zeros(len(trained.val_correct), dtype=bool)
-            right[: distilled_right if role == "student" else plain_right] = True
-            trained.val_correct = right
-            trained.summary["val"] = {"accuracy": float(right.mean()), "macro_f1": 0.0}
-            return trained
-        return train
-
+    rigged = functools.partial(_rigged, original)
     every_label = build_config({**TINY, "method": "kd", "distill": {"gate": "clear"}})
     roles = []
     monkeypatch.setattr(recipe, "train_and_evaluate", lambda role, *a, **k: roles.append(role) or rigged(1, 8)(role, *a, **k))
@@ -488,18 +491,7 @@ def test_the_win_gate_delivers_the_distilled_student_only_on_its_clear_win(tmp_p
     from pskd.training import recipe
     from pskd.training.student import sign_test
 
-    original = recipe.train_and_evaluate
-
-    def rigged(distilled_right: int, plain_right: int):
-        def train(role, *args, **kwargs):
-            trained = original(role, *args, **kwargs)
-            right = np.zeros(len(trained.val_correct), dtype=bool)
-            right[: distilled_right if role == "student" else plain_right] = True
-            trained.val_correct = right
-            trained.summary["val"] = {"accuracy": float(right.mean()), "macro_f1": 0.0}
-            return trained
-        return train
-
+    rigged = functools.partial(_rigged, recipe.train_and_evaluate)
     win = build_config({**TINY, "method": "kd", "distill": {"gate": "win"}})
     monkeypatch.setattr(recipe, "train_and_evaluate", rigged(4, 2))  # ahead by two clips of two: not clear
     out, metrics = run(win, tmp_path / "close", log=QUIET)
