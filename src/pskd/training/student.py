@@ -149,12 +149,9 @@ def _gate(session: Session, student: Trained, rule: str) -> Trained:
     val_distilled, val_plain = student.summary["val"]["accuracy"], plain.summary["val"]["accuracy"]
     wins = int((plain.val_correct & ~student.val_correct).sum())
     losses = int((student.val_correct & ~plain.val_correct).sum())
-    p_value = sign_test(wins, losses)
-    if rule == "win":
-        p_value = sign_test(losses, wins)  # how unlikely the distilled student's lead is under no difference
-        plain_better = p_value >= CLEAR
-    else:
-        plain_better = val_plain > val_distilled if rule == "any" else p_value < CLEAR
+    # win: how unlikely the distilled student's lead is under no difference; otherwise the plain student's
+    p_value = sign_test(losses, wins) if rule == "win" else sign_test(wins, losses)
+    plain_better = {"any": val_plain > val_distilled, "win": p_value >= CLEAR}.get(rule, p_value < CLEAR)
     chosen = plain if plain_better else student
     why = (f"validation {100 * val_distilled:.2f} % distilled, {100 * val_plain:.2f} % without teachers"
            + (f"; without teachers right on {wins} clips the distilled one misses, wrong on {losses} it gets "
