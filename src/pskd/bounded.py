@@ -20,10 +20,15 @@ class LimitError(ValueError):
     """An input beyond one of pskd's limits, or a value its parser cannot take; the message says which."""
 
 
-def read_bytes(path: str | Path, limit: int, hint: str = "") -> bytes:
+def _no_follow(name, flags):
+    return os.open(name, flags | getattr(os, "O_NOFOLLOW", 0))
+
+
+def read_bytes(path: str | Path, limit: int, hint: str = "", follow_links: bool = True) -> bytes:
     """The bytes of `path`, refused (LimitError) when it holds more than `limit`: the size is checked before any
-    is read, and at most limit + 1 bytes are read (a file that grows, or a device, is refused too)."""
-    with open(path, "rb") as handle:
+    is read, and at most limit + 1 bytes are read (a file that grows, or a device, is refused too). With
+    follow_links false, a link at `path` is an OSError."""
+    with open(path, "rb", opener=None if follow_links else _no_follow) as handle:
         size = os.fstat(handle.fileno()).st_size
         if size > limit:
             raise LimitError(f"{shown(size)}, more than the {shown(limit)} allowed{hint}")

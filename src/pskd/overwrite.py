@@ -22,6 +22,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from pskd.bounded import read_bytes
 from pskd.errors import UserError
 from pskd.fileio import TEMP_SUFFIX, count_entries, write_file
 
@@ -69,11 +70,7 @@ def marked_kind(folder: Path) -> str | None:
     try:
         if not stat.S_ISREG(os.lstat(path).st_mode):
             return None
-        with open(path, "rb", opener=lambda name, flags: os.open(name, flags | getattr(os, "O_NOFOLLOW", 0))) as f:
-            data = f.read(MARKER_BYTES + 1)
-        if len(data) > MARKER_BYTES:
-            return None
-        kind = json.loads(data).get("kind")
+        kind = json.loads(read_bytes(path, MARKER_BYTES, follow_links=False)).get("kind")
     except (OSError, ValueError, AttributeError):
         return None
     return kind if kind in KINDS else None
