@@ -7,10 +7,16 @@ The Python API (imported on first use, so `import pskd` stays light):
     card, classify = pskd.load_classifier("runs/mine")        # run directory, .pt checkpoint or .onnx file
     probabilities = classify(clips)                           # [N, card.seq_len, card.channels] float32
 
+    data = pskd.load_dataset(config)                          # arrays, labels, subjects and the protocol's split
+    student = pskd.StudentClassifier(method="pskd").fit(data.X("train"), data.y("train"),
+                                                        teachers=pskd.load_teachers("runs/mine"))
+    figures = pskd.metrics(student, data.X("test"), data.y("test"))
+    net = pskd.build_model("compact_cnn", "accelerometer", dataset=data)   # a plain nn.Module
+
 Extensions register themselves: `@pskd.register_loss("name")` on a `pskd.LossTerm` subclass (its settings a
 `pskd.TermOptions` model), `@pskd.register_method("name")` on a function config -> stages, and
 `@pskd.register_model("name")` on a network class, `@pskd.register_dataset("name", protocols=...)` on a loader
-(its settings a `pskd.DatasetOptions` model). See docs/extending.md, "Extending pskd".
+(its settings a `pskd.DatasetOptions` model). See docs/extending.md, "Extending pskd", and docs/api.md.
 """
 
 from __future__ import annotations
@@ -32,6 +38,12 @@ _LAZY = {
     "Clip": ("pskd.data.clip", "Clip"),
     "DatasetInfo": ("pskd.data.clip", "DatasetInfo"),
     "RunConfig": ("pskd.config", "RunConfig"),
+    "load_dataset": ("pskd.api", "load_dataset"),
+    "Dataset": ("pskd.api", "Dataset"),
+    "build_model": ("pskd.api", "build_model"),
+    "load_teachers": ("pskd.api", "load_teachers"),
+    "metrics": ("pskd.api", "metrics"),
+    "StudentClassifier": ("pskd.estimator", "StudentClassifier"),
 }
 
 __all__ = ["__version__", "load_config", "train", "load_classifier", *_LAZY]

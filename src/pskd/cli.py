@@ -19,6 +19,28 @@ def _set_option(function):
     )(function)
 
 
+def _plugin_option(function):
+    return click.option(
+        "--plugin", "plugins", multiple=True, type=click.Path(path_type=Path), metavar="FILE",
+        help="A plugin file the run was trained with (its model or dataset); loaded only when its SHA-256 is the "
+             "one the run recorded (repeatable).",
+    )(function)
+
+
+def _load_run_plugins(model: Path, files: tuple[Path, ...]) -> None:
+    """Import the plugin files a user named for the run or checkpoint at `model`, each checked against the
+    digests it recorded; an exported model (.onnx, .tflite) needs none."""
+    if not files or model.suffix.lower() in (".onnx", ".tflite"):
+        return
+    from pskd.deploy.student import checkpoint_path
+    from pskd.models.checkpoint import read_checkpoint
+    from pskd.plugins import load_named_plugins, recorded_plugins
+
+    path = checkpoint_path(model)
+    _, meta = read_checkpoint(path)
+    load_named_plugins(list(files), recorded_plugins(meta, str(path)), str(model))
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="pskd")
 def cli() -> None:
@@ -312,11 +334,13 @@ def sweep(config_path: Path, methods: str, seeds: str, ablation: bool, grid_item
 @click.option("--max-int8-drop", default=0.02, show_default=True, type=click.FloatRange(min=0.0),
               help="Largest allowed int8 accuracy loss against fp32 (a fraction).")
 @click.option("--overwrite", is_flag=True, help="Replace model files already there.")
+@_plugin_option
 def export(run_dir: Path, fmt: str, int8: bool, out: Path | None, atol: float, max_int8_drop: float,
-           overwrite: bool) -> None:
+           overwrite: bool, plugins: tuple[Path, ...]) -> None:
     """Export a run's student, check it against PyTorch on the test clips, report each form's accuracy."""
     from pskd.deploy.export import export_run
 
+    _load_run_plugins(run_dir, plugins)
     report = export_run(run_dir, out, int8, atol, max_int8_drop, overwrite=overwrite, fmt=fmt)
     click.echo(f"PyTorch     test accuracy {100 * report['pytorch']['accuracy']:.2f} % ({report['test_clips']} clips)")
     fp32, name = report[f"{fmt}_fp32"], {"onnx": "ONNX", "tflite": "LiteRT"}[fmt]
@@ -338,14 +362,16 @@ def export(run_dir: Path, fmt: str, int8: bool, out: Path | None, atol: float, m
 @_set_option
 @click.option("--out", type=click.Path(path_type=Path), help="Folder for the figures (default: runs/evaluate-...).")
 @click.option("--overwrite", is_flag=True, help="Replace a folder already at --out.")
+@_plugin_option
 def evaluate(model_path: Path, dataset: str | None, data_dir: Path | None, protocol: str | None, split_name: str,
-             overrides: tuple[str, ...], out: Path | None, overwrite: bool) -> None:
+             overrides: tuple[str, ...], out: Path | None, overwrite: bool, plugins: tuple[Path, ...]) -> None:
     """Evaluate MODEL (a run directory, .pt checkpoint or .onnx file) on a dataset's split: metrics.json,
     report.md, confusion_matrix.png and predictions.csv."""
     import time
 
     from pskd.deploy.evaluate import evaluate_model
 
+    _load_run_plugins(model_path, plugins)
     named = {"data.dataset": dataset, "data.data_dir": data_dir, "data.protocol": protocol}
     overrides = [*overrides, *(f"{key}={value}" for key, value in named.items() if value is not None)]
     out = out or Path("runs") / f"evaluate-{model_path.stem}-{split_name}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -366,13 +392,18 @@ def evaluate(model_path: Path, dataset: str | None, data_dir: Path | None, proto
               help="Untimed runs first.")
 @click.option("--max-seconds", default=10.0, show_default=True, type=click.FloatRange(min=0.1),
               help="Stop timing a runtime after this long (large models).")
-def bench(targets: tuple[Path, ...], json_path: Path | None, repeats: int, warmup: int, max_seconds: float) -> None:
+@_plugin_option
+def bench(targets: tuple[Path, ...], json_path: Path | None, repeats: int, warmup: int, max_seconds: float,
+          plugins: tuple[Path, ...]) -> None:
     """Parameters, FLOPs, file sizes and batch-1 one-thread latency of each run's student, side by side (or of
     exported .onnx / .tflite files)."""
     from pskd.deploy.bench import bench_file, bench_run, check_target, file_table, ratios, table
 
     for target in targets:
         check_target(target)
+    for target in targets:
+        if target.is_dir():
+            _load_run_plugins(target, plugins)
     runs = [bench_run(t, warmup, repeats, max_seconds) for t in targets if t.is_dir()]
     files = [bench_file(t, warmup, repeats, max_seconds) for t in targets if not t.is_dir()]
     for results, show in ((runs, table), (files, file_table)):
@@ -406,13 +437,16 @@ def bench(targets: tuple[Path, ...], json_path: Path | None, repeats: int, warmu
 @click.option("--truth", type=click.Path(path_type=Path),
               help="True segments (.csv or .jsonl: label, start_s, end_s): drawn, and the time recognised right.")
 @click.option("--threads", default=1, show_default=True, type=click.IntRange(1, 256))
+@_plugin_option
 def predict(model_path: Path, input_path: str, rate: float | None, units: str | None, window: float | None,
             hop: float, smooth_windows: int | None, min_segment: float | None, out: Path | None,
-            segments_path: Path | None, plot: Path | None, truth: Path | None, threads: int) -> None:
+            segments_path: Path | None, plot: Path | None, truth: Path | None, threads: int,
+            plugins: tuple[Path, ...]) -> None:
     """Recognise actions in a recording or a live stream with MODEL (.onnx, .tflite, a run directory or a .pt)."""
     from pskd.deploy.predict import Outputs, predict_stream
     from pskd.deploy.stream import Settings
 
+    _load_run_plugins(model_path, plugins)
     predict_stream(model_path, input_path, Settings(rate, window, hop, smooth_windows, min_segment),
                    Outputs(out, segments_path, plot, truth), units, threads, echo=click.echo)
 

@@ -257,6 +257,13 @@ class LoggingConfig(Section):
     tensorboard: bool = False  # event files under <run>/tensorboard/ (needs the tensorboard extra)
 
 
+class PluginFile(Section):
+    """A plugin as a run records it: the file and its SHA-256, which it must still have to be loaded."""
+
+    path: str
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+
 class RunConfig(Section):
     # part of the default run folder's name: letters, digits, '.', '_' and '-' only, so it cannot leave runs/
     name: str = Field("run", pattern=r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,99}$")
@@ -267,7 +274,8 @@ class RunConfig(Section):
     threads: int | None = Field(None, ge=1, le=limits.MAX_THREADS)  # torch intra-op threads; None: torch's default
     progress: bool = True
     # Python files imported first: the losses, methods and models they register become names a config can use
-    plugins: list[str] = []
+    # (a run's config.yaml records each as {path, sha256}; such an entry loads only a file of that digest)
+    plugins: list[str | PluginFile] = []
     logging: LoggingConfig = LoggingConfig()
     data: DataConfig = DataConfig()
     preprocess: PreprocessConfig = PreprocessConfig()

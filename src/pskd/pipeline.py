@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from pskd.bounded import loads_json, read_text
-from pskd.config import RunConfig, dump_config
+from pskd.config import PluginFile, RunConfig, dump_config
 from pskd.console import RunLog, log_stderr, require_tensorboard
 from pskd.data.cache import cache_dir, prepare
 from pskd.data.registry import dataset_names, get_dataset, resolve_data_dir
@@ -28,7 +28,7 @@ from pskd.fileio import WriteError, write_file
 from pskd.limits import METADATA_BYTES
 from pskd.models.zoo import model_names
 from pskd.overwrite import Read, reads
-from pskd.plugins import load_plugins
+from pskd.plugins import load_plugins, record
 from pskd.rundir import INCOMPLETE, abandon, finish, is_finished, resume_run_dir, stage_run_dir, staging_of
 from pskd.teacher_checkpoints import checkpoint_file
 from pskd.training import distributed
@@ -238,6 +238,13 @@ def _run_as_helper(config: RunConfig, out: Path | None, log, teachers) -> tuple[
     return out, metrics
 
 
+def recorded_config(config: RunConfig) -> RunConfig:
+    """The config as a run records it: each plugin as the file read and its SHA-256."""
+    if not config.plugins:
+        return config
+    return config.model_copy(update={"plugins": [PluginFile(**entry) for entry in record(config.plugins)]})
+
+
 def _time_before(run_dir: Path) -> float:
     """Seconds an interrupted run had spent: from the writing of its config.yaml to its last checkpoint (0 for a
     fresh run). The epoch a kill cut short is work lost, not counted."""
@@ -251,7 +258,7 @@ def _run_into(config: RunConfig, run_dir: Path, log, teachers: dict[str, Trained
     before = _time_before(run_dir)
     started = time.perf_counter() - before
     if not before:  # a resumed run keeps the config.yaml it started with (and its time)
-        write_file(run_dir / "config.yaml", dump_config(config), root=run_dir)
+        write_file(run_dir / "config.yaml", dump_config(recorded_config(config)), root=run_dir)
     session = open_session(config, log, state_dir)
     if teachers is None:  # a cross-entropy student uses no teacher: none is trained for it
         teachers = train_teachers(session) if teachers_used(config) else {}

@@ -1,32 +1,124 @@
 """A user's own extensions: Python files, named by a config's `plugins` list, imported before anything is checked
 so that the losses, methods and models they register are known to the config. A path is taken relative to the
-working directory; a file is imported once per process, however many runs name it."""
+working directory; a file is imported once per process, however many runs name it.
+
+Plugins are code. A run records each file it used with its SHA-256 (in config.yaml and in the student's
+checkpoint), and a recorded entry `{path, sha256}` loads only a file of that digest. Commands that read a run
+someone else may have written (export, evaluate, bench, predict) import no plugin by themselves: the user names
+the file (`--plugin FILE`), and it is imported only when its digest is one the run recorded.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
+import re
 import sys
 from pathlib import Path
 
-from pskd.errors import ConfigError
+from pskd.errors import ConfigError, DataError
 
 _LOADED: dict[Path, str] = {}
+PLUGIN_BYTES = 8 * 1024 * 1024  # a plugin is a Python file of a few kB
+DIGEST = re.compile(r"^[0-9a-f]{64}$")
 
 
-def load_plugins(paths: list[str]) -> None:
-    for text in paths:
+def entry_path(entry) -> str:
+    """The path of a `plugins` entry: a path, or a recorded {path, sha256}."""
+    return entry if isinstance(entry, str) else entry.path
+
+
+def sha256_of(path: Path, where: str = "plugins") -> str:
+    if not path.is_file() or path.suffix != ".py":
+        raise ConfigError(f"{where}: {path}: not a Python file")
+    if path.stat().st_size > PLUGIN_BYTES:
+        raise ConfigError(f"{where}: {path}: larger than the {PLUGIN_BYTES // 2**20} MiB a plugin may be")
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def record(entries: list) -> list[dict]:
+    """Each plugin entry as a run records it: the absolute path it was read from and its SHA-256."""
+    return [{"path": str(Path(entry_path(e)).expanduser().resolve()),
+             "sha256": sha256_of(Path(entry_path(e)).expanduser().resolve())} for e in entries]
+
+
+def load_plugins(entries: list) -> None:
+    """Import each plugin file once per process; an entry with a recorded sha256 only when the file still has it."""
+    for entry in entries:
+        text = entry_path(entry)
         path = Path(text).expanduser().resolve()
         if path in _LOADED:
             continue
-        if not path.is_file() or path.suffix != ".py":
-            raise ConfigError(f"plugins: {text}: not a Python file")
-        name = f"pskd_plugin_{len(_LOADED)}_{''.join(c if c.isalnum() else '_' for c in path.stem)}"
-        spec = importlib.util.spec_from_file_location(name, path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        try:
-            spec.loader.exec_module(module)
-        except Exception as err:  # a plugin's own error, reported as the user's: one line naming the file
-            del sys.modules[name]
-            raise ConfigError(f"plugins: {text}: {type(err).__name__}: {err}") from None
-        _LOADED[path] = name
+        digest = sha256_of(path)
+        expected = None if isinstance(entry, str) else entry.sha256
+        if expected is not None and digest != expected:
+            raise ConfigError(f"plugins: {text}: its SHA-256 is {digest[:16]}..., not the {expected[:16]}... "
+                              "recorded; the file changed since the run (restore it, or give the path alone)")
+        _import(path, text)
+
+
+def _import(path: Path, text: str) -> None:
+    name = f"pskd_plugin_{len(_LOADED)}_{''.join(c if c.isalnum() else '_' for c in path.stem)}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception as err:  # a plugin's own error, reported as the user's: one line naming the file
+        del sys.modules[name]
+        raise ConfigError(f"plugins: {text}: {type(err).__name__}: {err}") from None
+    _LOADED[path] = name
+
+
+def recorded_plugins(meta: dict, source: str) -> list[dict]:
+    """The plugins a checkpoint's meta records, checked: a list of {path, sha256}."""
+    found = meta.get("plugins") or []
+    if not isinstance(found, list) or not all(
+        isinstance(e, dict) and isinstance(e.get("path"), str) and isinstance(e.get("sha256"), str)
+        and DIGEST.match(e["sha256"]) for e in found
+    ):
+        raise DataError(f"{source}: its record of plugins is malformed")
+    return found
+
+
+def load_named_plugins(files: list[Path], recorded: list[dict], source: str) -> None:
+    """Import the plugin files a user named for a run (`--plugin`), each only if the run recorded its digest."""
+    digests = {e["sha256"]: e["path"] for e in recorded}
+    for file in files:
+        path = Path(file).expanduser().resolve()
+        digest = sha256_of(path, "--plugin")
+        if digest not in digests:
+            known = ", ".join(f"{Path(p).name} ({d[:12]}...)" for d, p in digests.items()) or "none"
+            raise ConfigError(f"--plugin {file}: SHA-256 {digest[:12]}... is not that of a plugin {source} was "
+                              f"trained with (recorded: {known})")
+        if path not in _LOADED:
+            _import(path, str(file))
+
+
+def source_of(cls: type) -> str:
+    """Where a registered class comes from: pskd itself, a plugin file, or other Python code (a notebook cell, an
+    installed package), as a run records it."""
+    module = getattr(cls, "__module__", "") or ""
+    if module == "pskd" or module.startswith("pskd."):
+        return "pskd"
+    for path, name in _LOADED.items():
+        if name == module:
+            return f"plugin {path}"
+    return f"python module {module}"
+
+
+def unknown_model(name: str, meta: dict, source: str) -> DataError:
+    """What to say when a checkpoint's model is not registered in this process."""
+    recorded = recorded_plugins(meta, source)
+    origin = str(meta.get("model_source") or "")
+    if origin.startswith("plugin ") or recorded:
+        path = origin.removeprefix("plugin ") if origin.startswith("plugin ") else recorded[0]["path"]
+        digest = next((e["sha256"][:12] for e in recorded if e["path"] == path), "?")
+        return DataError(f"{source}: its model '{name}' comes from the plugin {path} (SHA-256 {digest}...): pass "
+                         f"that file with --plugin")
+    if origin.startswith("python module"):
+        return DataError(f"{source}: its model '{name}' was registered by {origin.removeprefix('python module ')}, "
+                         "not by a plugin file, so no command can load it: put the class in a .py file, name it in "
+                         "the config's plugins and train again (in the Python session that registered it, "
+                         "pskd.load_classifier loads the run)")
+    return DataError(f"{source}: unknown model '{name}' (not registered here, and the run records no plugin)")

@@ -136,6 +136,7 @@ def resume_run_dir(out: Path, config: RunConfig) -> tuple[Path, RunLock]:
     for tree in (before, now):  # showing a progress bar or not changes no result
         if isinstance(tree, dict):
             tree.pop("progress", None)
+            _plugin_paths(tree)
     if before != now:
         changed = sorted(_differences(before, now))
         raise ConfigError(f"{out}: the run was started with another config (differs at {', '.join(changed[:5])}); "
@@ -162,6 +163,15 @@ def _tidy_finished(out: Path) -> bool:
     finally:
         lock.release()
     return True
+
+
+def _plugin_paths(tree: dict) -> None:
+    """Plugins compared by the file they name (a run records each as {path, sha256}; the digest is checked when
+    the plugin is loaded)."""
+    entries = tree.get("plugins")
+    if isinstance(entries, list):
+        tree["plugins"] = [str(Path(e["path"] if isinstance(e, dict) and isinstance(e.get("path"), str) else str(e))
+                               .expanduser().resolve()) for e in entries]
 
 
 def _with_defaults(tree, saved: Path):

@@ -14,7 +14,8 @@ from torch import nn
 from pskd.deploy.card import ModelCard
 from pskd.errors import ConfigError, DataError
 from pskd.models.checkpoint import read_checkpoint
-from pskd.models.zoo import InputSpec, StreamModel, build_model
+from pskd.models.zoo import InputSpec, StreamModel, build_model, model_names
+from pskd.plugins import unknown_model
 
 __all__ = ["DeployedStudent", "checkpoint_path", "load_student", "read_checkpoint"]
 
@@ -58,10 +59,15 @@ def load_student(path: Path) -> tuple[DeployedStudent, ModelCard]:
         mean={s: np.zeros(int(meta["channels"][s])) for s in card.streams},
         std={s: np.ones(int(meta["channels"][s])) for s in card.streams},
     )
+    if card.model not in model_names():
+        raise unknown_model(card.model, meta, str(path))
     try:
-        student = build_model(card.model, card.streams, card.options, spec, where=str(path))
+        student = build_model(card.model, card.streams, card.options, spec, where="student")
+    except ConfigError as err:
+        raise DataError(f"{path}: its {card.model} on {stream} cannot be built ({err})") from None
+    try:
         student.load_state_dict(state)
-    except (ConfigError, RuntimeError) as err:
-        raise DataError(f"{path}: weights do not fit a {card.model} on {stream} "
+    except RuntimeError as err:
+        raise DataError(f"{path}: its weights do not fit a {card.model} on {stream} "
                         f"({str(err).splitlines()[0][:160]})") from None
     return DeployedStudent(student).eval(), card

@@ -148,7 +148,14 @@ def _stats(spec: InputSpec, streams: list[str]) -> tuple[np.ndarray, np.ndarray]
 
 
 def build_model(name: str, streams: list[str], options: dict, spec: InputSpec, where: str = "student") -> StreamModel:
-    """A model by config name, reading `streams` from paired batches."""
+    """A model by config name, reading `streams` from paired batches; it records its name and classes
+    (model_name, num_classes) for whoever is handed it."""
+    model = _build(name, streams, options, spec, where)
+    model.model_name, model.num_classes = name, spec.num_classes
+    return model
+
+
+def _build(name: str, streams: list[str], options: dict, spec: InputSpec, where: str) -> StreamModel:
     missing = [s for s in streams if s not in spec.lengths]
     if missing or not streams:
         raise ConfigError(f"{where}.streams: {missing or streams} not in this dataset (it has {sorted(spec.lengths)})")

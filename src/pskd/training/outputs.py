@@ -13,9 +13,12 @@ import numpy as np
 import torch
 
 from pskd import __version__
+from pskd.data.clip import SKELETON
+from pskd.data.layouts import dataset_layout
 from pskd.distill.methods import student_stages
 from pskd.evaluate.report import plot_confusion, plot_learning_curves, write_report
 from pskd.fileio import StagedText, create_folder, write_file
+from pskd.plugins import record, source_of
 from pskd.teacher_checkpoints import teacher_meta
 from pskd.training.recipe import Trained
 from pskd.training.session import Session
@@ -25,6 +28,15 @@ from pskd.training.teachers import TrainedTeacher
 def _save_checkpoint(path: Path, state: dict, meta: dict, root: Path) -> None:
     """Tensors and plain values only, so the file loads with torch.load(weights_only=True)."""
     write_file(path, lambda handle: torch.save({"state_dict": state, "meta": meta}, handle), root=root)
+
+
+def input_shapes(prepared, streams: list[str]) -> dict:
+    """What a model reading `streams` needs, beside its weights, to be built again outside a run (pskd.load_teachers):
+    samples per clip of each stream, channels of each inertial stream, the skeleton layout."""
+    layout = dataset_layout(prepared.info.layout, prepared.info.layout_spec)
+    return {"lengths": {s: int(prepared.streams[s].shape[1]) for s in streams},
+            "channels": {s: int(np.prod(prepared.streams[s].shape[2:])) for s in streams if s != SKELETON},
+            "layout": layout.to_json() if layout is not None and SKELETON in streams else None}
 
 
 def _write_history(history: list[dict], path: Path, root: Path) -> None:
@@ -107,6 +119,8 @@ def write_run(session: Session, run_dir: Path, teachers: dict[str, TrainedTeache
         "window_s": float(np.median(prepared.source_lengths[streams[0]][session.training_clips])
                           / prepared.info.rates[streams[0]]),
         "dataset": prepared.info.name, "method": config.method, "seed": config.seed,
+        # where the model's code comes from, for commands that load it again (pskd.plugins)
+        "plugins": record(config.plugins), "model_source": source_of(type(student.model.net)),
     }
     _save_checkpoint(checkpoints / "best.pt", student.delivered_state,
                      {**meta, "epoch": student.summary["best_epoch"], "refit": config.train.refit}, run_dir)
@@ -115,8 +129,8 @@ def write_run(session: Session, run_dir: Path, teachers: dict[str, TrainedTeache
         create_folder(run_dir / "teachers", root=run_dir, exist_ok=True)
         for name, teacher_run in teachers.items():
             _save_checkpoint(run_dir / "teachers" / f"{name}.pt", teacher_run.trained.delivered_state,
-                             teacher_meta(config, name, class_names, prepared.info.name, session.teacher_split),
-                             run_dir)
+                             {**teacher_meta(config, name, class_names, prepared.info.name, session.teacher_split),
+                              **input_shapes(prepared, config.teachers[name].streams)}, run_dir)
     _write_history(result_history, run_dir / "history.csv", run_dir)
     metrics["student"]["test_per_subject"] = _write_predictions(session, student.test_logits,
                                                                 run_dir / "predictions.csv", run_dir)
