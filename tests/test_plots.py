@@ -195,3 +195,34 @@ def test_converter_output_shows_errors_only(capfd, monkeypatch):
     _, err = capfd.readouterr()
     assert err.strip() == "loc(fused): unsupported op aten.foo"  # a failure shows its context, not the notices
     assert os.environ["LITERT_TORCH_SHOW_PROGRESS"] == "n"
+
+
+# the timeline of a prediction
+
+
+def test_timeline_scale_sits_beside_the_signal_and_labels_fit(tmp_path, monkeypatch):
+    from pskd.deploy import timeline as tl
+    from pskd.evaluate import report
+
+    drawn = []
+    monkeypatch.setattr(report, "save_figure", lambda fig, path, dpi, root=None: drawn.append(fig))
+    line = tl.Timeline(3)
+    times = np.arange(0, 20, 0.02)
+    line.samples(times, np.stack([np.sin(times), np.cos(times), 0.5 * np.sin(3 * times)], axis=1))
+    for start in np.arange(0, 16, 0.5):
+        line.window({"start_s": start, "end_s": start + 4, "confidence": 0.7}, np.zeros(2))
+    line.segment({"label": "walk", "start_s": 0.0, "end_s": 9.0})
+    line.segment({"label": "right hand draw circle (clockwise)", "start_s": 9.0, "end_s": 20.0})
+    names = ["walk", "right hand draw circle (clockwise)"]
+    score = tl.draw(line, names, tmp_path / "t.png", "a recording", truth=[(0, 0.0, 10.0), (1, 10.0, 20.0)])
+    assert score == pytest.approx(0.95)
+    fig = drawn[0]
+    renderer = _draw(fig)
+    top = fig.axes[0]
+    assert all(-1.0 <= t <= 1.0 for t in top.get_yticks())  # no acceleration tick beside the true segments
+    box = fig.bbox
+    for text in top.texts + top.get_legend().get_texts():
+        extent = text.get_window_extent(renderer)
+        assert box.x0 - 1 <= extent.x0 and extent.x1 <= box.x1 + 1, text.get_text()
+    legend = top.get_legend().get_window_extent(renderer)
+    assert legend.x0 >= top.get_window_extent(renderer).x1  # the x, y, z legend beside the signal, not on it
