@@ -69,9 +69,15 @@ def main(argv: list[str] | None = None) -> int:
         "| figure | mean | std |",
         "|---|---|---|",
     ]
+    several = len(rows) > 1  # one seed has no spread: its std reads n/a, not 0.00
+
+    def std(key: str, scale: float, digits: int) -> str:
+        return f"{scale * summary[key]['std']:.{digits}f}" if several else "n/a"
+
     for key in keys:
-        lines.append(f"| {key} (%) | {100 * summary[key]['mean']:.2f} | {100 * summary[key]['std']:.2f} |")
-    lines.append(f"| wall time per seed (s) | {summary['wall_time_s']['mean']:.1f} | {summary['wall_time_s']['std']:.1f} |")
+        lines.append(f"| {key} (%) | {100 * summary[key]['mean']:.2f} | {std(key, 100, 2)} |")
+    lines.append(f"| wall time per seed (s) | {summary['wall_time_s']['mean']:.1f} | {std('wall_time_s', 1, 1)} |")
+    lines += ["", f"n = {len(rows)} seed" + ("s" if several else "") + "; std: the standard deviation over them."]
     (out / "summary.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0

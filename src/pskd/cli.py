@@ -348,7 +348,7 @@ def export(run_dir: Path, fmt: str, int8: bool, out: Path | None, atol: float, m
                f"{fp32['max_abs_logit_difference']:.2g}, {fp32['size_bytes'] / 1e3:,.1f} kB: {fp32['path']}")
     if f"{fmt}_int8" in report:
         q = report[f"{fmt}_int8"]
-        click.echo(f"{name} int8 test accuracy {100 * q['accuracy']:.2f} % ({-100 * q['accuracy_drop']:+.2f} points "
+        click.echo(f"{name} int8 test accuracy {100 * q['accuracy']:.2f} % ({0.0 - 100 * q['accuracy_drop']:+.2f} points "
                    f"against fp32), agrees with fp32 on {100 * q['agreement_with_fp32']:.1f} %, "
                    f"{q['size_bytes'] / 1e3:,.1f} kB: {q['path']}")
 

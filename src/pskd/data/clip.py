@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +15,13 @@ SKELETON = "skeleton"
 ACCELEROMETER = "accelerometer"
 GYROSCOPE = "gyroscope"
 WATCH_DEVICES = {ACCELEROMETER: "watch", GYROSCOPE: "watch"}
+
+
+def natural_key(text) -> tuple:
+    """A sort key that orders numbers as numbers: '2' before '10', 's2' before 's10' (the runs of ASCII digits
+    compare as integers, the text between them case-insensitively)."""
+    parts = re.split(r"([0-9]+)", str(text))
+    return tuple((int(part), part) if i % 2 else (part.casefold(), part) for i, part in enumerate(parts))
 
 
 @dataclass
@@ -54,6 +62,7 @@ class DatasetInfo:
     # and gyroscope. A stream on no unit (orientation angles, say) is not rotated.
     devices: dict[str, str] = field(default_factory=dict)
     # a subject's name where the source names subjects (str(number) -> name); numbered 1, 2, ... by name
+    # in natural order (s2 before s10)
     subject_names: dict[str, str] = field(default_factory=dict)
     # rows or recordings the loader left out, each with its reason (a folder dataset with on_problem: skip)
     left_out: list[str] = field(default_factory=list)
@@ -109,6 +118,6 @@ def summary(name: str, root, info: DatasetInfo, clips: list[Clip], labels: dict[
         "dataset": name, "root": str(root), "clips": len(clips), "classes": info.num_classes,
         "subjects": sorted({c.subject for c in clips}), "trials": sorted({c.trial for c in clips}),
         "modalities": modalities, "skipped": skipped_notes(info), "clips_per_class": per_class,
-        "clips_per_subject": dict(sorted(per_subject.items())),
+        "clips_per_subject": dict(sorted(per_subject.items(), key=lambda item: natural_key(item[0]))),
     }
 

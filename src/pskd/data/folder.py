@@ -44,7 +44,7 @@ from pydantic import Field
 from pskd import limits
 from pskd.arrays import load_npy
 from pskd.bounded import LimitError, loads_json, read_data_text, read_text
-from pskd.data.clip import ACCELEROMETER, SKELETON, Clip, DatasetInfo, find_root, summary
+from pskd.data.clip import ACCELEROMETER, SKELETON, Clip, DatasetInfo, find_root, natural_key, summary
 from pskd.data.labels import UNLABELLED
 from pskd.data.layouts import Layout, adaptive_layout, layout_from_json
 from pskd.data.protocols import scarce_classes
@@ -399,7 +399,7 @@ def build_dataset(reading: Reading) -> tuple[DatasetInfo, list[Clip]]:
         found = f"a single class '{names[0]}'" if len(names) == 1 else "no labelled clip"
         left = f" among the {len(records)} rows that load" if reading.problems else ""
         raise DataError(f"{manifest}: {found}{left}; at least two classes are needed")
-    subject_names = sorted({cell["subject"] for _, cell, _, _ in records})
+    subject_names = sorted({cell["subject"] for _, cell, _, _ in records}, key=natural_key)  # s2 before s10
     subject_id = subject_numbering(subject_names, manifest)
     numeric = all(is_integer(name) for name in subject_names)
     clips = [
@@ -453,7 +453,8 @@ def is_integer(text: str) -> bool:
 
 def subject_numbering(names: list[str], manifest: Path) -> dict[str, int]:
     """Subjects all given as integers keep their numbers; otherwise every subject is a name, numbered 1, 2, ...
-    in order. Two integers that are the same number ('7' and '007') are refused rather than merged."""
+    in the order given (build_dataset gives them in natural order: s2 before s10). Two integers that are the same
+    number ('7' and '007') are refused rather than merged."""
     if not all(is_integer(name) for name in names):
         return {name: i + 1 for i, name in enumerate(names)}
     by_number: dict[int, list[str]] = {}
@@ -588,7 +589,7 @@ def subject_numbers(given: list, info: DatasetInfo) -> list[int]:
     numbers = {name: int(number) for number, name in info.subject_names.items()}
     unknown = [s for s in given if isinstance(s, str) and s not in numbers and not is_integer(s)]
     if unknown:
-        known = ", ".join(sorted(numbers)) or "none: this dataset numbers its subjects"
+        known = ", ".join(sorted(numbers, key=natural_key)) or "none: this dataset numbers its subjects"
         raise ConfigError(f"data.folder.test_subjects: {unknown} are not subjects of this dataset (names: {known})")
     return [numbers[s] if isinstance(s, str) and s in numbers else int(s) for s in given]
 

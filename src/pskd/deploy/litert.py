@@ -10,8 +10,10 @@ model card is stored in the flatbuffer's metadata under `pskd_card`.
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import os
+import re
 import sys
 import tempfile
 import warnings
@@ -26,9 +28,26 @@ MAX_MODEL_BYTES = 256 * 1024**2
 LOGITS, PROBABILITIES = "output_0", "output_1"
 
 
+# Set before the converter's libraries load: their C++ INFO and WARNING logs (the flatbuffer writer's op count,
+# for one) stay unprinted, ERROR and FATAL still print; and litert-torch's progress lines ([START] ... [ DONE]).
+QUIET_ENVIRONMENT = {"TF_CPP_MIN_LOG_LEVEL": "2", "LITERT_TORCH_SHOW_PROGRESS": "n"}
+# Python loggers that report harmless things at import or conversion: torchao's optional CUDA kernels that a CPU
+# machine cannot load, torch's deprecation of an Enum registration, the converters' own chatter. ERROR still shows.
+QUIET_LOGGERS = ("litert_torch", "torch.export", "torch.utils._pytree", "torchao", "absl")
+# Captured terminal lines known to be harmless: the oneDNN notice and absl's notice before it, printed while the
+# converter loads (before TF_CPP_MIN_LOG_LEVEL is read), and torchao's kernels that need a GPU.
+HARMLESS = re.compile(r"WARNING: All log messages before absl::InitializeLog\(\) is called"
+                      r"|oneDNN custom operations are on|^Failed to load .*torchao/_C")
+# A captured line that reports an error: a C++ log line of severity E or F, or one naming an error.
+ERROR_LINE = re.compile(r"^[EF]\d{4} |\b(error|fatal|exception|traceback)\b", re.IGNORECASE)
+TAIL_CHARS = 6000  # of the captured output shown when the conversion fails
+CAPTURED_BYTES = 1024**2  # the end of what was captured, read back
+
+
 def require_converter():
     try:
-        import litert_torch  # noqa: F401
+        with _quiet():
+            import litert_torch  # noqa: F401
     except ImportError:
         raise UserError("LiteRT export needs litert-torch: pip install 'pskd[litert]'") from None
 
@@ -41,28 +60,50 @@ def require_interpreter():
                         "(or 'pskd[litert]')") from None
 
 
+def shown_lines(captured: str, failed: bool) -> str:
+    """What of the converter's captured terminal output to show: on failure all of it but the known-harmless
+    lines (its last TAIL_CHARS), the error's context; on success only the lines that report an error."""
+    lines = [line for line in captured.splitlines() if line.strip() and not HARMLESS.search(line)]
+    if failed:
+        return "\n".join(lines)[-TAIL_CHARS:]
+    return "\n".join(line for line in lines if ERROR_LINE.search(line))
+
+
 @contextlib.contextmanager
 def _quiet():
-    """The converter prints progress and its C++ logs to the terminal: silenced (errors still raise)."""
-    for name in ("litert_torch", "torch.export", "torchao", "absl"):
+    """The converter and the interpreter print progress, deprecation notices and C++ logs to the terminal: what
+    they print (Python's and C++'s, through the file descriptors) is captured, and only its error lines are shown
+    afterwards (all of it, but the known-harmless lines, when the conversion fails); their Python warnings of
+    deprecation are ignored, others are captured with the rest. Errors still raise."""
+    for name, value in QUIET_ENVIRONMENT.items():
+        os.environ.setdefault(name, value)  # a user's own setting wins
+    for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.ERROR)
     sys.stdout.flush()
     sys.stderr.flush()
     saved = [os.dup(1), os.dup(2)]
-    with open(os.devnull, "w") as null, warnings.catch_warnings(), contextlib.redirect_stdout(null), \
-            contextlib.redirect_stderr(null):
-        warnings.simplefilter("ignore")
-        os.dup2(null.fileno(), 1)
-        os.dup2(null.fileno(), 2)
-        try:
-            yield
-        finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os.dup2(saved[0], 1)
-            os.dup2(saved[1], 2)
-            for fd in saved:
-                os.close(fd)
+    failed, shown, python = True, "", io.StringIO()  # python: what Python code writes to sys.stdout / sys.stderr
+    try:
+        with tempfile.TemporaryFile() as captured, warnings.catch_warnings(), contextlib.redirect_stdout(python), \
+                contextlib.redirect_stderr(python):
+            for category in (DeprecationWarning, FutureWarning):  # the libraries' notices to their own developers
+                warnings.filterwarnings("ignore", category=category)
+            os.dup2(captured.fileno(), 1)
+            os.dup2(captured.fileno(), 2)
+            try:
+                yield
+                failed = False
+            finally:
+                os.dup2(saved[0], 1)
+                os.dup2(saved[1], 2)
+                for fd in saved:
+                    os.close(fd)
+                captured.seek(max(0, captured.seek(0, os.SEEK_END) - CAPTURED_BYTES))
+                text = captured.read().decode("utf-8", "replace") + "\n" + python.getvalue()[-CAPTURED_BYTES:]
+                shown = shown_lines(text, failed)
+    finally:  # outside the redirection: to the terminal, and before a failure's exception goes on
+        if shown:
+            print(shown, file=sys.stderr, flush=True)
 
 
 def convert(model, card: ModelCard, path: Path, calibration: np.ndarray | None = None) -> None:

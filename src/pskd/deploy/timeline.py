@@ -164,7 +164,9 @@ def draw(timeline: Timeline, names: list[str], path: Path, title: str,
     from pskd.evaluate.report import save_figure
 
     colours = plt.get_cmap("tab20" if len(names) > 10 else "tab10")
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(14, 5.5), sharex=True, height_ratios=[3, 1])
+    from matplotlib.ticker import MaxNLocator
+
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(14, 5.5), sharex=True, height_ratios=[3, 1], layout="constrained")
     env = timeline.signal
     for c, axis in enumerate("xyz"[: env.low.shape[1]] if env.low.shape[1] <= 3 else range(env.low.shape[1])):
         top.fill_between(env.times, env.low[:, c], env.high[:, c], step="post", alpha=0.55, lw=0.5,
@@ -180,20 +182,24 @@ def draw(timeline: Timeline, names: list[str], path: Path, title: str,
         score, _ = score_segments(timeline.segments, truth, names)
         title += f"; time recognised correctly: {100 * score:.1f} %"
     top.set_ylabel("acceleration")
-    top.legend(loc="lower right", fontsize=7, ncol=3)
+    # the acceleration scale only beside the signal, not beside the band of true segments above it
+    top.set_yticks([t for t in MaxNLocator(nbins=6).tick_values(low, high) if low <= t <= high])
+    top.set_ylim(low - 0.05 * height, high + (0.32 if truth else 0.05) * height)  # room for the true names
+    top.legend(loc="lower left", bbox_to_anchor=(1.005, 0.0), fontsize=7, frameon=False)  # beside, not on, the signal
     top.set_title(title, fontsize=10)
     conf = timeline.confidence
     bottom.fill_between(conf.times, conf.low[:, 0], conf.high[:, 0], step="post", color="#1f77b4", alpha=0.5)
     bottom.set_ylim(0, 1.02)
     bottom.set_ylabel("confidence\n(window's label)", fontsize=8)
     bottom.set_xlabel("time (s)")
-    fig.tight_layout()
     save_figure(fig, path, 110)
     return score
 
 
 def _bands(axes, segments: list[dict], names: list[str], colours, low: float, high: float, what: str,
            alpha: float = 0.25) -> None:
+    from matplotlib.transforms import blended_transform_factory
+
     span = (segments[-1]["end_s"] - segments[0]["start_s"]) if segments else 1.0
     for segment in segments:
         colour = colours(names.index(segment["label"]) % colours.N)
@@ -201,6 +207,7 @@ def _bands(axes, segments: list[dict], names: list[str], colours, low: float, hi
         if segment["end_s"] - segment["start_s"] > 0.03 * span:
             axes.text((segment["start_s"] + segment["end_s"]) / 2, high, segment["label"], ha="center",
                       va="bottom" if what == "true" else "top", fontsize=7, clip_on=True)
-    if segments:
-        axes.text(segments[0]["start_s"], (low + high) / 2 if what == "true" else high, f"{what} ", ha="right",
-                  va="center", fontsize=7)
+    if segments:  # the row's name in the right margin, level with its segments' names
+        side = blended_transform_factory(axes.transAxes, axes.transData)
+        axes.text(1.005, (low + high) / 2 if what == "true" else high, what, transform=side, ha="left",
+                  va="center" if what == "true" else "top", fontsize=7)

@@ -10,6 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from pskd.data.clip import natural_key  # noqa: E402
 from pskd.fileio import write_file  # noqa: E402
 
 
@@ -21,54 +22,93 @@ def save_figure(fig, path: Path, dpi: int, root: Path | None = None) -> None:
         plt.close(fig)
 
 
+def _text_inches(text: str, points: float) -> float:
+    """About how wide a line of text is, in inches (DejaVu Sans averages about 0.6 em a character)."""
+    return len(text) * points * 0.6 / 72
+
+
 def plot_confusion(confusion: list[list[int]], class_names: list[str], path: Path, title: str,
-                   root: Path | None = None) -> None:
+                   root: Path | None = None):
+    """The confusion matrix, rows the true class, shaded by the share of the true class; every class named in
+    full on both axes. The figure is sized from the number of classes and the longest name (UTD-MHAD's 27 long
+    names as much as 2 short ones). Returns the (closed) figure."""
     counts = np.asarray(confusion, dtype=float)
     rows = counts.sum(axis=1, keepdims=True)
     share = np.divide(counts, rows, out=np.zeros_like(counts), where=rows > 0)
     n = len(class_names)
-    size = max(5.0, 0.38 * n + 2.5)
-    fig, ax = plt.subplots(figsize=(size + 1.5, size))
+    labels = [f"{i + 1} {name}" for i, name in enumerate(class_names)]
+    font = 8 if n <= 12 else 7
+    longest = max((_text_inches(label, font) for label in labels), default=0.5)
+    upright = longest > 1.0  # long names read downwards (rotated 90 degrees), short ones at 45
+    cell = 0.55 if n <= 6 else 0.45 if n <= 12 else 0.34
+    matrix = max(2.5, cell * n)
+    title_width = max(_text_inches(line, 10) for line in title.splitlines()) if title else 0.0
+    width = max(longest + matrix + 2.0, title_width + 0.6)
+    height = matrix + (longest if upright else 0.75 * longest) + 0.45 * (len(title.splitlines()) + 2) + 0.3
+    fig, ax = plt.subplots(figsize=(width, height), layout="constrained")
     image = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
-    labels = [f"{i + 1} {name[:28]}" for i, name in enumerate(class_names)]
-    ax.set_xticks(range(n), [str(i + 1) for i in range(n)], fontsize=7)
-    ax.set_yticks(range(n), labels, fontsize=7)
+    ax.set_xticks(range(n), labels, fontsize=font, rotation=90 if upright else 45,
+                  ha="center" if upright else "right", rotation_mode="default" if upright else "anchor")
+    ax.set_yticks(range(n), labels, fontsize=font)
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
-    ax.set_title(title, fontsize=9)
+    ax.set_title(title, fontsize=10)
     for i in range(n):
         for j in range(n):
             if counts[i, j]:
-                ax.text(j, i, int(counts[i, j]), ha="center", va="center", fontsize=6,
+                ax.text(j, i, int(counts[i, j]), ha="center", va="center", fontsize=font - 1 if n > 12 else font,
                         color="white" if share[i, j] > 0.6 else "black")
-    fig.colorbar(image, ax=ax, fraction=0.04, label="share of the true class")
-    fig.tight_layout()
+    fig.colorbar(image, ax=ax, shrink=0.8, label="share of the true class")
     save_figure(fig, path, 120, root)
+    return fig
 
 
 def plot_learning_curves(history: list[dict], best_epoch: int, path: Path, title: str,
-                         root: Path | None = None) -> None:
+                         root: Path | None = None):
+    """Side by side: the training loss (and, with several, each of its terms), the validation loss and the
+    accuracies, each on its own axis (a distillation loss of 25 and a cross-entropy of 3 are not one scale), with
+    whole-number epochs and the selected epoch marked. Returns the (closed) figure."""
+    from matplotlib.ticker import MaxNLocator
+
     epochs = [h["epoch"] for h in history]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
-    left.plot(epochs, [h["train_loss"] for h in history], label="train (training loss)")
-    if "val_loss" in history[0]:
-        left.plot(epochs, [h["val_loss"] for h in history], label="validation (cross-entropy)")
-    left.set_xlabel("epoch")
-    left.set_ylabel("loss")
-    left.legend()
-    right.plot(epochs, [h["train_accuracy"] for h in history], label="train (augmented)")
-    if "val_accuracy" in history[0]:
-        right.plot(epochs, [h["val_accuracy"] for h in history], label="validation")
-    for axis in (left, right):
+    marker = "o" if len(epochs) <= 20 else None
+    validated = [h for h in history if "val_loss" in h]
+    terms = [k for k in dict.fromkeys(k for h in history for k in h)
+             if k.startswith("train_") and k not in ("train_loss", "train_accuracy")]
+    panels = 3 if validated else 2
+    fig, axes = plt.subplots(1, panels, figsize=(5.0 * panels, 4.2), sharex=True, layout="constrained")
+    train, accuracy = axes[0], axes[-1]
+    train.plot(epochs, [h["train_loss"] for h in history], marker=marker, markersize=3, color="C0",
+               label="training loss (all terms)" if len(terms) > 1 else "training loss")
+    if len(terms) > 1:
+        for k, name in enumerate(terms):
+            train.plot(epochs, [h.get(name, np.nan) for h in history], linestyle="--", linewidth=1,
+                       color=f"C{k + 2}", label=name.removeprefix("train_"))
+    train.set_title("training loss", fontsize=10)
+    train.set_ylabel("loss (training objective)")
+    if validated:
+        val = axes[1]
+        val.plot([h["epoch"] for h in validated], [h["val_loss"] for h in validated], marker=marker, markersize=3,
+                 color="C1", label="validation cross-entropy")
+        val.set_title("validation loss", fontsize=10)
+        val.set_ylabel("cross-entropy")
+    accuracy.plot(epochs, [100 * h["train_accuracy"] for h in history], marker=marker, markersize=3, color="C0",
+                  label="training (augmented)")
+    if validated:
+        accuracy.plot([h["epoch"] for h in validated], [100 * h["val_accuracy"] for h in validated], marker=marker,
+                      markersize=3, color="C1", label="validation")
+    accuracy.set_title("accuracy", fontsize=10)
+    accuracy.set_ylabel("accuracy (%)")
+    accuracy.set_ylim(0, 102)
+    for axis in axes:
         axis.axvline(best_epoch, color="grey", linestyle=":", label=f"selected epoch {best_epoch}")
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+        axis.set_xlabel("epoch")
         axis.grid(alpha=0.3)
-    right.set_xlabel("epoch")
-    right.set_ylabel("accuracy")
-    right.set_ylim(0, 1.02)
-    right.legend(loc="lower right")
+        axis.legend(fontsize=8, loc="best")
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
     save_figure(fig, path, 110, root)
+    return fig
 
 
 def _pct(x: float) -> str:
@@ -214,7 +254,7 @@ def _student(student: dict) -> list[str]:
 
 def _per_class(student: dict, class_names: list[str]) -> list[str]:
     """Per class figures of the delivered model, and the most frequent confusions."""
-    lines = ["", "## Per class (delivered model, test split)", "", "| # | class | precision | recall | F1 | clips |",
+    lines = ["", "## Per class (delivered model, test split)", "", "| # | class | precision (%) | recall (%) | F1 (%) | clips |",
              "|---|---|---|---|---|---|"]
     for i, row in enumerate(student["test"]["per_class"]):
         lines.append(
@@ -241,6 +281,7 @@ def _per_subject(student: dict) -> list[str]:
     per_subject = student.get("test_per_subject")
     if per_subject:
         lines += ["", "## Per test subject (delivered model)", "", "| subject | accuracy (%) | clips |", "|---|---|---|"]
-        lines += [f"| {subject} | {_pct(row['accuracy'])} | {row['clips']} |" for subject, row in per_subject.items()]
+        lines += [f"| {subject} | {_pct(row['accuracy'])} | {row['clips']} |"
+                  for subject, row in sorted(per_subject.items(), key=lambda item: natural_key(item[0]))]
         lines += ["", "Each test clip's prediction and confidence: `predictions.csv`."]
     return lines
