@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 
 from pskd.config import RunConfig
-from pskd.data.cache import Prepared
 from pskd.data.clip import SKELETON
 from pskd.data.layouts import Layout, dataset_layout, get_layout
+from pskd.data.prepared import Prepared
 from pskd.data.protocols import Split
 from pskd.errors import ConfigError, DataError
 from pskd.models.zoo import InputSpec, StreamModel

@@ -16,8 +16,8 @@ import numpy as np
 import torch
 
 from pskd.api import as_config
-from pskd.data.cache import Prepared
 from pskd.data.clip import DatasetInfo
+from pskd.data.prepared import Prepared
 from pskd.data.protocols import Split
 from pskd.errors import ConfigError, DataError
 from pskd.models.zoo import StreamModel

@@ -12,7 +12,7 @@ import json
 import os
 import sys
 import zipfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +23,7 @@ from pskd.data import transforms
 from pskd.data.cache_entry import Unreadable, check_members, check_prepared, read_meta
 from pskd.data.clip import SKELETON, Clip, DatasetInfo
 from pskd.data.layouts import dataset_layout
+from pskd.data.prepared import Prepared
 from pskd.data.registry import get_dataset
 from pskd.data.transforms import center_skeleton, resample, scale_skeleton
 from pskd.errors import ConfigError
@@ -30,23 +31,6 @@ from pskd.fileio import WriteError, write_atomically
 
 CACHE_VERSION = 3
 CACHE_VARIABLE = "PSKD_CACHE_DIR"
-
-
-@dataclass
-class Prepared:
-    """A whole dataset as fixed-length arrays in physical units (time-major), plus per-clip metadata."""
-
-    info: DatasetInfo
-    streams: dict[str, np.ndarray]  # name -> [N, length, ...]
-    labels: np.ndarray
-    subjects: np.ndarray
-    trials: np.ndarray
-    clip_ids: list[str]
-    source_lengths: dict[str, np.ndarray]  # name -> [N], samples before resampling
-    scenes: np.ndarray | None = None  # [N]; 1 everywhere for single-scene datasets
-
-    def __len__(self) -> int:
-        return len(self.labels)
 
 
 def stream_length(stream: str, preprocess: PreprocessConfig) -> int:

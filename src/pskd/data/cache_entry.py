@@ -11,7 +11,6 @@ import json
 import math
 import zipfile
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -19,11 +18,9 @@ from pskd.arrays import stream_header
 from pskd.bounded import LimitError, loads_json
 from pskd.data.clip import SKELETON, DatasetInfo
 from pskd.data.layouts import dataset_layout
+from pskd.data.prepared import Prepared
 from pskd.errors import UserError
 from pskd.limits import CACHE_META_BYTES, NAME_CHARS, file_bytes, shown
-
-if TYPE_CHECKING:
-    from pskd.data.cache import Prepared
 
 MAX_MEMBERS = 1_000  # arrays in one entry: a stream and a length per stream, and five more
 MAX_NUMBER = 10**9  # subjects, trials and scenes are integers of at most nine digits (as a manifest's are)

@@ -10,15 +10,15 @@ everything configs and commands need of it:
 - how to find its folder (`resolve_root`), how to fingerprint it for the cache, how to summarise it for
   `pskd data check` (`summarize(options, root, protocol)`, the protocol a config names, or None).
 
-The built-in datasets register themselves when this registry is first looked up; a user's dataset registers from
-a plugin file (a config's `plugins`) the same way.
+This registry imports none of its datasets: the built-in ones register themselves when the package pskd.data
+imports them, and a user's dataset registers from a plugin file (a config's `plugins`) the same way.
 """
 
 from __future__ import annotations
 
 import hashlib
-import importlib
 import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +29,6 @@ from pydantic import BaseModel, ConfigDict
 from pskd.errors import ConfigError, DataError
 
 DATA_DIR_VARIABLE = "PSKD_DATA_DIR"
-BUILTIN = ("utd_mhad", "berkeley_mhad", "folder", "mmact", "synthetic")
 # keys of the data section that are not datasets (pskd.config.DataConfig): a dataset cannot take these names
 RESERVED = frozenset({"dataset", "data_dir", "protocol", "val_subjects", "cache", "cache_dir", "labels"})
 
@@ -95,7 +94,6 @@ class Dataset:
 
 
 DATASETS: dict[str, Dataset] = {}
-_builtins_loaded = False
 
 
 def register_dataset(name: str, *, protocols: dict[str, Rule], options: type[DatasetOptions] = DatasetOptions,
@@ -111,7 +109,7 @@ def register_dataset(name: str, *, protocols: dict[str, Rule], options: type[Dat
     def wrap(load: Callable) -> Callable:
         if name in DATASETS and DATASETS[name].load is not load:
             raise ValueError(f"a dataset named '{name}' is already registered ({DATASETS[name].load.__module__})")
-        module = details.pop("module", None) or importlib.import_module(load.__module__)
+        module = details.pop("module", None) or sys.modules[load.__module__]
         DATASETS[name] = Dataset(name=name, load=load, protocols=dict(protocols), options=options, module=module,
                                  **details)
         return load
@@ -119,21 +117,11 @@ def register_dataset(name: str, *, protocols: dict[str, Rule], options: type[Dat
     return wrap
 
 
-def _load_builtins() -> None:
-    global _builtins_loaded
-    if not _builtins_loaded:
-        _builtins_loaded = True
-        for name in BUILTIN:
-            importlib.import_module(f"pskd.data.{name}")
-
-
 def dataset_names() -> list[str]:
-    _load_builtins()
     return sorted(DATASETS)
 
 
 def get_dataset(name: str) -> Dataset:
-    _load_builtins()
     if name not in DATASETS:
         raise ConfigError(f"unknown dataset '{name}'; known: {', '.join(sorted(DATASETS))}")
     return DATASETS[name]
@@ -141,7 +129,6 @@ def get_dataset(name: str) -> Dataset:
 
 def lookup(name: str) -> Dataset | None:
     """The dataset registered as `name`, or None (a plugin's dataset may register later)."""
-    _load_builtins()
     return DATASETS.get(name)
 
 

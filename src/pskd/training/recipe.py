@@ -13,9 +13,9 @@ import torch
 from pskd.config import ModelConfig, RunConfig, TrainConfig
 from pskd.console import progress_printer
 from pskd.data.batches import PairedClips
-from pskd.data.cache import Prepared
 from pskd.data.clip import SKELETON, DatasetInfo
 from pskd.data.layouts import dataset_layout
+from pskd.data.prepared import Prepared
 from pskd.data.transforms import Augmenter, Standardizer
 from pskd.distill.distiller import Distiller, Stage, TeacherOutputs
 from pskd.distill.terms import TermContext, check_loss

@@ -15,8 +15,9 @@ import torch
 
 from pskd.config import RunConfig
 from pskd.console import log_stderr
-from pskd.data.cache import Prepared, prepare
+from pskd.data.cache import prepare
 from pskd.data.labels import hide_labels, keep_labels
+from pskd.data.prepared import Prepared
 from pskd.data.protocols import Split, make_split, scarce_classes
 from pskd.data.registry import get_dataset
 from pskd.errors import DataError

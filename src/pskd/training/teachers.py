@@ -11,7 +11,7 @@ import torch
 
 from pskd.config import TeacherConfig
 from pskd.data.batches import PairedClips
-from pskd.data.cache import Prepared
+from pskd.data.prepared import Prepared
 from pskd.distill.distiller import Stage, TeacherOutputs
 from pskd.distill.methods import teacher_chain_used
 from pskd.errors import ConfigError
