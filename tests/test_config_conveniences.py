@@ -117,6 +117,8 @@ def test_a_base_tree_of_too_many_files_is_refused(tmp_path):
     ("list.yaml", "the top level must be a mapping"),
     ("broken.yaml", "not valid YAML"),
     ("big.yaml", "allowed"),
+    ('"a\\0b"', "cannot be read"),
+    ("x" * 5000, "cannot be read"),
 ])
 def test_a_bad_base_is_one_line_naming_the_file(tmp_path, base, match):
     folder = tmp_path / "configs"
@@ -138,6 +140,9 @@ def test_a_base_that_is_a_link_out_of_the_folder_is_refused(tmp_path):
     os.symlink(tmp_path / "elsewhere", folder / "dir")
     refused(write(folder, "top.yaml", "_base_: link.yaml\n"), match="leads outside")
     refused(write(folder, "top2.yaml", "_base_: dir/secret.yaml\n"), match="leads outside")
+    os.symlink(folder / "loop1", folder / "loop2")
+    os.symlink(folder / "loop2", folder / "loop1")
+    refused(write(folder, "top4.yaml", "_base_: loop1\n"), match="cannot be read")
     os.symlink(write(folder, "sub/ok.yaml", "seed: 2\n"), folder / "inside.yaml")  # a link kept in the folder: fine
     assert load_config(write(folder, "top3.yaml", "_base_: inside.yaml\n")).seed == 2
 

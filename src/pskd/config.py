@@ -514,9 +514,9 @@ def read_config_tree(path: Path) -> dict:
             shown, real = _base_path(file, name, root)
             walked = [str(seen) for seen, _ in chain]
             if any(real == known for _, known in chain):
-                raise ConfigError(f"{file}: {BASE_KEY} {name}: a cycle ({' -> '.join([*walked, str(shown)])})")
+                raise ConfigError(f"{file}: {BASE_KEY} {_cut(name)}: a cycle ({' -> '.join([*walked, str(shown)])})")
             if len(chain) > limits.CONFIG_BASE_DEPTH:
-                raise ConfigError(f"{file}: {BASE_KEY} {name}: more than {limits.CONFIG_BASE_DEPTH} levels of "
+                raise ConfigError(f"{file}: {BASE_KEY} {_cut(name)}: more than {limits.CONFIG_BASE_DEPTH} levels of "
                                   f"bases ({' -> '.join([*walked, str(shown)])})")
             merged = merge_over(merged, load(shown, (*chain, (shown, real))))
         return merge_over(merged, tree)
@@ -527,15 +527,24 @@ def read_config_tree(path: Path) -> dict:
 def _base_path(file: Path, name: str, root: Path) -> tuple[Path, Path]:
     """A base named by `file`: the path as shown, and resolved (links followed), refused outside `root`."""
     if Path(name).is_absolute() or name.startswith("~"):
-        raise ConfigError(f"{file}: {BASE_KEY} {name}: expected a path relative to {file.name}")
+        raise ConfigError(f"{file}: {BASE_KEY} {_cut(name)}: expected a path relative to {file.name}")
     shown = file.parent / name
-    real = shown.resolve()
-    if not real.is_relative_to(root):
-        raise ConfigError(f"{file}: {BASE_KEY} {name}: leads outside {root} (the folder of the config named), "
+    try:
+        real = shown.resolve()
+        inside, found = real.is_relative_to(root), real.is_file()
+    except (OSError, ValueError, RuntimeError) as err:  # a NUL, a name too long, a loop of links
+        raise ConfigError(f"{file}: {BASE_KEY} {_cut(name)!r}: cannot be read "
+                          f"({getattr(err, 'strerror', None) or str(err)[:80]})") from None
+    if not inside:
+        raise ConfigError(f"{file}: {BASE_KEY} {_cut(name)}: leads outside {root} (the folder of the config named), "
                           "where bases must lie")
-    if not real.is_file():
-        raise ConfigError(f"{file}: {BASE_KEY} {name}: base file not found")
+    if not found:
+        raise ConfigError(f"{file}: {BASE_KEY} {_cut(name)}: base file not found")
     return shown, real
+
+
+def _cut(name: str) -> str:
+    return name if len(name) <= 200 else name[:200] + "..."
 
 
 def _mapping(path: Path) -> dict:
