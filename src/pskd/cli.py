@@ -122,6 +122,27 @@ def _data_config(dataset: str | None, config_path: Path | None, overrides: tuple
     return config
 
 
+@cli.group("config")
+def config_group() -> None:
+    """Inspect configs."""
+
+
+@config_group.command("show")
+@click.argument("config_path", metavar="CONFIG", type=click.Path(path_type=Path))
+@_set_option
+@click.option("--data-dir", type=click.Path(path_type=Path), help="Shorthand for --set data.data_dir=DIR.")
+def config_show(config_path: Path, overrides: tuple[str, ...], data_dir: Path | None) -> None:
+    """Print CONFIG fully resolved (its _base_ files, --set overrides and every default) as the YAML a run's
+    config.yaml would hold; names (method, models, dataset, protocol, terms) checked, plugins loaded."""
+    from pskd.config import dump_config, load_config
+    from pskd.pipeline import check_names
+
+    overrides = (*overrides, *((f"data.data_dir={data_dir}",) if data_dir is not None else ()))
+    config = load_config(config_path, overrides)
+    check_names(config, for_run=False)
+    click.echo(dump_config(config), nl=False)
+
+
 @cli.command()
 @click.argument("dataset")
 @click.option("--data-dir", type=click.Path(path_type=Path), help="Data root to download into [$PSKD_DATA_DIR].")

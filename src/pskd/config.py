@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pskd import limits
 from pskd.bounded import LimitError, load_yaml, read_text
 from pskd.errors import ConfigError
+from pskd.suggest import did_you_mean, validation_hint
 
 
 class Section(BaseModel):
@@ -145,13 +146,45 @@ class ModelConfig(Section):
     init_from: str | None = None
 
 
+class NamedClass(Section):
+    """A torch.optim optimizer or torch.optim.lr_scheduler scheduler by its class name, with keyword options."""
+
+    name: str
+    options: dict[str, Any] = {}
+
+
+def _named(value, kind: str):
+    """A name stays a name (pskd's own names, or a torch class's); a mapping becomes a NamedClass (one with only
+    the name of one of pskd's own, that name); checked against torch (pskd.optim)."""
+    from pskd import optim
+
+    if isinstance(value, dict):
+        unknown = [key for key in value if key not in NamedClass.model_fields]
+        if unknown:
+            hint = did_you_mean(unknown[0], NamedClass.model_fields)
+            raise ValueError(f"{unknown[0]}: unknown key{hint} (expected a name, or {{name: ..., options: ...}})")
+        if not isinstance(value.get("name"), str):
+            raise ValueError(f"{{name: ..., options: ...}} needs the {kind}'s name")
+        if not isinstance(value.get("options", {}), dict):
+            raise ValueError("options: a mapping of keyword arguments")
+        built_in = optim.BUILT_IN_OPTIMIZERS if kind == "optimizer" else optim.BUILT_IN_SCHEDULES
+        value = value["name"] if value["name"] in built_in and not value.get("options") else NamedClass(**value)
+    elif not isinstance(value, (str, NamedClass)):
+        raise ValueError(f"expected a name, or {{name: ..., options: ...}} (got {str(value)[:80]!r})")
+    optim.check(kind, value)
+    return value
+
+
 class TrainConfig(Section):
     epochs: int = Field(120, ge=1, le=limits.MAX_EPOCHS)
     batch_size: int = Field(32, ge=1, le=limits.MAX_BATCH_SIZE)
-    optimizer: Literal["adamw", "adam", "sgd"] = "adamw"
+    # adamw, adam, sgd (momentum 0.9, Nesterov), or any torch.optim class: RAdam, {name: SGD, options: {...}}
+    optimizer: str | NamedClass = "adamw"
     lr: float = Field(3e-3, gt=0)
     weight_decay: float = Field(1e-2, ge=0)
-    schedule: Literal["cosine", "constant"] = "cosine"
+    # cosine, constant, or any torch.optim.lr_scheduler class, stepped once an epoch: {name: StepLR, options: ...};
+    # every schedule starts with the linear warm-up of warmup_epochs
+    schedule: str | NamedClass = "cosine"
     warmup_epochs: int = Field(3, ge=0, le=limits.MAX_EPOCHS)
     label_smoothing: float = Field(0.1, ge=0, lt=1)
     grad_clip: float | None = Field(5.0, gt=0)
@@ -169,8 +202,22 @@ class TrainConfig(Section):
     # None mixes them as they come (with a quarter labelled, a quarter of each batch on average).
     labelled_share: float | None = Field(None, gt=0, lt=1)
 
+    @field_validator("optimizer", mode="before")
+    @classmethod
+    def _check_optimizer(cls, value):
+        return _named(value, "optimizer")
+
+    @field_validator("schedule", mode="before")
+    @classmethod
+    def _check_schedule(cls, value):
+        return _named(value, "schedule")
+
     @model_validator(mode="after")
     def _check_stopping(self) -> "TrainConfig":
+        from pskd.optim import split, takes_weight_decay
+
+        if self.weight_decay and not takes_weight_decay(self.optimizer):
+            raise ValueError(f"optimizer {split(self.optimizer)[0]} takes no weight decay; set weight_decay: 0")
         if self.select == "last" and self.patience is not None:
             raise ValueError("patience stops early on the validation metric; with select: last there is none")
         return self
@@ -328,15 +375,16 @@ def _format_validation(err: ValidationError, source: str) -> str:
     problems = []
     for item in err.errors():
         where = ".".join(str(p) for p in item["loc"]) or "(top level)"
+        hint = validation_hint(RunConfig, item)
         if item["type"] == "extra_forbidden":
-            problems.append(f"{where}: unknown key")
+            problems.append(f"{where}: unknown key{hint}")
         elif item["type"] == "value_error":  # our own checks name their key in full
             text = item["msg"].removeprefix("Value error, ")
             problems.append(text if text.split(":")[0].startswith(where) or where == "(top level)" else f"{where}: {text}")
         else:
             got = item.get("input")
             shown = "" if isinstance(got, (dict, list)) else f" (got {got!r})"
-            problems.append(f"{where}: {item['msg']}{shown}")
+            problems.append(f"{where}: {item['msg']}{shown}{hint}")
     return f"{source}: " + "; ".join(problems)
 
 
@@ -379,19 +427,34 @@ def check_tree(tree: Any, source: str) -> None:
         stack.extend((child, (*where, str(name))) for name, child in children)
 
 
-def apply_override(tree: dict, dotted: str, value: Any) -> None:
+def apply_override(tree: dict, dotted: str, value: Any, where: str | None = None) -> None:
+    """Set the value at a dotted key of a config tree, making the sections on the way. A `*` as one of the keys
+    stands for every key the tree already has at that level (`teachers.*.train.epochs`); matching none is an
+    error. `where` names the option in an error (default: --set KEY)."""
+    where = where or f"--set {dotted}"
     keys = dotted.split(".")
     if not all(keys):
-        raise ConfigError(f"--set {dotted}: empty key in dotted path")
-    node = tree
-    for key in keys[:-1]:
-        child = node.get(key)
-        if child is None:
-            child = node[key] = {}
-        if not isinstance(child, dict):
-            raise ConfigError(f"--set {dotted}: '{key}' is a value, not a section")
-        node = child
-    node[keys[-1]] = value
+        raise ConfigError(f"{where}: empty key in dotted path")
+    reached: list[tuple[dict, tuple[str, ...]]] = [(tree, ())]
+    for depth, key in enumerate(keys):
+        last = depth == len(keys) - 1
+        below = []
+        for node, path in reached:
+            names = list(node) if key == "*" else [key]
+            if not names:
+                section = ".".join(path) or "the top level"
+                raise ConfigError(f"{where}: '*' matches no key of {section}")
+            for name in names:
+                if last:
+                    node[name] = _fresh(value)
+                    continue
+                child = node.get(name)
+                if child is None:
+                    child = node[name] = {}
+                if not isinstance(child, dict):
+                    raise ConfigError(f"{where}: '{name}' is a value, not a section")
+                below.append((child, (*path, name)))
+        reached = below
 
 
 def _fresh(value: Any) -> Any:
@@ -422,16 +485,92 @@ def build_config(tree: dict, overrides: list[str] | tuple[str, ...] = (), source
         raise ConfigError(_format_validation(err, label)) from None
 
 
+BASE_KEY = "_base_"  # at the top of a config file: the file(s) it is written on top of
+
+
 def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
+    """The RunConfig of a YAML file (its `_base_` files merged under it) with `key=value` overrides."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
+    return build_config(read_config_tree(path), overrides, source=str(path))
+
+
+def read_config_tree(path: Path) -> dict:
+    """The tree of a config file, written on top of its `_base_` files: `_base_: other.yaml` (or a list, merged in
+    order) names files relative to the file naming it; a base's mappings are merged key by key under the file's,
+    its lists and values replaced by the file's. Every file is read within the limits of read_yaml; bases lie in
+    the folder of the config named (or below it, links resolved), at most limits.CONFIG_BASE_DEPTH levels deep,
+    limits.CONFIG_BASE_FILES files in all, and never in a cycle."""
+    root = path.resolve().parent
+    count = [0]
+
+    def load(file: Path, chain: tuple[tuple[Path, Path], ...]) -> dict:
+        count[0] += 1
+        if count[0] > limits.CONFIG_BASE_FILES:
+            raise ConfigError(f"{path}: more than {limits.CONFIG_BASE_FILES} files through {BASE_KEY}")
+        tree = _mapping(file)
+        bases = tree.pop(BASE_KEY, None)
+        if bases is None:
+            return tree
+        if isinstance(bases, str):
+            bases = [bases]
+        if not isinstance(bases, list) or not bases or not all(isinstance(b, str) and b.strip() for b in bases):
+            raise ConfigError(f"{file}: {BASE_KEY}: expected a file name or a list of file names")
+        merged: dict = {}
+        for name in bases:
+            shown, real = _base_path(file, name, root)
+            walked = [str(seen) for seen, _ in chain]
+            if any(real == known for _, known in chain):
+                raise ConfigError(f"{file}: {BASE_KEY} {_cut(name)}: a cycle ({' -> '.join([*walked, str(shown)])})")
+            if len(chain) > limits.CONFIG_BASE_DEPTH:
+                raise ConfigError(f"{file}: {BASE_KEY} {_cut(name)}: more than {limits.CONFIG_BASE_DEPTH} levels of "
+                                  f"bases ({' -> '.join([*walked, str(shown)])})")
+            merged = merge_over(merged, load(shown, (*chain, (shown, real))))
+        return merge_over(merged, tree)
+
+    return load(path, ((path, path.resolve()),))
+
+
+def _base_path(file: Path, name: str, root: Path) -> tuple[Path, Path]:
+    """A base named by `file`: the path as shown, and resolved (links followed), refused outside `root`."""
+    if Path(name).is_absolute() or name.startswith("~"):
+        raise ConfigError(f"{file}: {BASE_KEY} {_cut(name)}: expected a path relative to {file.name}")
+    shown = file.parent / name
+    try:
+        real = shown.resolve()
+        inside, found = real.is_relative_to(root), real.is_file()
+    except (OSError, ValueError, RuntimeError) as err:  # a NUL, a name too long, a loop of links
+        raise ConfigError(f"{file}: {BASE_KEY} {_cut(name)!r}: cannot be read "
+                          f"({getattr(err, 'strerror', None) or str(err)[:80]})") from None
+    if not inside:
+        raise ConfigError(f"{file}: {BASE_KEY} {_cut(name)}: leads outside {root} (the folder of the config named), "
+                          "where bases must lie")
+    if not found:
+        raise ConfigError(f"{file}: {BASE_KEY} {_cut(name)}: base file not found")
+    return shown, real
+
+
+def _cut(name: str) -> str:
+    return name if len(name) <= 200 else name[:200] + "..."
+
+
+def _mapping(path: Path) -> dict:
     tree = read_yaml(path, ConfigError)
     if tree is None:
-        tree = {}
+        return {}
     if not isinstance(tree, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of sections, got {type(tree).__name__}")
-    return build_config(tree, overrides, source=str(path))
+    return tree
+
+
+def merge_over(base: dict, tree: dict) -> dict:
+    """`tree` written on top of `base`: mappings merged key by key, lists and values replaced (neither changed)."""
+    out = dict(base)
+    for key, value in tree.items():
+        out[key] = merge_over(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) \
+            else value
+    return out
 
 
 def read_yaml(path: Path, error: type[Exception]) -> Any:

@@ -39,6 +39,8 @@ CACHE_META_BYTES = 64 * MiB  # a cache entry's metadata (dataset info and every 
 NESTING_DEPTH = 32  # levels of nested lists and mappings (a config has 5, a layout 3)
 YAML_NODES = 20_000  # YAML nodes, every alias counted as the nodes it stands for (a config has a few hundred)
 OVERRIDE_CHARS = 100_000  # the value of one --set KEY=VALUE
+CONFIG_BASE_DEPTH = 8  # levels of `_base_` above a config file (the shipped configs use 2)
+CONFIG_BASE_FILES = 32  # files one config reads through `_base_`, every level counted
 
 # manifest.csv
 MANIFEST_COLUMNS = 1_000  # columns of the header (a clip with 50 streams, each cropped, needs 205)

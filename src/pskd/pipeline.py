@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from pskd.bounded import loads_json, read_text
-from pskd.config import PluginFile, RunConfig, dump_config
+from pskd.config import DataConfig, PluginFile, RunConfig, dump_config
 from pskd.console import RunLog, log_stderr, require_tensorboard
 from pskd.data.cache import cache_dir, prepare
 from pskd.data.registry import dataset_names, get_dataset, resolve_data_dir
@@ -30,6 +30,7 @@ from pskd.models.zoo import model_names
 from pskd.overwrite import Read, reads
 from pskd.plugins import load_plugins, record
 from pskd.rundir import INCOMPLETE, abandon, finish, is_finished, resume_run_dir, stage_run_dir, staging_of
+from pskd.suggest import did_you_mean
 from pskd.teacher_checkpoints import checkpoint_file
 from pskd.training import distributed
 from pskd.training.loop import pick_device
@@ -51,16 +52,20 @@ def default_out_dir(config: RunConfig) -> Path:
     return Path("runs") / f"{config.name}-{config.data.dataset}-{config.method}-seed{config.seed}-{stamp}"
 
 
-def check_names(config: RunConfig) -> None:
-    """Model names of the student and every teacher, known to the zoo; the method and its terms."""
+def check_names(config: RunConfig, for_run: bool = True) -> None:
+    """Model names of the student and every teacher, known to the zoo; the method and its terms; with for_run,
+    what a run needs besides (tensorboard when logged to, the teachers' checkpoints)."""
     load_plugins(config.plugins)
     models = {"student": config.student.name,
               **{f"teachers.{name}": teacher.name for name, teacher in config.teachers.items()}}
     for where, name in models.items():
         if name not in model_names():
-            raise ConfigError(f"{where}.name: unknown model '{name}'; known: {', '.join(model_names())}")
+            raise ConfigError(f"{where}.name: unknown model '{name}'{did_you_mean(name, model_names())}; known: "
+                              f"{', '.join(model_names())}")
     check_method(config)
     check_dataset(config)
+    if not for_run:
+        return
     if config.logging.tensorboard:
         require_tensorboard()  # before any folder is made
     for name, teacher in config.teachers.items():
@@ -75,10 +80,12 @@ def check_dataset(config: RunConfig) -> None:
     """The dataset, its protocol and every data.<dataset> section, against the registry (plugins loaded)."""
     dataset = get_dataset(config.data.dataset)
     for name in config.data.unknown_sections():
-        raise ConfigError(f"data.{name}: unknown key (no dataset of that name; known: {', '.join(dataset_names())})")
+        raise ConfigError(f"data.{name}: unknown key{did_you_mean(name, [*dataset_names(), *DataConfig.model_fields])} "
+                          f"(no dataset of that name; known: {', '.join(dataset_names())})")
     config.data.resolve_sections()
     if config.data.protocol not in dataset.protocols:
-        raise ConfigError(f"data.protocol: unknown protocol '{config.data.protocol}' for {dataset.name}; known: "
+        raise ConfigError(f"data.protocol: unknown protocol '{config.data.protocol}' for {dataset.name}"
+                          f"{did_you_mean(config.data.protocol, dataset.protocols)}; known: "
                           f"{', '.join(sorted(dataset.protocols))}")
 
 

@@ -36,7 +36,7 @@ from pskd.distill.methods import method_names, student_stages, teacher_chain_use
 from pskd.errors import ConfigError
 from pskd.evaluate.gains import merge, plot_gain_map, results_table, summarise
 from pskd.fileio import append_text, create_folder, write_file
-from pskd.limits import METADATA_BYTES
+from pskd.limits import METADATA_BYTES, OVERRIDE_CHARS
 from pskd.overwrite import mark, refuse_link
 from pskd.pipeline import open_session, run, train_teachers
 from pskd.rundir import staging_of
@@ -69,12 +69,41 @@ def merge_tree(tree: dict, changes: dict) -> dict:
     return out
 
 
+def split_values(text: str, where: str) -> list[str]:
+    """The values of `--grid KEY=V1,V2`: split at the commas outside brackets, braces and quotes, so a value may be
+    a list or a mapping (`[0,1],[0,1,2]`, `{a: 1, b: 2},{a: 3}`) or a quoted string with a comma (`'a,b',c`)."""
+    parts, start, depth, quote, before = [], 0, 0, "", ","
+    for index, char in enumerate(text):
+        if quote:
+            quote = "" if char == quote else quote
+        elif char in "'\"" and before in ",[{:":  # a quote opens a value only where one starts
+            quote = char
+        elif char in "[{":
+            depth += 1
+        elif char in "]}":
+            depth -= 1
+            if depth < 0:
+                raise ConfigError(f"{where}: '{char}' closes nothing (at character {index + 1})")
+        elif char == "," and depth == 0:
+            parts.append(text[start:index])
+            start = index + 1
+        if not char.isspace():
+            before = char
+    if quote or depth:
+        raise ConfigError(f"{where}: {'a quote' if quote else 'a bracket'} is left open")
+    return [*parts, text[start:]]
+
+
 def parse_grid(items: list[str] | tuple[str, ...]) -> dict[str, list]:
-    """`key=v1,v2` items (one per --grid) into {dotted key: [values]}, each value parsed as --set parses it."""
+    """`key=v1,v2` items (one per --grid) into {dotted key: [values]}, each value parsed as --set parses it (see
+    split_values for where the values part)."""
     grid: dict[str, list] = {}
     for item in items:
         key, sep, text = item.partition("=")
-        values = [parse_value(v, f"--grid {key.strip()}") for v in text.split(",") if v.strip()]
+        where = f"--grid {key.strip()}"
+        if len(text) > OVERRIDE_CHARS:
+            raise ConfigError(f"{where}: {len(text)} characters, more than the {OVERRIDE_CHARS} allowed")
+        values = [parse_value(v, where) for v in split_values(text, where) if v.strip()]
         if not sep or not key.strip() or not values:
             raise ConfigError(f"--grid {item}: expected key=value1,value2,...")
         if key.strip() in grid:
@@ -135,7 +164,7 @@ def plan(base: RunConfig, variants: dict[str, dict], seeds: list[int], grid: dic
             for name, changes in variants.items():
                 changed = merge_tree(tree, {**changes, "seed": seed})
                 for key, value in point.items():
-                    apply_override(changed, key, copy.deepcopy(value))
+                    apply_override(changed, key, copy.deepcopy(value), where=f"--grid {key}")
                 source = f"sweep variant '{name}'" + (f" at {point_label(point)}" if point else "")
                 config = build_config(changed, source=source)
                 folder = out / f"seed{seed}" / (_folder_name(point_label(point)) if point else "") / _folder_name(name)

@@ -8,6 +8,7 @@ import numpy as np
 
 from pskd.data.registry import get_dataset
 from pskd.errors import ConfigError
+from pskd.suggest import did_you_mean
 
 
 @dataclass
@@ -110,7 +111,8 @@ def make_split(
     """
     rules = get_dataset(dataset).protocols
     if protocol not in rules:
-        raise ConfigError(f"unknown protocol '{protocol}' for {dataset}; known: {', '.join(sorted(rules))}")
+        raise ConfigError(f"unknown protocol '{protocol}' for {dataset}{did_you_mean(protocol, rules)}; known: "
+                          f"{', '.join(sorted(rules))}")
     options = dict(options or {})
     scenes = options.pop("scenes", None)
     is_train = rules[protocol](subjects, trials, scenes=scenes, options=options)

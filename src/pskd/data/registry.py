@@ -27,6 +27,7 @@ from types import ModuleType
 from pydantic import BaseModel, ConfigDict
 
 from pskd.errors import ConfigError, DataError
+from pskd.suggest import did_you_mean, validation_hint
 
 DATA_DIR_VARIABLE = "PSKD_DATA_DIR"
 # keys of the data section that are not datasets (pskd.config.DataConfig): a dataset cannot take these names
@@ -80,7 +81,8 @@ class Dataset:
             item = err.errors()[0]
             key = ".".join(str(p) for p in item["loc"])
             shown = "" if isinstance(item.get("input"), (dict, list)) else f" (got {item.get('input')!r})"
-            message = "unknown key" if item["type"] == "extra_forbidden" else item["msg"] + shown
+            hint = validation_hint(self.options, item)
+            message = "unknown key" + hint if item["type"] == "extra_forbidden" else item["msg"] + shown + hint
             raise ConfigError(f"data.{self.name}.{key}: {message}") from None
 
     def cache_fingerprint(self, options: DatasetOptions, root: Path | None) -> str:
@@ -123,7 +125,7 @@ def dataset_names() -> list[str]:
 
 def get_dataset(name: str) -> Dataset:
     if name not in DATASETS:
-        raise ConfigError(f"unknown dataset '{name}'; known: {', '.join(sorted(DATASETS))}")
+        raise ConfigError(f"unknown dataset '{name}'{did_you_mean(name, DATASETS)}; known: {', '.join(sorted(DATASETS))}")
     return DATASETS[name]
 
 

@@ -22,6 +22,7 @@ from pskd.data.clip import SKELETON
 from pskd.distill.distiller import Stage
 from pskd.distill.terms import check_loss, check_options
 from pskd.errors import ConfigError
+from pskd.suggest import did_you_mean
 
 
 @dataclass
@@ -53,7 +54,7 @@ def method_names() -> list[str]:
 
 def get_method(name: str, where: str = "method") -> Method:
     if name not in METHODS:
-        raise ConfigError(f"{where}: unknown method '{name}'; known: {', '.join(METHODS)}")
+        raise ConfigError(f"{where}: unknown method '{name}'{did_you_mean(name, METHODS)}; known: {', '.join(METHODS)}")
     return METHODS[name]
 
 

@@ -20,6 +20,7 @@ from torch import nn
 
 from pskd.distill.components import Components
 from pskd.errors import ConfigError
+from pskd.suggest import did_you_mean, validation_hint
 
 
 class TermOptions(BaseModel):
@@ -137,18 +138,21 @@ def loss_names() -> list[str]:
 
 def check_loss(name: str, where: str) -> type[LossTerm]:
     if name not in loss_names():
-        raise ConfigError(f"{where}: unknown loss '{name}'; known: {', '.join(loss_names())}")
+        raise ConfigError(f"{where}: unknown loss '{name}'{did_you_mean(name, loss_names())}; known: "
+                          f"{', '.join(loss_names())}")
     return LOSSES[name]
 
 
 def check_options(name: str, options: dict, where: str) -> None:
     """A term's options against its Options model, with the offending key named."""
+    model = check_loss(name, where).Options
     try:
-        check_loss(name, where).Options.model_validate(options)
+        model.model_validate(options)
     except ValidationError as err:
         item = err.errors()[0]
         key = ".".join(str(p) for p in item["loc"])
-        problem = "unknown key" if item["type"] == "extra_forbidden" else item["msg"]
+        hint = validation_hint(model, item)
+        problem = ("unknown key" if item["type"] == "extra_forbidden" else item["msg"]) + hint
         raise ConfigError(f"{where}.{key}: {problem}") from None
 
 

@@ -15,6 +15,7 @@ from pskd.errors import ConfigError
 from pskd.models.fusion import FUSIONS, FusionNet
 from pskd.models.inertial import CompactCNN, GafResNet18
 from pskd.models.skeleton import SkeletonGCN, SkeletonMotion
+from pskd.suggest import did_you_mean
 
 INERTIAL_MODELS: dict[str, type[nn.Module]] = {"compact_cnn": CompactCNN, "gaf_resnet18": GafResNet18}
 SKELETON_MODELS: dict[str, type[nn.Module]] = {"skeleton_gcn": SkeletonGCN, "skeleton_motion": SkeletonMotion}
@@ -105,7 +106,8 @@ def check_options(cls: type, options: dict, where: str,
     allowed = [p for p in signature.parameters if p != "self" and p not in fixed]
     unknown = sorted(set(options) - set(allowed))
     if unknown:
-        raise ConfigError(f"{where}: unknown option(s) {unknown} for {cls.__name__}; allowed: {allowed}")
+        raise ConfigError(f"{where}: unknown option(s) {unknown} for {cls.__name__}{did_you_mean(unknown[0], allowed)}; "
+                          f"allowed: {allowed}")
     out = {}
     for key, value in options.items():
         default = signature.parameters[key].default
@@ -188,7 +190,8 @@ def _build(name: str, streams: list[str], options: dict, spec: InputSpec, where:
         except (TypeError, ValueError) as err:
             raise ConfigError(f"{where}.options: {err}") from None
         return StreamModel(net, [SKELETON, *inertial], *_stats(spec, inertial))
-    raise ConfigError(f"{where}.name: unknown model '{name}'; known: {', '.join(model_names())}")
+    raise ConfigError(f"{where}.name: unknown model '{name}'{did_you_mean(name, model_names())}; known: "
+                      f"{', '.join(model_names())}")
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from pskd import optim
 from pskd.config import TrainConfig
 from pskd.data.batches import LABEL, PairedClips
 from pskd.fileio import write_atomically
@@ -73,7 +74,9 @@ def make_optimizer(parameters, config: TrainConfig) -> torch.optim.Optimizer:
         return torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
     if config.optimizer == "adam":
         return torch.optim.Adam(parameters, lr=config.lr, weight_decay=config.weight_decay)
-    return torch.optim.SGD(parameters, lr=config.lr, weight_decay=config.weight_decay, momentum=0.9, nesterov=True)
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(parameters, lr=config.lr, weight_decay=config.weight_decay, momentum=0.9, nesterov=True)
+    return optim.build_optimizer(parameters, config)  # a torch.optim class by name
 
 
 def lr_factor(step: int, total_steps: int, warmup_steps: int, schedule: str) -> float:
@@ -143,8 +146,11 @@ class Training:
         self.model, self.criterion, self.config, self.device, self.augment = model, criterion, config, device, augment
         self.optimizer = make_optimizer(parameters if parameters is not None else model.parameters(), config)
         total, warmup = steps_per_epoch * config.epochs, steps_per_epoch * config.warmup_epochs
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda step: lr_factor(step, total, warmup, config.schedule))
+        if config.schedule in optim.BUILT_IN_SCHEDULES:
+            self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+                self.optimizer, lambda step: lr_factor(step, total, warmup, config.schedule))
+        else:  # a torch.optim.lr_scheduler class by name, stepped once an epoch, after the same warm-up
+            self.scheduler = optim.EpochSchedule(self.optimizer, config, steps_per_epoch, warmup)
         self.order = torch.Generator().manual_seed(seed)
         self.average = WeightAverage(model, config.ema) if config.ema else None
         self.holds_state = isinstance(criterion, nn.Module)  # a distiller's projections and prototypes
