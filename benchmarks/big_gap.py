@@ -70,7 +70,7 @@ def variants(names: list[str], extra: bool) -> dict[str, tuple[list[str], dict]]
         "pskd + feature (focused)": (both, {"method": "pskd", "distill": {"add_terms": ["feature"], **focused}}),
         "pskd + contrastive": (both, {"method": "pskd", "distill": {"add_terms": ["contrastive"]}}),
         "kd + feature (focused)": ([first], {"method": "kd", "distill": {"add_terms": ["feature"], **focused}}),
-        "pskd soft": (both, {"method": "pskd", "distill": {"acs_mode": "soft"}}),
+        "pskd soft": (both, {"method": "pskd", "distill": {"terms": {"acs": {"mode": "soft"}}}}),
         "pskd T=2": (both, {"method": "pskd", "distill": {"temperature": 2.0}}),
         # cross-fitted targets: each training clip's teacher outputs from teachers that did not train on it
         "kd cf": ([first], {"method": "kd"}),

@@ -29,7 +29,7 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "hard no-onehot": ("full", {"distill": {"acs_ground_truth": "none"}}),
     "cf hard onehot": ("cross_fit", {}),
     "cf hard no-onehot": ("cross_fit", {"distill": {"acs_ground_truth": "none"}}),
-    "cf soft onehot": ("cross_fit", {"distill": {"acs_mode": "soft"}}),
+    "cf soft onehot": ("cross_fit", {"distill": {"terms": {"acs": {"mode": "soft"}}}}),
     "cf hard T=2": ("cross_fit", {"distill": {"temperature": 2.0}}),
     "cf hard alpha=2": ("cross_fit", {"distill": {"alpha": 2.0}}),
     "cf hard beta=0": ("cross_fit", {"distill": {"beta": 0.0}}),

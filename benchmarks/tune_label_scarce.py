@@ -37,7 +37,7 @@ VARIANTS: dict[str, dict] = {
     "pskd+contrastive": {"method": "pskd", "distill": {"add_terms": [CON]}},
     "pskd+fixmatch+contrastive": {"method": "pskd", "distill": {"add_terms": [FIX, CON]}},
     "avg_kd+fixmatch": {"method": "avg_kd", "distill": {"add_terms": [FIX]}},
-    "pskd soft": {"method": "pskd", "distill": {"acs_mode": "soft"}},
+    "pskd soft": {"method": "pskd", "distill": {"terms": {"acs": {"mode": "soft"}}}},
     "self_train threshold=0.9": {"method": "self_train", "distill": {"terms": {FIX: {"threshold": 0.9}}}},
     "self_train rotation=30": {"method": "self_train", "distill": {"terms": {FIX: {"rotation_deg": 30.0}}}},
     "self_train labelled_share=0.5": {"method": "self_train", "train": {"labelled_share": 0.5}},

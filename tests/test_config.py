@@ -92,3 +92,20 @@ def test_the_former_name_of_sensor_length_is_still_read():
     assert build_config({"preprocess": {"accelerometer_length": 64}}).preprocess.sensor_length == 64
     with pytest.raises(ConfigError, match="give sensor_length only"):
         build_config({"preprocess": {"accelerometer_length": 64, "sensor_length": 32}})
+
+
+def test_a_built_in_term_owns_its_settings_and_the_former_keys_still_read():
+    from pskd.config import FORMER_TERM_KEYS, build_config
+    from pskd.errors import ConfigError
+
+    former = build_config({"distill": {"dkd_alpha": 2.0, "acs_mode": "soft", "relational_angle": 0.5,
+                                       "terms": {"acs": {"unlabelled_agree": True}}}})
+    assert former.distill.terms == {"dkd": {"alpha": 2.0}, "acs": {"unlabelled_agree": True, "mode": "soft"},
+                                    "dask": {"angle": 0.5}}
+    assert not any(hasattr(former.distill, key) for key in FORMER_TERM_KEYS)
+    with pytest.raises(ConfigError, match="give terms.acs.mode only"):
+        build_config({"distill": {"acs_mode": "soft", "terms": {"acs": {"mode": "hard"}}}})
+    with pytest.raises(ConfigError, match="mode"):  # checked against the term's options, as a new key is
+        from pskd.distill.methods import check_method
+
+        check_method(build_config({"method": "pskd", "teachers": {"skeleton": {}}, "distill": {"acs_mode": "x"}}))

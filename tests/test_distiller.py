@@ -22,7 +22,7 @@ FUSION = teacher("fusion", [[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, 0.0, 1.0], [
 
 def distiller(teachers, stages, terms=None, **settings):
     context = TermContext(5, teachers, DistillConfig(**settings))
-    return Distiller(context, stages, terms)
+    return Distiller(context, stages, terms if terms is not None else context.settings.terms)
 
 
 def batch(index, labels=(0, 1, 2, 0)):

@@ -515,7 +515,7 @@ def test_auto_filters_switch_on_only_where_teachers_rarely_agree():
     settings = DistillConfig()
     assert settings.unlabelled_filter == "auto"
     chosen = filtered_settings(settings, low)
-    assert (chosen.acs_mode, chosen.unlabelled_threshold, chosen.unlabelled_agree) == ("soft", 0.9, True)
+    assert chosen.terms["acs"] == {"mode": "soft", "unlabelled_threshold": 0.9, "unlabelled_agree": True}
     assert filtered_settings(settings, high) is None and filtered_settings(settings, None) is None
     assert filtered_settings(DistillConfig(unlabelled_filter="off"), low) is None
     own = DistillConfig(unlabelled_threshold=0.5)

@@ -115,15 +115,15 @@ def test_a_run_started_by_an_older_version_resumes_when_only_new_settings_are_mi
 
     config = build_config({**CONFIG, "seed": 0})
     written = yaml.safe_load(dump_config(config))
-    del written["distill"]["unlabelled_agree"], written["distill"]["unlabelled_threshold"]  # added later
+    del written["distill"]["unlabelled_filter"], written["distill"]["gate"]  # added later
     staging = tmp_path / "run.incomplete"
     staging.mkdir()
     (staging / "config.yaml").write_text(yaml.safe_dump(written))
     found, lock = resume_run_dir(tmp_path / "run", config)
     lock.release()
     assert found == staging
-    changed = build_config({**CONFIG, "seed": 0, "distill": {**CONFIG["distill"], "unlabelled_agree": True}})
-    with pytest.raises(ConfigError, match="differs at distill.unlabelled_agree"):
+    changed = build_config({**CONFIG, "seed": 0, "distill": {**CONFIG["distill"], "unlabelled_filter": "off"}})
+    with pytest.raises(ConfigError, match="differs at distill.unlabelled_filter"):
         resume_run_dir(tmp_path / "run", changed)
 
 

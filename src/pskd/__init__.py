@@ -24,7 +24,7 @@ from __future__ import annotations
 import sys
 import types
 
-__version__ = "0.1.0"
+from pskd.version import __version__
 
 _LAZY = {
     "register_loss": ("pskd.distill.terms", "register_loss"),

@@ -181,9 +181,9 @@ def metrics(model, X=None, y=None, class_names: list[str] | None = None) -> dict
 
 def _scores_of(model, X) -> tuple[np.ndarray, list[str] | None]:
     if isinstance(model, (str, Path)):
-        from pskd import load_classifier
+        from pskd.deploy.predict import open_classifier
 
-        card, classify = load_classifier(model)
+        card, classify = open_classifier(Path(model))
         return np.asarray(classify(np.ascontiguousarray(X, dtype=np.float32))), list(card.class_names)
     if hasattr(model, "predict_proba"):
         return np.asarray(model.predict_proba(X)), getattr(model, "class_names_", None)

@@ -243,31 +243,27 @@ class StageConfig(Section):
     loss: str | list[str] = "acs"
 
 
+# keys of the distill section that belonged to one built-in term, and where they are read now (terms.<term>.<key>)
+FORMER_TERM_KEYS = {
+    "dkd_alpha": ("dkd", "alpha"), "dkd_beta": ("dkd", "beta"),
+    "relational_distance": ("dask", "distance"), "relational_angle": ("dask", "angle"),
+    "acs_mode": ("acs", "mode"), "acs_ground_truth": ("acs", "ground_truth"), "class_embedding": ("acs", "class_embedding"),
+    "unlabelled_threshold": ("acs", "unlabelled_threshold"), "unlabelled_agree": ("acs", "unlabelled_agree"),
+}
+
+
 class DistillConfig(Section):
     temperature: float = Field(4.0, gt=0)
     alpha: float = Field(1.0, ge=0)  # weight of the soft-label term
     beta: float = Field(0.5, ge=0)  # weight of the embedding (semantic / relational) terms
     teacher: str | None = None  # the single teacher of kd, dkd, dask (default: the first teacher listed)
     assistant: str | None = None  # takd's assistant (default: a teacher with distill_from set)
-    acs_mode: Literal["hard", "soft"] = "hard"
-    # The ground-truth share of ACS's soft-label target: a one-hot label at temperature T, or none (those samples
-    # learn from the cross-entropy term alone; the semantic term still pulls them to the class embedding).
-    acs_ground_truth: Literal["onehot", "none"] = "onehot"
-    class_embedding: Literal["centroid", "prototype"] = "centroid"
-    # ACS on an unlabelled clip: a teacher teaches it only if its own confidence reaches unlabelled_threshold and,
-    # with unlabelled_agree, only if every teacher of the stage predicts the same class (0 / false: every clip)
-    unlabelled_threshold: float = Field(0.0, ge=0, le=1)
-    unlabelled_agree: bool = False
     # pskd's progressive learning: A = teacher-assistant chain (teachers distil into each other first, as their
     # distill_from says), B = curriculum as well (the student learns from `nearest` until switch_epoch, then from
     # all teachers), none = independent teachers, all used from the start.
     progressive: Literal["A", "B", "none"] = "A"
     nearest: str | None = None  # default: the teacher that reads the student's streams too
     switch_epoch: int = Field(40, ge=2, le=limits.MAX_EPOCHS)
-    dkd_alpha: float = Field(1.0, ge=0)
-    dkd_beta: float = Field(8.0, ge=0)
-    relational_distance: float = Field(1.0, ge=0)
-    relational_angle: float = Field(2.0, ge=0)
     stages: list[StageConfig] | None = None  # spelt out, these replace the method's own stages
     # Teacher outputs for training clips from teachers that did not train on them (k folds over the training
     # subjects; 0 = off). Costs k extra trainings of every teacher.
@@ -284,6 +280,30 @@ class DistillConfig(Section):
     # soft ACS with unlabelled_threshold 0.9 and unlabelled_agree, as measured on the blind-wrist synthetic; off:
     # the settings as given
     unlabelled_filter: Literal["auto", "off"] = "auto"
+    @model_validator(mode="before")
+    @classmethod
+    def _former_term_keys(cls, values):
+        """Settings of one built-in term, once keys of this section, read into that term's own section
+        (distill.terms.<term>): distill.dkd_alpha as distill.terms.dkd.alpha, and so on; both given is an error."""
+        if not isinstance(values, dict) or not any(key in values for key in FORMER_TERM_KEYS):
+            return values
+        values, terms = dict(values), values.get("terms")
+        terms = {name: dict(options) if isinstance(options, dict) else options for name, options in terms.items()} \
+            if isinstance(terms, dict) else {} if terms is None else terms
+        if not isinstance(terms, dict):
+            return values  # reported as the type error it is
+        for former, (term, key) in FORMER_TERM_KEYS.items():
+            if former not in values:
+                continue
+            own = terms.setdefault(term, {})
+            if not isinstance(own, dict):
+                return values
+            if key in own:
+                raise ValueError(f"distill: give terms.{term}.{key} only ({former} is its former name)")
+            own[key] = values.pop(former)
+        values["terms"] = terms
+        return values
+
     @field_validator("gate", mode="before")
     @classmethod
     def _former_gate(cls, value):

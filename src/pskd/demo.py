@@ -25,5 +25,5 @@ DEMO_CONFIG = {
             "train": TEACHER_TRAINING,
         },
     },
-    "distill": {"progressive": "A", "acs_mode": "hard"},
+    "distill": {"progressive": "A", "terms": {"acs": {"mode": "hard"}}},
 }

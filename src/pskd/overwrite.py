@@ -57,7 +57,7 @@ def reads(*pairs: tuple[object, str]) -> list[Read]:
 
 def mark(folder: Path, kind: str, command: str, root: Path | None = None) -> None:
     """Write the marker that makes `folder` a pskd output of `kind`."""
-    from pskd import __version__
+    from pskd.version import __version__
 
     text = json.dumps({"kind": kind, "command": command, "pskd_version": __version__,
                        "created": time.strftime("%Y-%m-%dT%H:%M:%S")}, indent=2) + "\n"

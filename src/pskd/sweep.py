@@ -52,11 +52,11 @@ def ablations(base: RunConfig) -> dict[str, dict]:
     """PSKD variants as overrides of the config tree (name -> changes)."""
     names = list(base.teachers)
     return {
-        "pskd (A, hard ACS)": {"method": "pskd", "distill": {"progressive": "A", "acs_mode": "hard"}},
+        "pskd (A, hard ACS)": {"method": "pskd", "distill": {"progressive": "A", "terms": {"acs": {"mode": "hard"}}}},
         "pskd without PL": {"method": "pskd", "distill": {"progressive": "none"}},
         "pskd without ACS": {"method": "pskd", "distill": {"stages": [{"start": 1, "teachers": names, "loss": "avg_kd"}]}},
         "pskd single teacher": {"method": "pskd", "distill": {"stages": [{"start": 1, "teachers": names[:1], "loss": "acs"}]}},
-        "pskd soft ACS": {"method": "pskd", "distill": {"acs_mode": "soft"}},
+        "pskd soft ACS": {"method": "pskd", "distill": {"terms": {"acs": {"mode": "soft"}}}},
         "pskd schedule B": {"method": "pskd", "distill": {"progressive": "B"}},
     }
 

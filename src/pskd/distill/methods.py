@@ -1,6 +1,7 @@
 """Methods: each name a configs uses, as the stages a student is trained with (teachers, loss terms, from which
-epoch). A method registers itself with `@register_method(name)` on a function config -> stages, next to its
-definition; `distill.stages` in a config spells stages out instead.
+epoch). A method registers itself with `@register_method(name)` on a function config -> stages, next to its loss
+(the built-in ones sit in pskd/distill/losses/, a user's in a plugin file); `distill.stages` in a config spells
+stages out instead. This registry imports none of its methods; only ce, which has no loss of its own, is here.
 
 ce: no teacher. kd: Hinton KD from one teacher. dkd: decoupled KD from one teacher. dask: VSKD's loss (KD plus
 relational distance/angle and semantic terms) from one teacher. avg_kd: the average of all teachers' soft labels.
@@ -116,7 +117,8 @@ def teachers_used(config: RunConfig) -> bool:
     return bool(get_method(config.method).min_teachers) and bool(student_stages(config))
 
 
-def _single(config: RunConfig) -> str:
+def single_teacher(config: RunConfig) -> str:
+    """The one teacher of a single-teacher method: distill.teacher, else the first teacher listed."""
     return config.distill.teacher or list(config.teachers)[0]
 
 
@@ -125,52 +127,3 @@ def _ce(config: RunConfig) -> list[Stage]:
     return []
 
 
-@register_method("self_train", min_teachers=0)
-def _self_train(config: RunConfig) -> list[Stage]:
-    return [Stage(1, [], "fixmatch")]
-
-
-@register_method("kd")
-def _kd(config: RunConfig) -> list[Stage]:
-    return [Stage(1, [_single(config)], "kd")]
-
-
-@register_method("dkd")
-def _dkd(config: RunConfig) -> list[Stage]:
-    return [Stage(1, [_single(config)], "dkd")]
-
-
-@register_method("dask")
-def _dask(config: RunConfig) -> list[Stage]:
-    return [Stage(1, [_single(config)], "dask")]
-
-
-@register_method("takd", min_teachers=2)
-def _takd(config: RunConfig) -> list[Stage]:
-    assistant = config.distill.assistant or next(
-        (n for n, t in config.teachers.items() if t.distill_from is not None), None)
-    if assistant is None:
-        raise ConfigError("takd needs a teacher assistant: set distill_from on one teacher or distill.assistant")
-    return [Stage(1, [assistant], "kd")]
-
-
-@register_method("avg_kd", min_teachers=2)
-def _avg_kd(config: RunConfig) -> list[Stage]:
-    return [Stage(1, list(config.teachers), "avg_kd")]
-
-
-@register_method("camkd", min_teachers=2)
-def _camkd(config: RunConfig) -> list[Stage]:
-    return [Stage(1, list(config.teachers), "camkd")]
-
-
-@register_method("pskd", chain=lambda config: config.distill.progressive != "none")
-def _pskd(config: RunConfig) -> list[Stage]:
-    names = list(config.teachers)
-    if config.distill.progressive == "B":
-        if config.distill.switch_epoch > config.train.epochs:
-            raise ConfigError(
-                f"distill.switch_epoch ({config.distill.switch_epoch}) is after the last epoch ({config.train.epochs})"
-            )
-        return [Stage(1, [nearest_teacher(config)], "acs"), Stage(config.distill.switch_epoch, names, "acs")]
-    return [Stage(1, names, "acs")]

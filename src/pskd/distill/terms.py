@@ -131,8 +131,6 @@ def register_loss(name: str):
 
 
 def loss_names() -> list[str]:
-    import pskd.distill.losses  # noqa: F401  (the built-in terms register themselves on import)
-
     return sorted(LOSSES)
 
 

@@ -12,6 +12,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pskd.data.clip import SKELETON
+from pskd.errors import ConfigError
+from pskd.models.zoo import InputSpec, inertial_net, register_model, skeleton_net
+
 FUSIONS = ("concat", "gated", "attention")
 
 
@@ -68,3 +72,28 @@ class FusionNet(nn.Module):
             kept = torch.rand(len(first), device=first.device) >= self.skeleton_dropout
             first = first * kept[:, None].to(first.dtype)
         return self.head(first, second)
+
+
+OPTIONS = ("fusion", "embedding_dim", "dropout", "skeleton", "inertial", "inertial_model", "skeleton_dropout")
+
+
+@register_model("fusion", kind="paired")
+def build_fusion(streams: list[str], options: dict, spec: InputSpec, where: str) -> FusionNet:
+    """The fusion teacher: options.skeleton for its skeleton_gcn, options.inertial for its inertial model
+    (options.inertial_model, compact_cnn by default), and the head's own (fusion, embedding_dim, dropout,
+    skeleton_dropout)."""
+    unknown = sorted(set(options) - set(OPTIONS))
+    if unknown:
+        raise ConfigError(f"{where}.options: unknown option(s) {unknown} for fusion")
+    mode = options.get("fusion", "concat")
+    if mode not in FUSIONS:
+        raise ConfigError(f"{where}.options.fusion: one of {list(FUSIONS)}, not '{mode}'")
+    inertial = [s for s in streams if s != SKELETON]
+    skeleton_part = skeleton_net("skeleton_gcn", options.get("skeleton", {}), spec, f"{where}.options.skeleton")
+    inertial_part = inertial_net(options.get("inertial_model", "compact_cnn"), options.get("inertial", {}), spec,
+                                 inertial, f"{where}.options.inertial")
+    try:
+        return FusionNet(skeleton_part, inertial_part, spec.num_classes, mode, int(options.get("embedding_dim", 128)),
+                         float(options.get("dropout", 0.3)), float(options.get("skeleton_dropout", 0.0)))
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"{where}.options: {err}") from None

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pskd.data.transforms import gasf
+from pskd.models.zoo import register_model
 
 
 class ResidualBlock(nn.Module):
@@ -80,6 +81,7 @@ PRESETS: dict[str, dict] = {
 }
 
 
+@register_model("compact_cnn", kind="inertial")
 class CompactCNN(nn.Module):
     """The default watch student: a small residual 1-D CNN over the resampled raw signal.
 
@@ -133,6 +135,7 @@ class CompactCNN(nn.Module):
         return embedding, self.classifier(self.dropout(embedding))
 
 
+@register_model("gaf_resnet18", kind="inertial")
 class GafResNet18(nn.Module):
     """VSKD's student: each axis as a Gramian Angular Summation Field image, stacked as channels, resized to
     image_size x image_size, through a ResNet-18 (512-d pooled feature), a 300-d embedding with ReLU, then the

@@ -15,6 +15,7 @@ from torch import nn
 
 from pskd.data.layouts import Layout
 from pskd.models.graph import spatial_partitions
+from pskd.models.zoo import register_model
 
 INPUT_STREAMS = ("joint", "bone", "motion")
 
@@ -74,6 +75,7 @@ class GraphBlock(nn.Module):
         return F.relu(out + self.residual(x))
 
 
+@register_model("skeleton_gcn", kind="skeleton")
 class SkeletonGCN(nn.Module):
     """Graph convolution network over a skeleton layout; small enough to train on a CPU."""
 
@@ -121,6 +123,7 @@ class SkeletonGCN(nn.Module):
         return embedding, self.classifier(embedding)
 
 
+@register_model("skeleton_motion", kind="skeleton")
 class SkeletonMotion(nn.Module):
     """A fixed description of the skeleton's motion and a linear classifier on it: per time segment, each joint's
     mean position and mean velocity (standardised over the training clips by a batch norm without weights).

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -12,34 +13,50 @@ from torch import nn
 from pskd.data.clip import SKELETON
 from pskd.data.layouts import Layout
 from pskd.errors import ConfigError
-from pskd.models.fusion import FUSIONS, FusionNet
-from pskd.models.inertial import CompactCNN, GafResNet18
-from pskd.models.skeleton import SkeletonGCN, SkeletonMotion
 from pskd.suggest import did_you_mean
 
-INERTIAL_MODELS: dict[str, type[nn.Module]] = {"compact_cnn": CompactCNN, "gaf_resnet18": GafResNet18}
-SKELETON_MODELS: dict[str, type[nn.Module]] = {"skeleton_gcn": SkeletonGCN, "skeleton_motion": SkeletonMotion}
+KINDS = ("inertial", "skeleton", "paired")
+
+
+@dataclass(frozen=True)
+class Entry:
+    kind: str
+    make: Callable  # the network class (inertial, skeleton), or a builder (paired)
+
+
+# name -> entry; this module imports none of its models: pskd.models imports the built-in ones, which register
+# themselves here as a user's plugin does
+MODELS: dict[str, Entry] = {}
 
 
 def register_model(name: str, kind: str = "inertial"):
-    """Class decorator: a network configs can name. kind "inertial": constructed as cls(c_in, num_classes, seq_len,
+    """Decorator: a network configs can name. kind "inertial": a class constructed as cls(c_in, num_classes, seq_len,
     **options) and called on [batch, channels, time]; kind "skeleton": cls(layout, num_classes, seq_len, **options)
-    on [batch, time, joints, 3]. Either returns (embedding, logits) and has an `embedding_dim` attribute."""
-    table = {"inertial": INERTIAL_MODELS, "skeleton": SKELETON_MODELS}.get(kind)
-    if table is None:
-        raise ValueError(f"register_model kind must be 'inertial' or 'skeleton', not '{kind}'")
+    on [batch, time, joints, 3]. Either returns (embedding, logits) and has an `embedding_dim` attribute. kind
+    "paired": a function (streams, options, spec, where) -> network called on (skeleton, inertial), for a model
+    that reads the skeleton and inertial streams together (the fusion teacher). Decorating again a class of the
+    same module and name (a notebook cell run twice) replaces it."""
+    if kind not in KINDS:
+        raise ValueError(f"register_model kind must be one of {KINDS}, not '{kind}'")
 
-    def decorate(cls: type[nn.Module]) -> type[nn.Module]:
-        if name == "fusion" or any(name in t and t[name] is not cls for t in (INERTIAL_MODELS, SKELETON_MODELS)):
-            raise ValueError(f"a model named '{name}' is already registered")
-        table[name] = cls
-        return cls
+    def decorate(make: Callable) -> Callable:
+        known = MODELS.get(name)
+        if known is not None and known.make is not make and not _same_definition(known.make, make):
+            raise ValueError(f"a model named '{name}' is already registered ({known.make.__module__})")
+        MODELS[name] = Entry(kind, make)
+        return make
 
     return decorate
 
 
+def _same_definition(old: Callable, new: Callable) -> bool:
+    """Whether `new` is `old` defined again (a notebook cell run twice): same module and qualified name."""
+    return (getattr(old, "__module__", None), getattr(old, "__qualname__", None)) == \
+        (getattr(new, "__module__", None), getattr(new, "__qualname__", None))
+
+
 def model_names() -> list[str]:
-    return sorted([*INERTIAL_MODELS, *SKELETON_MODELS, "fusion"])
+    return sorted(MODELS)
 
 
 @dataclass
@@ -123,10 +140,16 @@ def check_options(cls: type, options: dict, where: str,
     return out
 
 
-def _inertial_net(name: str, options: dict, spec: InputSpec, streams: list[str], where: str) -> nn.Module:
-    if name not in INERTIAL_MODELS:
-        raise ConfigError(f"{where}: '{name}' is not an inertial model; known: {', '.join(sorted(INERTIAL_MODELS))}")
-    cls = INERTIAL_MODELS[name]
+def _of_kind(kind: str) -> list[str]:
+    return sorted(name for name, entry in MODELS.items() if entry.kind == kind)
+
+
+def inertial_net(name: str, options: dict, spec: InputSpec, streams: list[str], where: str) -> nn.Module:
+    """The network of an inertial model, reading the channels of `streams` concatenated."""
+    if name not in _of_kind("inertial"):
+        raise ConfigError(f"{where}: '{name}' is not an inertial model{did_you_mean(name, _of_kind('inertial'))}; "
+                          f"known: {', '.join(_of_kind('inertial'))}")
+    cls = MODELS[name].make
     c_in = sum(spec.channels[s] for s in streams)
     try:
         return cls(c_in, spec.num_classes, spec.lengths[streams[0]], **check_options(cls, options, f"{where}.options"))
@@ -134,10 +157,13 @@ def _inertial_net(name: str, options: dict, spec: InputSpec, streams: list[str],
         raise ConfigError(f"{where}.options: {err}") from None
 
 
-def _skeleton_net(name: str, options: dict, spec: InputSpec, where: str) -> nn.Module:
+def skeleton_net(name: str, options: dict, spec: InputSpec, where: str) -> nn.Module:
+    """The network of a skeleton model, on the spec's layout."""
     if spec.layout is None:
         raise ConfigError(f"{where}: this dataset has no skeleton layout")
-    cls = SKELETON_MODELS[name]
+    if name not in _of_kind("skeleton"):
+        raise ConfigError(f"{where}: '{name}' is not a skeleton model; known: {', '.join(_of_kind('skeleton'))}")
+    cls = MODELS[name].make
     kwargs = check_options(cls, options, f"{where}.options", fixed=("layout", "num_classes", "seq_len"))
     try:
         return cls(spec.layout, spec.num_classes, spec.lengths[SKELETON], **kwargs)
@@ -161,37 +187,22 @@ def _build(name: str, streams: list[str], options: dict, spec: InputSpec, where:
     missing = [s for s in streams if s not in spec.lengths]
     if missing or not streams:
         raise ConfigError(f"{where}.streams: {missing or streams} not in this dataset (it has {sorted(spec.lengths)})")
-    inertial = [s for s in streams if s != SKELETON]
-    if name in INERTIAL_MODELS:
+    if name not in MODELS:
+        raise ConfigError(f"{where}.name: unknown model '{name}'{did_you_mean(name, MODELS)}; known: "
+                          f"{', '.join(model_names())}")
+    kind, inertial = MODELS[name].kind, [s for s in streams if s != SKELETON]
+    if kind == "inertial":
         if SKELETON in streams:
             raise ConfigError(f"{where}: {name} reads inertial streams only, not the skeleton")
-        return StreamModel(_inertial_net(name, options, spec, inertial, where), streams, *_stats(spec, inertial))
-    if name in SKELETON_MODELS:
+        return StreamModel(inertial_net(name, options, spec, inertial, where), streams, *_stats(spec, inertial))
+    if kind == "skeleton":
         if streams != [SKELETON]:
             raise ConfigError(f"{where}: {name} reads the skeleton stream only (streams: [skeleton])")
-        return StreamModel(_skeleton_net(name, options, spec, where), streams)
-    if name == "fusion":
-        if SKELETON not in streams or not inertial:
-            raise ConfigError(f"{where}: fusion needs the skeleton and at least one inertial stream")
-        options = dict(options)
-        unknown = sorted(set(options) - {"fusion", "embedding_dim", "dropout", "skeleton", "inertial", "inertial_model",
-                                         "skeleton_dropout"})
-        if unknown:
-            raise ConfigError(f"{where}.options: unknown option(s) {unknown} for fusion")
-        mode = options.get("fusion", "concat")
-        if mode not in FUSIONS:
-            raise ConfigError(f"{where}.options.fusion: one of {list(FUSIONS)}, not '{mode}'")
-        skeleton_net = _skeleton_net("skeleton_gcn", options.get("skeleton", {}), spec, f"{where}.options.skeleton")
-        inertial_net = _inertial_net(options.get("inertial_model", "compact_cnn"), options.get("inertial", {}), spec,
-                                     inertial, f"{where}.options.inertial")
-        try:
-            net = FusionNet(skeleton_net, inertial_net, spec.num_classes, mode, int(options.get("embedding_dim", 128)),
-                            float(options.get("dropout", 0.3)), float(options.get("skeleton_dropout", 0.0)))
-        except (TypeError, ValueError) as err:
-            raise ConfigError(f"{where}.options: {err}") from None
-        return StreamModel(net, [SKELETON, *inertial], *_stats(spec, inertial))
-    raise ConfigError(f"{where}.name: unknown model '{name}'{did_you_mean(name, model_names())}; known: "
-                      f"{', '.join(model_names())}")
+        return StreamModel(skeleton_net(name, options, spec, where), streams)
+    if SKELETON not in streams or not inertial:
+        raise ConfigError(f"{where}: {name} needs the skeleton and at least one inertial stream")
+    net = MODELS[name].make(streams, dict(options), spec, where)
+    return StreamModel(net, [SKELETON, *inertial], *_stats(spec, inertial))
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pskd import __version__
 from pskd.data.clip import SKELETON
 from pskd.data.layouts import dataset_layout
 from pskd.distill.methods import student_stages
@@ -23,6 +22,7 @@ from pskd.teacher_checkpoints import teacher_meta
 from pskd.training.recipe import Trained
 from pskd.training.session import Session
 from pskd.training.teachers import TrainedTeacher
+from pskd.version import __version__
 
 
 def _save_checkpoint(path: Path, state: dict, meta: dict, root: Path) -> None:

@@ -13,6 +13,7 @@ from pskd.distill.components import teacher_components
 from pskd.distill.distiller import Stage
 from pskd.distill.losses.acs import own_beliefs, trusted_on_unlabelled
 from pskd.distill.methods import student_stages, teachers_used
+from pskd.distill.terms import check_loss
 from pskd.training import recipe
 from pskd.training.loop import seed_everything
 from pskd.training.recipe import Distilling, Trained
@@ -38,7 +39,12 @@ HINT_BELOW = 1 / 3
 CONFIDENT = 0.9  # the confidence one agreeing teacher must reach for a clip to count as confidently agreed
 # what distill.unlabelled_filter: auto switches on below HINT_BELOW: the combination that did no harm on the
 # blind-wrist synthetic at every label fraction
-FILTERED = {"acs_mode": "soft", "unlabelled_threshold": CONFIDENT, "unlabelled_agree": True}
+FILTERED = {"mode": "soft", "unlabelled_threshold": CONFIDENT, "unlabelled_agree": True}
+
+
+def acs_options(settings: DistillConfig):
+    """ACS's own settings (distill.terms.acs), its defaults filled in."""
+    return check_loss("acs", "distill.terms").Options.model_validate(settings.terms.get("acs") or {})
 
 
 def unlabelled_agreement(session: Session, teachers: dict[str, TrainedTeacher]) -> dict | None:
@@ -60,9 +66,10 @@ def filtered_settings(settings: DistillConfig, agreement: dict | None) -> Distil
     teachers trusted on a third of the unlabelled clips or more, filters already set, or the filter off."""
     if settings.unlabelled_filter == "off" or agreement is None or agreement["confident_agreement"] >= HINT_BELOW:
         return None
-    if settings.unlabelled_threshold > 0 or settings.unlabelled_agree:
+    own = acs_options(settings)
+    if own.unlabelled_threshold > 0 or own.unlabelled_agree:
         return None  # the user's own filters stand
-    return settings.model_copy(update=FILTERED)
+    return settings.model_copy(update={"terms": {**settings.terms, "acs": {**settings.terms.get("acs", {}), **FILTERED}}})
 
 
 def _log_agreement(session: Session, found: dict, filtered: bool) -> None:
@@ -74,10 +81,10 @@ def _log_agreement(session: Session, found: dict, filtered: bool) -> None:
                     "accuracy here, so ACS is soft and teaches an unlabelled clip only where the teachers agree and "
                     f"one is at least {100 * CONFIDENT:.0f} % confident (distill.unlabelled_filter: auto; off keeps "
                     "the settings as given)")
-    elif found["confident_agreement"] < HINT_BELOW and session.config.distill.unlabelled_threshold == 0:
+    elif found["confident_agreement"] < HINT_BELOW and acs_options(session.config.distill).unlabelled_threshold == 0:
         session.log("  few confident agreements: teachers that learnt from few labels can cost the student "
-                    "accuracy here; consider distill.unlabelled_filter: auto, or distill.acs_mode: soft with "
-                    "distill.unlabelled_threshold: 0.9 and distill.unlabelled_agree: true")
+                    "accuracy here; consider distill.unlabelled_filter: auto, or distill.terms.acs: {mode: soft, "
+                    "unlabelled_threshold: 0.9, unlabelled_agree: true}")
 
 
 COMPONENTS = 64  # principal components of each teacher's embedding measured (the feature term uses a prefix)

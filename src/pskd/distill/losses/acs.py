@@ -22,13 +22,20 @@ centroid of that teacher's embeddings, or a learned prototype).
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import nn
 
+from pskd.config import RunConfig
+from pskd.distill.distiller import Stage
 from pskd.distill.losses.kd import soft_target_kl
 from pskd.distill.losses.semantic import Projection, semantic_mse
-from pskd.distill.terms import LossTerm, TermContext, TermInputs, register_loss
+from pskd.distill.methods import nearest_teacher, register_method
+from pskd.distill.terms import LossTerm, TermContext, TermInputs, TermOptions, register_loss
+from pskd.errors import ConfigError
 
 
 def own_beliefs(probabilities: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -120,6 +127,21 @@ def acs_terms(
     return {"acs_kd": kd, "acs_semantic": semantic}
 
 
+class ACSOptions(TermOptions):
+    """ACS's own settings (formerly distill.acs_mode, acs_ground_truth, class_embedding, unlabelled_threshold and
+    unlabelled_agree, which still read)."""
+
+    mode: Literal["hard", "soft"] = "hard"
+    # the ground-truth share of the soft-label target: a one-hot label at temperature T, or none (those clips learn
+    # from the cross-entropy term alone; the semantic term still pulls them to the class embedding)
+    ground_truth: Literal["onehot", "none"] = "onehot"
+    class_embedding: Literal["centroid", "prototype"] = "centroid"
+    # on an unlabelled clip: a teacher teaches it only if its own confidence reaches unlabelled_threshold and, with
+    # unlabelled_agree, only if every teacher of the stage predicts the same class (0 / false: every clip)
+    unlabelled_threshold: float = Field(0.0, ge=0, le=1)
+    unlabelled_agree: bool = False
+
+
 @register_loss("acs")
 class ACS(LossTerm):
     """PSKD's Adaptive-Confidence Semantic loss over the stage's teachers, on every clip (an unlabelled clip
@@ -127,21 +149,37 @@ class ACS(LossTerm):
     projections of the student's embedding into each teacher's space and, with class_embedding: prototype, the
     learned class embeddings."""
 
+    Options = ACSOptions
+
     def __init__(self, context: TermContext):
         super().__init__(context)
         self.projections = nn.ModuleDict({t.name: Projection(context.student_dim, t.dim) for t in context.teachers})
         self.centroids = {t.name: t.class_embeddings for t in context.teachers}
         self.prototypes = None
-        if context.settings.class_embedding == "prototype":
+        if self.options.class_embedding == "prototype":
             self.prototypes = nn.ParameterDict(
                 {t.name: nn.Parameter(t.class_embeddings.clone()) for t in context.teachers})
 
     def forward(self, inputs: TermInputs) -> dict[str, torch.Tensor]:
-        s, names = self.settings, inputs.teachers
+        s, own, names = self.settings, self.options, inputs.teachers
         classes = self.prototypes if self.prototypes is not None else self.centroids
         terms = acs_terms(
             inputs.logits, [self.projections[n](inputs.embedding) for n in names], inputs.teacher_logits,
             inputs.teacher_embeddings, [classes[n].to(inputs.logits.device) for n in names], inputs.labels,
-            s.acs_mode, s.temperature, s.acs_ground_truth, s.unlabelled_threshold, s.unlabelled_agree,
+            own.mode, s.temperature, own.ground_truth, own.unlabelled_threshold, own.unlabelled_agree,
         )
         return {"acs_kd": s.alpha * terms["acs_kd"], "acs_semantic": s.beta * terms["acs_semantic"]}
+
+
+@register_method("pskd", chain=lambda config: config.distill.progressive != "none")
+def pskd(config: RunConfig) -> list[Stage]:
+    """ACS over all teachers, after the teacher chain (progressive A), with an optional curriculum from the nearest
+    teacher to all (progressive B)."""
+    names = list(config.teachers)
+    if config.distill.progressive == "B":
+        if config.distill.switch_epoch > config.train.epochs:
+            raise ConfigError(
+                f"distill.switch_epoch ({config.distill.switch_epoch}) is after the last epoch ({config.train.epochs})"
+            )
+        return [Stage(1, [nearest_teacher(config)], "acs"), Stage(config.distill.switch_epoch, names, "acs")]
+    return [Stage(1, names, "acs")]

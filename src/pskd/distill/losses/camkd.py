@@ -7,7 +7,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from pskd.config import RunConfig
+from pskd.distill.distiller import Stage
 from pskd.distill.losses.kd import soft_target_kl
+from pskd.distill.methods import register_method
 from pskd.distill.terms import LossTerm, TermInputs, register_loss
 
 
@@ -39,3 +42,9 @@ class CAMKD(LossTerm):
     def forward(self, inputs: TermInputs) -> dict[str, torch.Tensor]:
         s = self.settings
         return {"camkd": s.alpha * camkd_loss(inputs.logits, inputs.teacher_logits, inputs.labels, s.temperature)}
+
+
+@register_method("camkd", min_teachers=2)
+def camkd(config: RunConfig) -> list[Stage]:
+    """Confidence-aware weighting of all teachers."""
+    return [Stage(1, list(config.teachers), "camkd")]

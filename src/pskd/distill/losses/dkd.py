@@ -8,6 +8,9 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
+from pskd.config import RunConfig
+from pskd.distill.distiller import Stage
+from pskd.distill.methods import register_method, single_teacher
 from pskd.distill.terms import LossTerm, TermInputs, TermOptions, register_loss
 
 
@@ -46,6 +49,8 @@ class DKDOptions(TermOptions):
     # the loss is ramped in linearly over the first `warmup` epochs (epoch e counts e / warmup), as the reference
     # implementation does (20 epochs); 0: at full weight from the first epoch
     warmup: int = Field(20, ge=0, le=100_000)
+    alpha: float = Field(1.0, ge=0)  # weight of the target-class part (formerly distill.dkd_alpha)
+    beta: float = Field(8.0, ge=0)  # weight of the non-target part (formerly distill.dkd_beta)
 
 
 @register_loss("dkd")
@@ -66,4 +71,10 @@ class DKD(LossTerm):
     def forward(self, inputs: TermInputs) -> dict[str, torch.Tensor]:
         s = self.settings
         return {"dkd": self.ramp * s.alpha * dkd_loss(inputs.logits, inputs.teacher_logits[0], inputs.labels,
-                                                      s.dkd_alpha, s.dkd_beta, s.temperature)}
+                                                      self.options.alpha, self.options.beta, s.temperature)}
+
+
+@register_method("dkd")
+def dkd(config: RunConfig) -> list[Stage]:
+    """Decoupled KD from one teacher."""
+    return [Stage(1, [single_teacher(config)], "dkd")]

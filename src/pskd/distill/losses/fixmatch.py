@@ -14,8 +14,11 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
+from pskd.config import RunConfig
 from pskd.data.batches import INDEX, LABEL
 from pskd.data.transforms import Augmenter
+from pskd.distill.distiller import Stage
+from pskd.distill.methods import register_method
 from pskd.distill.terms import LossTerm, TermContext, TermInputs, TermOptions, register_loss
 
 
@@ -75,3 +78,10 @@ class FixMatch(LossTerm):
         _, logits = inputs.model(self.strong({k: v[chosen] for k, v in inputs.batch.items()}))
         loss = F.cross_entropy(logits, guess[chosen], reduction="sum") / pool.sum()
         return {"self": self.options.weight * loss}
+
+
+@register_method("self_train", min_teachers=0)
+def self_train(config: RunConfig) -> list[Stage]:
+    """No teacher: the student pseudo-labels unlabelled clips itself (FixMatch), the control for distillation from
+    unlabelled pairs."""
+    return [Stage(1, [], "fixmatch")]

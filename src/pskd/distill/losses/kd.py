@@ -5,7 +5,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from pskd.config import RunConfig
+from pskd.distill.distiller import Stage
+from pskd.distill.methods import register_method, single_teacher
 from pskd.distill.terms import LossTerm, TermInputs, register_loss
+from pskd.errors import ConfigError
 
 
 def soft_target_kl(student_logits: torch.Tensor, target: torch.Tensor, temperature: float,
@@ -43,3 +47,25 @@ class AverageKD(LossTerm):
         s = self.settings
         target = torch.stack([F.softmax(z / s.temperature, dim=1) for z in inputs.teacher_logits]).mean(dim=0)
         return {"avg_kd": s.alpha * soft_target_kl(inputs.logits, target, s.temperature)}
+
+
+@register_method("kd")
+def kd(config: RunConfig) -> list[Stage]:
+    """Hinton KD from one teacher."""
+    return [Stage(1, [single_teacher(config)], "kd")]
+
+
+@register_method("avg_kd", min_teachers=2)
+def avg_kd(config: RunConfig) -> list[Stage]:
+    """KD from the average of all teachers' soft labels."""
+    return [Stage(1, list(config.teachers), "avg_kd")]
+
+
+@register_method("takd", min_teachers=2)
+def takd(config: RunConfig) -> list[Stage]:
+    """KD from the teacher assistant: a teacher that was itself distilled from a stronger one."""
+    assistant = config.distill.assistant or next(
+        (n for n, t in config.teachers.items() if t.distill_from is not None), None)
+    if assistant is None:
+        raise ConfigError("takd needs a teacher assistant: set distill_from on one teacher or distill.assistant")
+    return [Stage(1, [assistant], "kd")]
