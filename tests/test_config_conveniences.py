@@ -306,6 +306,9 @@ def test_a_star_sets_every_existing_key_at_its_level(tmp_path):
     refused(REPO / "configs/utd_mhad/student_ce.yaml", ["teachers.*.train.epochs=2"],
             "--set teachers.*.train.epochs: '*' matches no key of teachers")
     refused(path, ["seed.*=2"], "'seed' is a value, not a section")
+    many = {"teachers": {f"t{i}": {} for i in range(200)}}
+    with pytest.raises(ConfigError, match=r"sets 200 keys, more than 20000 values in all"):
+        build_config(many, [f"teachers.*.options.x=[{','.join(['1'] * 200)}]"])
 
 
 def test_grid_values_split_at_top_level_commas_only():
