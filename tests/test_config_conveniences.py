@@ -306,6 +306,9 @@ def test_a_star_sets_every_existing_key_at_its_level(tmp_path):
     refused(REPO / "configs/utd_mhad/student_ce.yaml", ["teachers.*.train.epochs=2"],
             "--set teachers.*.train.epochs: '*' matches no key of teachers")
     refused(path, ["seed.*=2"], "'seed' is a value, not a section")
+    many = {"teachers": {f"t{i}": {} for i in range(200)}}
+    with pytest.raises(ConfigError, match=r"sets 200 keys, more than 20000 values in all"):
+        build_config(many, [f"teachers.*.options.x=[{','.join(['1'] * 200)}]"])
 
 
 def test_grid_values_split_at_top_level_commas_only():
@@ -354,3 +357,18 @@ def test_config_show_loads_the_plugins_the_config_names(tmp_path, capsys):
     code, out, err = run_cli(["config", "show", str(config)], capsys)
     assert code == 0, err
     assert yaml.safe_load(out)["student"]["name"] == "conveniences_net"
+
+
+def test_a_tiny_run_trains_with_a_torch_optimizer_and_scheduler(tmp_path, capsys):
+    from test_cli import TINY
+
+    out = tmp_path / "run"
+    code, _, err = run_cli(["train", str(REPO / "configs/utd_mhad/student_ce.yaml"), *TINY, "--out", str(out),
+                            "--quiet", "--set", "train.optimizer={name: RAdam, options: {betas: [0.9, 0.99]}}",
+                            "--set", "train.schedule={name: StepLR, options: {step_size: 1, gamma: 0.5}}",
+                            "--set", "train.warmup_epochs=0", "--set", "train.refit=false"], capsys)
+    assert code == 0, err
+    rows = (out / "history" / "student.csv").read_text().splitlines()
+    rates = [float(row.split(",")[1]) for row in rows[1:]]
+    assert rates == pytest.approx([0.003 * 0.5 ** epoch for epoch in (1, 2, 3)])  # halved at each epoch's end
+    assert yaml.safe_load((out / "config.yaml").read_text())["train"]["optimizer"]["name"] == "RAdam"

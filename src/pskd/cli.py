@@ -15,7 +15,8 @@ from pskd.limits import MAX_BENCH_REPEATS, MAX_BENCH_WARMUP
 def _set_option(function):
     return click.option(
         "--set", "overrides", multiple=True, metavar="KEY=VALUE",
-        help="Override a config value by its dotted key, e.g. --set train.epochs=20 (repeatable).",
+        help="Override a config value by its dotted key, e.g. --set train.epochs=20 (repeatable; a * in the key "
+             "matches every key there: --set 'teachers.*.train.epochs=20').",
     )(function)
 
 
@@ -305,7 +306,8 @@ def parse_seeds(text: str) -> list[int]:
               help="N for seeds 0..N-1, or a comma-separated list of seeds (e.g. 3,4 to run part of a sweep elsewhere).")
 @click.option("--ablation", is_flag=True, help="Add PSKD's ablation variants.")
 @click.option("--grid", "grid_items", multiple=True, metavar="KEY=V1,V2",
-              help="Also vary a config value over these values (repeatable: every combination is run).")
+              help="Also vary a config value over these values (repeatable: every combination is run; split at "
+                   "commas outside brackets and quotes, so [0,1],[0,1,2] is two lists).")
 @click.option("--jobs", type=click.IntRange(1, 64), default=1, show_default=True,
               help="Processes training independent runs at once (each on one thread; figures do not change).")
 @_set_option

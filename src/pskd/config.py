@@ -456,6 +456,7 @@ def apply_override(tree: dict, dotted: str, value: Any, where: str | None = None
     if not all(keys):
         raise ConfigError(f"{where}: empty key in dotted path")
     reached: list[tuple[dict, tuple[str, ...]]] = [(tree, ())]
+    targets: list[tuple[dict, str]] = []
     for depth, key in enumerate(keys):
         last = depth == len(keys) - 1
         below = []
@@ -466,7 +467,7 @@ def apply_override(tree: dict, dotted: str, value: Any, where: str | None = None
                 raise ConfigError(f"{where}: '*' matches no key of {section}")
             for name in names:
                 if last:
-                    node[name] = _fresh(value)
+                    targets.append((node, name))
                     continue
                 child = node.get(name)
                 if child is None:
@@ -475,6 +476,20 @@ def apply_override(tree: dict, dotted: str, value: Any, where: str | None = None
                     raise ConfigError(f"{where}: '{name}' is a value, not a section")
                 below.append((child, (*path, name)))
         reached = below
+    if len(targets) > 1 and len(targets) * _nodes(value) > limits.YAML_NODES:
+        raise ConfigError(f"{where}: sets {len(targets)} keys, more than {limits.YAML_NODES} values in all")
+    for node, name in targets:
+        node[name] = _fresh(value)
+
+
+def _nodes(value: Any) -> int:
+    """Lists, mappings and values in `value` (walked without recursion)."""
+    stack, count = [value], 0
+    while stack:
+        item = stack.pop()
+        count += 1
+        stack.extend(item.values() if isinstance(item, dict) else item if isinstance(item, list) else ())
+    return count
 
 
 def _fresh(value: Any) -> Any:
