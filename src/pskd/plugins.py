@@ -28,11 +28,13 @@ def entry_path(entry) -> str:
     return entry if isinstance(entry, str) else entry.path
 
 
-def sha256_of(path: Path, where: str = "plugins") -> str:
+def sha256_of(path: Path, where: str = "plugins", shown: str | None = None) -> str:
+    """The SHA-256 of a plugin file (named in messages as `shown`, by default its path)."""
+    shown = shown or str(path)
     if not path.is_file() or path.suffix != ".py":
-        raise ConfigError(f"{where}: {path}: not a Python file")
+        raise ConfigError(f"{where}: {shown}: not a Python file")
     if path.stat().st_size > PLUGIN_BYTES:
-        raise ConfigError(f"{where}: {path}: larger than the {PLUGIN_BYTES // 2**20} MiB a plugin may be")
+        raise ConfigError(f"{where}: {shown}: larger than the {PLUGIN_BYTES // 2**20} MiB a plugin may be")
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
@@ -49,7 +51,7 @@ def load_plugins(entries: list) -> None:
         path = Path(text).expanduser().resolve()
         if path in _LOADED:
             continue
-        digest = sha256_of(path)
+        digest = sha256_of(path, shown=text)
         expected = None if isinstance(entry, str) else entry.sha256
         if expected is not None and digest != expected:
             raise ConfigError(f"plugins: {text}: its SHA-256 is {digest[:16]}..., not the {expected[:16]}... "
@@ -86,7 +88,7 @@ def load_named_plugins(files: list[Path], recorded: list[dict], source: str) -> 
     digests = {e["sha256"]: e["path"] for e in recorded}
     for file in files:
         path = Path(file).expanduser().resolve()
-        digest = sha256_of(path, "--plugin")
+        digest = sha256_of(path, "--plugin", str(file))
         if digest not in digests:
             known = ", ".join(f"{Path(p).name} ({d[:12]}...)" for d, p in digests.items()) or "none"
             raise ConfigError(f"--plugin {file}: SHA-256 {digest[:12]}... is not that of a plugin {source} was "
