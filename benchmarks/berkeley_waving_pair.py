@@ -23,7 +23,7 @@ from pskd.config import load_config
 from pskd.data.batches import PairedClips
 from pskd.data.cache import prepare
 from pskd.models.zoo import build_model
-from pskd.training.loop import cross_entropy, fit, pick_device, predict, seed_everything
+from pskd.training.loop import FitOptions, cross_entropy, fit, pick_device, predict, seed_everything
 from pskd.training.recipe import input_spec, make_augmenter
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "berkeley_mhad" / "student_ce.yaml"
@@ -58,9 +58,10 @@ def main(argv: list[str] | None = None) -> int:
                 model = build_model(config.student.name, streams, config.student.options,
                                     input_spec(prepared, fit_on), "student")
                 data = {s: prepared.streams[s] for s in streams}
+                augment = make_augmenter(config.model_copy(update={"seed": seed}), prepared.info)
                 fit(model, PairedClips(data, prepared.labels, fit_on), None, train_config,
-                    cross_entropy(train_config.label_smoothing), device, seed=seed,
-                    augment=make_augmenter(config.model_copy(update={"seed": seed}), prepared.info), progress=False)
+                    cross_entropy(train_config.label_smoothing),
+                    FitOptions(device=device, seed=seed, augment=augment, progress=False))
                 _, logits = predict(model, PairedClips(data, prepared.labels, scored), device)
                 guess = np.array(classes)[logits[:, classes].argmax(axis=1)]
                 per_subject[held_out].append(float((guess == prepared.labels[scored]).mean()))

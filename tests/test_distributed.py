@@ -20,7 +20,7 @@ from pskd.config import TrainConfig
 from pskd.data.batches import PairedClips
 from pskd.data.transforms import Augmenter
 from pskd.training import distributed
-from pskd.training.loop import cross_entropy, fit
+from pskd.training.loop import FitOptions, cross_entropy, fit
 
 
 class Mlp(nn.Module):
@@ -51,8 +51,9 @@ CONFIG = TrainConfig(epochs=4, batch_size=8, lr=0.01, ema=0.9, warmup_epochs=1, 
 
 def train_once() -> tuple[dict, list[dict]]:
     model = Mlp()
-    result = fit(model, data(), None, CONFIG, cross_entropy(), torch.device("cpu"), seed=3,
-                 augment=Augmenter(scale=0.1, jitter=0.05, rotation_deg=20, time_crop=0.0, seed=4), progress=False)
+    result = fit(model, data(), None, CONFIG, cross_entropy(),
+                 FitOptions(seed=3, augment=Augmenter(scale=0.1, jitter=0.05, rotation_deg=20, time_crop=0.0, seed=4),
+                            progress=False))
     return result.last_state, result.history
 
 

@@ -103,7 +103,7 @@ def test_unlabelled_clips_join_training_only_for_terms_that_use_them(tmp_path, m
     original = recipe.fit
 
     def recording_fit(model, train, *args, **kwargs):
-        sizes.setdefault(kwargs.get("description"), (len(train), int((train.labels < 0).sum())))
+        sizes.setdefault(args[-1].description, (len(train), int((train.labels < 0).sum())))
         return original(model, train, *args, **kwargs)
 
     monkeypatch.setattr(recipe, "fit", recording_fit)

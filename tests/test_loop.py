@@ -7,7 +7,7 @@ from torch import nn
 
 from pskd.config import TrainConfig
 from pskd.data.batches import PairedClips
-from pskd.training.loop import WeightAverage, cross_entropy, fit, lr_factor, pick_device, predict
+from pskd.training.loop import FitOptions, WeightAverage, cross_entropy, fit, lr_factor, pick_device, predict
 
 
 def test_learning_rate_warms_up_then_follows_a_cosine():
@@ -60,7 +60,7 @@ def test_fit_learns_selects_on_validation_and_stops_early():
     noise = np.random.default_rng(1).integers(0, 2, len(labels))
     val = PairedClips(streams, noise, np.arange(48, 64))
     config = TrainConfig(epochs=200, batch_size=16, lr=0.05, warmup_epochs=0, patience=3, ema=None)
-    result = fit(Separable(), train, val, config, cross_entropy(), torch.device("cpu"), progress=False)
+    result = fit(Separable(), train, val, config, cross_entropy(), FitOptions(progress=False))
     assert result.stopped_early and len(result.history) < 200
     assert result.best_epoch == len(result.history) - 3
     best = result.history[result.best_epoch - 1]
@@ -73,9 +73,9 @@ def test_stop_after_keeps_the_schedule_of_the_full_run():
     streams, labels = tiny_data()
     data = PairedClips(streams, labels, np.arange(64))
     config = TrainConfig(epochs=10, batch_size=16, warmup_epochs=0)
-    full = fit(Separable(), data, None, config, cross_entropy(), torch.device("cpu"), progress=False)
+    full = fit(Separable(), data, None, config, cross_entropy(), FitOptions(progress=False))
     torch.manual_seed(0)
-    short = fit(Separable(), data, None, config, cross_entropy(), torch.device("cpu"), progress=False, stop_after=4)
+    short = fit(Separable(), data, None, config, cross_entropy(), FitOptions(progress=False, stop_after=4))
     assert len(short.history) == 4 and len(full.history) == 10
     assert short.history[3]["lr"] == pytest.approx(full.history[3]["lr"])
     assert short.best_epoch == 4  # without validation the last epoch is the selected one
@@ -86,7 +86,7 @@ def test_select_last_delivers_the_last_epoch_and_refuses_patience():
     train = PairedClips(streams, labels, np.arange(48))
     val = PairedClips(streams, labels, np.arange(48, 64))
     config = TrainConfig(epochs=6, batch_size=16, lr=0.05, warmup_epochs=0, select="last", ema=None)
-    result = fit(Separable(), train, val, config, cross_entropy(), torch.device("cpu"), progress=False)
+    result = fit(Separable(), train, val, config, cross_entropy(), FitOptions(progress=False))
     assert result.best_epoch == 6 and "val_accuracy" in result.history[-1]  # validation is still watched
     for key, value in result.best_state.items():
         torch.testing.assert_close(value, result.last_state[key])

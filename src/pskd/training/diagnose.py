@@ -36,7 +36,7 @@ from pskd.distill.losses.supervised import supervised_cross_entropy
 from pskd.errors import ConfigError
 from pskd.evaluate.metrics import confusion_matrix
 from pskd.models.inertial import CompactCNN
-from pskd.training.loop import fit, predict, seed_everything
+from pskd.training.loop import FitOptions, fit, predict, seed_everything
 from pskd.training.recipe import make_augmenter
 from pskd.training.session import open_session
 
@@ -121,8 +121,8 @@ def train_probe(config: RunConfig, data: Data, streams: list[str], rows: np.ndar
             terms["kd"] = kd_loss(outputs[1], targets[batch["index"]], TEMPERATURE)
         return terms
 
-    result = fit(model, train, None, schedule, criterion, torch.device("cpu"), seed=seed,
-                 augment=make_augmenter(config, data.info), progress=False, description="probe")
+    result = fit(model, train, None, schedule, criterion,
+                 FitOptions(seed=seed, augment=make_augmenter(config, data.info), progress=False, description="probe"))
     model.load_state_dict(result.last_state)  # the weights' moving average at the last epoch
     return model
 

@@ -10,6 +10,7 @@ import math
 import random
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +27,7 @@ from pskd.training.inference import evaluate_loss, predict, to_device
 from pskd.training.state import FitResult, Training, WeightAverage, lr_factor, make_optimizer, save_atomically
 
 # what other modules take from here
-__all__ = ["FitResult", "WeightAverage", "cross_entropy", "evaluate_loss", "fit",
+__all__ = ["FitOptions", "FitResult", "WeightAverage", "cross_entropy", "evaluate_loss", "fit",
            "lr_factor", "make_optimizer", "pick_device", "predict", "save_atomically", "seed_everything", "to_device"]
 
 Outputs = tuple[torch.Tensor, torch.Tensor]  # (embedding, logits)
@@ -71,35 +72,38 @@ def check_loss(record: dict, description: str, epoch: int) -> None:
                                "(a learning rate or loss weight too large for these data, or inputs of huge values?)")
 
 
-def fit(
-    model: nn.Module,
-    train: PairedClips,
-    val: PairedClips | None,
-    config: TrainConfig,
-    criterion: Criterion,
-    device: torch.device,
-    seed: int = 0,
-    augment: BatchTransform | None = None,
-    progress: bool = True,
-    description: str = "train",
-    parameters=None,
-    stop_after: int | None = None,
-    on_epoch: Callable[[str, bool, str, dict], None] | None = None,
-    checkpoint: Path | None = None,
-) -> FitResult:
-    """Train `model` on `train`; keep the state that is best on `val` (by config.select) and the last one.
+@dataclass
+class FitOptions:
+    """How one training runs, besides its data, schedule and criterion.
 
     parameters: what the optimizer updates (default: every parameter of the model). stop_after: end after this
-    many epochs while keeping the schedule of config.epochs (to replay a selected trajectory). Augmentation runs
-    on the CPU with its own generator, so the random stream does not depend on the device. on_epoch(line, show)
-    receives one plain progress line per epoch; show is true when a progress display is wanted and stderr is not
-    a terminal (where the progress bar would print carriage-return frames), and the training's description and
-    the epoch's history record. checkpoint: the file this training saves its state to after every epoch, and
-    resumes from when it is there (None: nothing is written).
-    """
-    training = Training(model, criterion, config, device, train.num_batches(config.batch_size), seed, augment,
-                        parameters)
-    last_epoch = min(config.epochs, stop_after or config.epochs)
+    many epochs while keeping the schedule of config.epochs (to replay a selected trajectory). augment runs on the
+    CPU with its own generator, so the random stream does not depend on the device. on_epoch(line, show,
+    description, record) receives one plain progress line per epoch; show is true when a progress display is
+    wanted and stderr is not a terminal (where the progress bar would print carriage-return frames). checkpoint:
+    the file this training saves its state to after every epoch, and resumes from when it is there (None: nothing
+    is written)."""
+
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    seed: int = 0
+    augment: BatchTransform | None = None
+    progress: bool = True
+    description: str = "train"
+    parameters: list | None = None
+    stop_after: int | None = None
+    on_epoch: Callable[[str, bool, str, dict], None] | None = None
+    checkpoint: Path | None = None
+
+
+def fit(model: nn.Module, train: PairedClips, val: PairedClips | None, config: TrainConfig, criterion: Criterion,
+        options: FitOptions | None = None) -> FitResult:
+    """Train `model` on `train`; keep the state that is best on `val` (by config.select) and the last one."""
+    options = options or FitOptions()
+    device, description, progress = options.device, options.description, options.progress
+    checkpoint, on_epoch = options.checkpoint, options.on_epoch
+    training = Training(model, criterion, config, device, train.num_batches(config.batch_size), options.seed,
+                        options.augment, options.parameters)
+    last_epoch = min(config.epochs, options.stop_after or config.epochs)
     step = training.step_module()
     if checkpoint is not None and checkpoint.is_file() and training.restore(checkpoint):
         result = training.finish()

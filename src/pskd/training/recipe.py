@@ -22,7 +22,7 @@ from pskd.distill.terms import TermContext, check_loss
 from pskd.evaluate.metrics import summarize
 from pskd.models.zoo import InputSpec, build_model, count_parameters
 from pskd.teacher_checkpoints import initial_weights
-from pskd.training.loop import cross_entropy, fit, predict, seed_everything
+from pskd.training.loop import FitOptions, cross_entropy, fit, predict, seed_everything
 from pskd.training.session import Session
 from pskd.training.state import snapshot
 
@@ -83,6 +83,14 @@ def build_for_training(role: str, model_config: ModelConfig, criterion_for: Call
     return model, criterion, parameters
 
 
+def fit_options(session: Session, role: str, parameters: list, stop_after: int | None = None) -> FitOptions:
+    """How a training of the session's runs: its device, seed, augmentation, progress lines and checkpoint."""
+    config = session.config
+    return FitOptions(device=session.device, seed=config.seed, augment=make_augmenter(config, session.prepared.info),
+                      progress=config.progress, description=role, parameters=parameters, stop_after=stop_after,
+                      on_epoch=progress_printer(session.log), checkpoint=session.checkpoint(role))
+
+
 def replay(role: str, model_config: ModelConfig, train_config: TrainConfig, criterion_for: Callable,
            session: Session, fit_on: np.ndarray, epochs: int, epoch_size: int | None = None) -> torch.nn.Module:
     """Train a fresh model on the clips `fit_on` along the configured schedule, stopped after `epochs` (an epoch
@@ -91,13 +99,8 @@ def replay(role: str, model_config: ModelConfig, train_config: TrainConfig, crit
     seed_everything(config.seed, config.deterministic)
     model, criterion, parameters = build_for_training(role, model_config, criterion_for, prepared, fit_on, device)
     streams = {s: prepared.streams[s] for s in model_config.streams}
-    result = fit(
-        model, PairedClips(streams, prepared.labels, fit_on, epoch_size, train_config.labelled_share), None,
-        train_config, criterion, device,
-        seed=config.seed, augment=make_augmenter(config, prepared.info), progress=config.progress, description=role,
-        stop_after=epochs, parameters=parameters, on_epoch=progress_printer(session.log),
-        checkpoint=session.checkpoint(role),
-    )
+    result = fit(model, PairedClips(streams, prepared.labels, fit_on, epoch_size, train_config.labelled_share), None,
+                 train_config, criterion, fit_options(session, role, parameters, stop_after=epochs))
     model.load_state_dict(result.last_state)
     return model
 
@@ -110,7 +113,7 @@ def train_and_evaluate(role: str, model_config: ModelConfig, train_config: Train
     criterion_for(model) gives the training criterion and, when it has parameters of its own (projection heads),
     the module holding them: they are optimised with the model, and rebuilt fresh for the refit.
     """
-    config, prepared, split, device = session.config, session.prepared, session.split, session.device
+    prepared, split, device = session.prepared, session.split, session.device
     # building first checks the model's streams against the dataset
     unlabelled = getattr(criterion_for, "uses_unlabelled", False)
     rows = {"train": np.concatenate([split.train, split.unlabelled]) if unlabelled else split.train,
@@ -123,11 +126,7 @@ def train_and_evaluate(role: str, model_config: ModelConfig, train_config: Train
                                  train_config.labelled_share)
     session.log(f"{role} {model_config.name} on {', '.join(model_config.streams)}: {count_parameters(model):,} "
                 f"parameters, device {device}")
-    result = fit(
-        model, parts["train"], parts["val"], train_config, criterion, device, seed=config.seed,
-        augment=make_augmenter(config, prepared.info), progress=config.progress, description=role,
-        parameters=parameters, on_epoch=progress_printer(session.log), checkpoint=session.checkpoint(role),
-    )
+    result = fit(model, parts["train"], parts["val"], train_config, criterion, fit_options(session, role, parameters))
     evaluations, outputs = evaluate_best_and_last(model, result, parts, device, prepared.info.class_names)
     delivered, delivered_state = evaluations[("best", "test")], result.best_state
     delivered_logits = outputs[("best", "test")]
