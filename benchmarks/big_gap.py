@@ -28,9 +28,11 @@ from pathlib import Path
 import torch
 
 from pskd.config import build_config, load_config
-from pskd.pipeline import Session, open_session, train_student, train_teachers
 from pskd.sweep import merge_tree
 from pskd.teacher_checkpoints import teacher_meta
+from pskd.training.session import Session, open_session
+from pskd.training.student import train_student
+from pskd.training.teachers import train_teachers
 
 SETTINGS = {
     "degraded": ("configs/utd_mhad/pskd.yaml", ["preprocess.sensor_length=32", "preprocess.channels={accelerometer: [0]}"]),

@@ -19,8 +19,10 @@ import time
 from pathlib import Path
 
 from pskd.config import build_config, load_config
-from pskd.pipeline import Session, TrainedTeacher, open_session, teacher_outputs, train_student, train_teachers
 from pskd.sweep import merge_tree
+from pskd.training.session import Session, open_session
+from pskd.training.student import train_student
+from pskd.training.teachers import TrainedTeacher, teacher_outputs, train_teachers
 
 # name -> (targets: "full" or "cross_fit", config changes)
 VARIANTS: dict[str, tuple[str, dict]] = {

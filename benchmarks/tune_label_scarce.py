@@ -23,8 +23,10 @@ from tune_distill import table  # the same ranking by validation (benchmarks/ is
 
 from pskd.config import build_config, load_config
 from pskd.distill.methods import teachers_used
-from pskd.pipeline import open_session, train_student, train_teachers
 from pskd.sweep import merge_tree
+from pskd.training.session import open_session
+from pskd.training.student import train_student
+from pskd.training.teachers import train_teachers
 
 FIX, CON = "fixmatch", "contrastive"
 VARIANTS: dict[str, dict] = {

@@ -211,7 +211,8 @@ def test_sweeps_over_disjoint_seeds_merge(tmp_path):
 
 
 def test_cross_fitted_targets_come_from_teachers_that_did_not_see_the_clip(tmp_path):
-    from pskd.pipeline import open_session, train_teachers
+    from pskd.training.session import open_session
+    from pskd.training.teachers import train_teachers
 
     quiet = lambda *a, **k: None  # noqa: E731
     plain = train_teachers(open_session(tiny("kd"), quiet))

@@ -164,7 +164,7 @@ def test_identical_recordings_under_other_clip_ids_are_reported(tmp_path, capsys
 
 
 def test_a_class_only_test_subjects_have_is_named_before_training(tmp_path):
-    from pskd.pipeline import open_session
+    from pskd.training.session import open_session
 
     root = write_folder(tmp_path / "own", subjects=(1, 2, 3, 4), classes=2, trials=2)
     manifest = root / "manifest.csv"

@@ -21,7 +21,8 @@ from pskd.distill.losses.contrastive import info_nce
 from pskd.distill.losses.fixmatch import FixMatch, mask_time
 from pskd.distill.terms import TermContext, TermInputs
 from pskd.errors import ConfigError
-from pskd.pipeline import open_session, run
+from pskd.pipeline import run
+from pskd.training.session import open_session
 
 QUIET = lambda *a, **k: None  # noqa: E731
 

@@ -245,7 +245,8 @@ def train(config_path: Path | None, overrides: tuple[str, ...], out: Path | None
           resume_dir: Path | None, nproc: int, overwrite: bool) -> None:
     """Train and evaluate what CONFIG describes; write a run directory."""
     from pskd.config import load_config
-    from pskd.pipeline import INCOMPLETE, check_names
+    from pskd.pipeline import check_names
+    from pskd.rundir import INCOMPLETE
 
     if nproc > 1:
         if config_path is not None:

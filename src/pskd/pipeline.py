@@ -29,20 +29,15 @@ from pskd.limits import METADATA_BYTES
 from pskd.models.zoo import model_names
 from pskd.overwrite import Read, reads
 from pskd.plugins import load_plugins, record
-from pskd.rundir import INCOMPLETE, abandon, finish, is_finished, resume_run_dir, stage_run_dir, staging_of
+from pskd.rundir import abandon, finish, is_finished, resume_run_dir, stage_run_dir, staging_of
 from pskd.suggest import did_you_mean
 from pskd.teacher_checkpoints import checkpoint_file
 from pskd.training import distributed
 from pskd.training.loop import pick_device
 from pskd.training.outputs import write_run
-from pskd.training.recipe import Trained, replay, train_and_evaluate
-from pskd.training.session import Session, open_session, split_data
+from pskd.training.session import open_session
 from pskd.training.student import train_student
-from pskd.training.teachers import TrainedTeacher, teacher_outputs, train_teachers
-
-# what other modules and benchmarks take from here: one place for the whole run
-__all__ = ["INCOMPLETE", "Session", "Trained", "TrainedTeacher", "check_names", "open_session", "replay", "run",
-           "split_data", "teacher_outputs", "train_and_evaluate", "train_student", "train_teachers"]
+from pskd.training.teachers import TrainedTeacher, train_teachers
 
 STATE = "state"  # per-epoch checkpoints of every training in the run, while it runs
 

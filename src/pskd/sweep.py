@@ -38,8 +38,10 @@ from pskd.evaluate.gains import merge, plot_gain_map, results_table, summarise
 from pskd.fileio import append_text, create_folder, write_file
 from pskd.limits import METADATA_BYTES, OVERRIDE_CHARS
 from pskd.overwrite import mark, refuse_link
-from pskd.pipeline import open_session, run, train_teachers
+from pskd.pipeline import run
 from pskd.rundir import staging_of
+from pskd.training.session import open_session
+from pskd.training.teachers import train_teachers
 
 __all__ = ["ablations", "merge", "merge_tree", "parse_grid", "results_table", "sweep"]
 

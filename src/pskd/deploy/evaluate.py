@@ -24,8 +24,9 @@ from pskd.evaluate.metrics import summarize
 from pskd.evaluate.report import plot_confusion
 from pskd.fileio import StagedText, write_file
 from pskd.overwrite import Read, reads
-from pskd.pipeline import data_inputs, split_data
+from pskd.pipeline import data_inputs
 from pskd.rundir import abandon, finish, stage_run_dir
+from pskd.training.session import split_data
 
 SPLITS = ("test", "val", "all")
 

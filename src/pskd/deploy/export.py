@@ -137,7 +137,7 @@ class RunData:
 
 
 def run_data(run_dir: Path, card: ModelCard, calibration_clips: int = 256, log=log_stderr) -> RunData:
-    from pskd.pipeline import open_session
+    from pskd.training.session import open_session
 
     config_path = Path(run_dir) / "config.yaml"
     config = load_config(config_path, ["progress=false"])
