@@ -369,10 +369,12 @@ def evaluate(model_path: Path, dataset: str | None, data_dir: Path | None, proto
 def bench(targets: tuple[Path, ...], json_path: Path | None, repeats: int, warmup: int, max_seconds: float) -> None:
     """Parameters, FLOPs, file sizes and batch-1 one-thread latency of each run's student, side by side (or of
     exported .onnx / .tflite files)."""
-    from pskd.deploy.bench import bench_file, bench_run, check_target, file_table, ratios, table
+    from pskd.deploy.bench import bench_file, bench_run, check_json, check_target, file_table, ratios, table
 
     for target in targets:
         check_target(target)
+    if json_path is not None:
+        check_json(json_path, list(targets))
     runs = [bench_run(t, warmup, repeats, max_seconds) for t in targets if t.is_dir()]
     files = [bench_file(t, warmup, repeats, max_seconds) for t in targets if not t.is_dir()]
     for results, show in ((runs, table), (files, file_table)):

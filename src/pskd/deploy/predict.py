@@ -156,8 +156,8 @@ class Outputs:
 
 
 def check_outputs(model: Path, source: str, outputs: Outputs) -> None:
-    """Before any work: no output over the input, the model, the truth or another output, nor through a link; a
-    picture must be a .png."""
+    """Before any work: no output over the input, the model (or inside the run directory that is the model), the
+    truth or another output, nor through a link; a picture must be a .png."""
     taken = {Path(model).resolve(): "the model"}
     if source != "-":
         taken[Path(source).resolve()] = "the input"
@@ -169,6 +169,9 @@ def check_outputs(model: Path, source: str, outputs: Outputs) -> None:
         refuse_link(target, option)
         if target.resolve() in taken:
             raise UserError(f"{option} {target}: that is {taken[target.resolve()]}; choose another file")
+        if Path(model).is_dir() and target.resolve().is_relative_to(Path(model).resolve()):
+            raise UserError(f"{option} {target}: that is inside the run directory {model}, the model; choose "
+                            "another file")
         if not target.parent.is_dir():
             raise UserError(f"{option} {target}: no such folder {target.parent}")
         taken[target.resolve()] = f"the same file as {option}"
