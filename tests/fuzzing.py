@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from conftest import run_cli
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
 
 LONG_SCALE = 20
@@ -176,6 +176,7 @@ def run_command(args: list, capsys) -> tuple[int, str, str]:
     """The command in this process: exit 0 or 2 (no other exception escapes run_cli), one error line and no
     traceback on 2, and the process's peak memory under MEMORY_BYTES more than when the fuzzer started."""
     code, out, err = run_cli([str(a) for a in args], capsys)
+    event(f"{args[0]}: exit {code}")  # shown by --hypothesis-show-statistics
     assert code in (0, 2), f"exit {code}: {args}\n{err[-3000:]}"
     assert "Traceback" not in err and "Traceback" not in out, err[-3000:]
     if code == 2:
