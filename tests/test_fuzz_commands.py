@@ -111,7 +111,7 @@ def test_evaluate_a_hostile_run(base, examples, capsys, data, out_state, staging
             plant_at(out, out_state, ws, base)
         plant_at(staged, staging, ws, base)
         replaceable = [out] if out_state == "empty" and where != "run" else []
-        if overwrite and where == "beside":
+        if overwrite and where != "run":  # (an evaluation inside the run is none of the files evaluate reads)
             replaceable += [out] if out_state in ("evaluation", "old-evaluation") else []
             replaceable += [staged] if staging == "lock" else []
         checked(["evaluate", run, "--out", out, *(["--overwrite"] if overwrite else [])], capsys, ws,
@@ -147,8 +147,11 @@ def test_predict_with_a_hostile_run(base, examples, capsys, data, model, recordi
         args = ["predict", run if model == "run" else run / model, "--input", source]
         args += [] if out == "none" else ["--out", target]
         args += ["--segments", ws / "segments.jsonl"] if segments else []
-        owned = [ws / "segments.jsonl"] + ([] if out in ("none", "input", "in-model") else [target])
-        replaceable = [ws / "segments.jsonl"] + ([target] if out == "old" else [])
+        # a file of the run is its model's when the model is the run directory; beside an .onnx file it is only
+        # a file the user named (predict replaces its outputs)
+        mine = out not in ("none", "input") and not (out == "in-model" and model == "run")
+        owned = [ws / "segments.jsonl"] + ([target] if mine else [])
+        replaceable = [ws / "segments.jsonl"] + ([target] if out == "old" or (mine and out == "in-model") else [])
         checked(args, capsys, ws, owned=owned, replaceable=replaceable)
     finally:
         finish(ws)
