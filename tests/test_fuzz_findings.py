@@ -34,3 +34,15 @@ def test_predict_never_writes_into_the_run_directory_it_reads(fuzz_base, tmp_pat
     code, _, err = run_cli(["predict", str(run), "--input", str(fuzz_base["recording"]), "--out",
                             str(tmp_path / "w.csv")], capsys)
     assert code == 0 and (tmp_path / "w.csv").is_file(), err
+
+
+def test_a_failed_predict_leaves_no_temporary_file(fuzz_base, tmp_path, capsys):
+    (tmp_path / "windows.csv").mkdir()  # --out cannot be written: a folder is there
+    before = snapshot(tmp_path)
+    for args in (["--out", "windows.csv", "--segments", "segments.jsonl"],  # the second file's rename never came
+                 ["--out", "new.csv", "--segments", "segments.txt"]):  # the second writer is refused at once
+        code, _, err = run_cli(["predict", str(fuzz_base["run"]), "--input", str(fuzz_base["recording"]),
+                                *(str(tmp_path / a) if a.endswith(("csv", "jsonl", "txt")) else a for a in args)],
+                               capsys)
+        assert code == 2 and err.strip().splitlines()[-1].startswith("pskd: error:"), err
+        assert snapshot(tmp_path) == before  # no .pskd-tmp file, no output
