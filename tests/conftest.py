@@ -3,8 +3,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import settings
 
 REPO = Path(__file__).resolve().parents[1]
+
+# Hypothesis profiles: `ci` (the default) and `long`, which multiplies the examples of the command fuzzers
+# (tests/fuzzing.py) by 20: PSKD_FUZZ_PROFILE=long (or PSKD_FUZZ=long, or --hypothesis-profile=long).
+settings.register_profile("ci", deadline=None)
+settings.register_profile("long", deadline=None, max_examples=2000)
+settings.load_profile("long" if "long" in (os.environ.get("PSKD_FUZZ_PROFILE"), os.environ.get("PSKD_FUZZ"))
+                      else "ci")
 
 
 def real_data_root() -> Path | None:
@@ -81,3 +89,36 @@ def recording_of(actions: list[int], per_action: int = 3) -> tuple[np.ndarray, l
             t += len(pieces[-1]) / synthetic.ACCELEROMETER_RATE
         truth.append((action, start, t))
     return np.concatenate(pieces), truth
+
+
+# A tiny finished run, exported (fp32 and int8), and an evaluation of it: what the command fuzzers mutate.
+FUZZ_CONFIG = {
+    "name": "fuzz", "method": "ce", "threads": 1, "progress": False,
+    "data": {"dataset": "synthetic", "synthetic": {"subjects": 6, "trials": 4, "classes": 4}},
+    "preprocess": {"sensor_length": 32, "skeleton_length": 16},
+    "student": {"name": "compact_cnn", "options": {"widths": [8, 16], "embedding_dim": 16}},
+    "train": {"epochs": 1, "batch_size": 8, "refit": False},
+}
+
+
+@pytest.fixture(scope="session")
+def fuzz_base(tmp_path_factory) -> dict[str, Path]:
+    """{run: a finished run with its export/ (fp32, int8), evaluation: an evaluation of it, config: its config,
+    recording: a CSV recording}, made once per session."""
+    pytest.importorskip("onnxruntime", reason="the export extra (onnx, onnxruntime) is not installed")
+    import yaml
+
+    from pskd.config import build_config
+    from pskd.deploy.evaluate import evaluate_model
+    from pskd.deploy.export import export_run
+    from pskd.pipeline import run
+
+    base = tmp_path_factory.mktemp("fuzz-base")
+    quiet = lambda *a, **k: None  # noqa: E731
+    run(build_config(FUZZ_CONFIG), base / "run", log=quiet)
+    export_run(base / "run", int8=True, max_int8_drop=1.0, log=quiet)
+    evaluate_model(base / "run", "test", base / "evaluation", [], log=quiet)
+    (base / "config.yaml").write_text(yaml.safe_dump(FUZZ_CONFIG))
+    np.savetxt(base / "recording.csv", np.random.default_rng(0).normal(size=(400, 3)), delimiter=",", fmt="%.4f")
+    return {"run": base / "run", "evaluation": base / "evaluation", "config": base / "config.yaml",
+            "recording": base / "recording.csv"}

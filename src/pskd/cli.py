@@ -421,10 +421,12 @@ def bench(targets: tuple[Path, ...], json_path: Path | None, repeats: int, warmu
           plugins: tuple[Path, ...]) -> None:
     """Parameters, FLOPs, file sizes and batch-1 one-thread latency of each run's student, side by side (or of
     exported .onnx / .tflite files)."""
-    from pskd.deploy.bench import bench_file, bench_run, check_target, file_table, ratios, table
+    from pskd.deploy.bench import bench_file, bench_run, check_json, check_target, file_table, ratios, table
 
     for target in targets:
         check_target(target)
+    if json_path is not None:
+        check_json(json_path, list(targets))
     for target in targets:
         if target.is_dir():
             _load_run_plugins(target, plugins)

@@ -27,6 +27,7 @@ from pskd.deploy.student import DeployedStudent, checkpoint_path, load_student
 from pskd.errors import DataError, UserError
 from pskd.fileio import write_file
 from pskd.limits import METADATA_BYTES
+from pskd.overwrite import overlap, reads, refuse_link
 
 
 def count_flops(model: DeployedStudent, card: ModelCard) -> int:
@@ -140,6 +141,23 @@ def check_target(path: Path) -> None:
     path = Path(path)
     if not path.is_dir() and not (path.is_file() and path.suffix.lower() in (".onnx", ".tflite")):
         raise UserError(f"{path}: give a run directory, or an exported .onnx or .tflite file")
+
+
+def check_json(json_path: Path, targets: list[Path]) -> None:
+    """--json is checked before any target is timed: never a link, and never a file the command reads (a file
+    benchmarked, a run's config, checkpoints or export; a run's own bench.json is bench's output)."""
+    refuse_link(json_path, "--json")
+    read = []
+    for target in map(Path, targets):
+        if target.is_dir():
+            read += reads((target / "config.yaml", f"the config of the run {target}"),
+                          (target / "checkpoints", f"the checkpoints of the run {target}"),
+                          (target / "export", f"the export of the run {target}"))
+        else:
+            read += reads((target, "a model benchmarked"))
+    why = overlap(json_path, read)
+    if why:
+        raise UserError(f"--json {json_path}: {why}; choose another file")
 
 
 def bench_file(path: Path, warmup: int = 20, repeats: int = 300, max_seconds: float = 10.0) -> dict:

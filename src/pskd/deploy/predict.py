@@ -114,6 +114,19 @@ class RowWriter:
             self.staged.discard()
 
 
+def close_writers(writers, keep: bool) -> None:
+    """Commit (keep) or discard every writer's file. When one cannot be committed (a folder is where it goes),
+    the others are discarded too, and its error is raised: no temporary file is left behind."""
+    failed = None
+    for writer in writers:
+        try:
+            writer.close(keep=keep and failed is None)
+        except BaseException as err:  # every writer is closed, whichever fails
+            failed = failed or err
+    if failed is not None:
+        raise failed
+
+
 def open_classifier(path: Path, threads: int = 1):
     """(card, classify) for an exported .onnx (ONNX Runtime) or .tflite model (LiteRT), or a run directory / .pt
     checkpoint (PyTorch, read with weights_only). classify(clips) returns class probabilities."""
@@ -156,8 +169,8 @@ class Outputs:
 
 
 def check_outputs(model: Path, source: str, outputs: Outputs) -> None:
-    """Before any work: no output over the input, the model, the truth or another output, nor through a link; a
-    picture must be a .png."""
+    """Before any work: no output over the input, the model (or inside the run directory that is the model), the
+    truth or another output, nor through a link; a picture must be a .png."""
     taken = {Path(model).resolve(): "the model"}
     if source != "-":
         taken[Path(source).resolve()] = "the input"
@@ -169,6 +182,9 @@ def check_outputs(model: Path, source: str, outputs: Outputs) -> None:
         refuse_link(target, option)
         if target.resolve() in taken:
             raise UserError(f"{option} {target}: that is {taken[target.resolve()]}; choose another file")
+        if Path(model).is_dir() and target.resolve().is_relative_to(Path(model).resolve()):
+            raise UserError(f"{option} {target}: that is inside the run directory {model}, the model; choose "
+                            "another file")
         if not target.parent.is_dir():
             raise UserError(f"{option} {target}: no such folder {target.parent}")
         taken[target.resolve()] = f"the same file as {option}"
@@ -186,8 +202,14 @@ def predict_stream(model: Path, source_path: str, settings: Settings, outputs: O
     source = open_source(source_path, card.channels, unit_scale(units, card.units), stdin or sys.stdin.buffer)
     truth = read_truth(outputs.truth, card.class_names) if outputs.truth is not None else None
     timeline = Timeline(card.channels) if outputs.plot is not None or truth is not None else None
-    writers = {name: RowWriter(target, stdout) for name, target in
-               (("windows", outputs.windows), ("segments", outputs.segments)) if target is not None}
+    writers: dict[str, RowWriter] = {}
+    try:
+        for key, target in (("windows", outputs.windows), ("segments", outputs.segments)):
+            if target is not None:
+                writers[key] = RowWriter(target, stdout)
+    except BaseException:
+        close_writers(writers.values(), keep=False)  # the temporary file of one made before goes
+        raise
     console = not any(w.stdout for w in writers.values())
     say = echo if console else (lambda text: print(text, file=sys.stderr, flush=True))
     if "segments" not in writers:
@@ -215,8 +237,7 @@ def predict_stream(model: Path, source_path: str, settings: Settings, outputs: O
         summary = predictor.run(source)
         done = True
     finally:
-        for writer in writers.values():
-            writer.close(keep=done)
+        close_writers(writers.values(), keep=done)
     plan = summary.plan
     say(f"{name}: {summary.duration_s:.1f} s at {plan.rate:g} Hz (rate from {plan.rate_from}), {summary.windows} "
         f"windows of {plan.window_s:.2f} s every {plan.hop_s:g} s, {summary.segments} segments, "
