@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -110,3 +111,43 @@ assert card.model == "cell_net"
     refused = fresh_pskd(["export", str(tmp_path / "run")])
     assert refused.returncode == 2 and refused.stderr.count("\n") == 1
     assert "registered by __main__" in refused.stderr and "plugin file" in refused.stderr
+
+
+def test_the_bytes_hashed_are_the_bytes_run_a_planted_bytecode_cache_is_never_read(gru_run, tmp_path):
+    """A __pycache__ file stamped with the genuine source's size and time would be preferred by Python's own
+    loader; pskd compiles the very bytes it hashed."""
+    import importlib.util
+    import marshal
+    import os
+
+    run, plugin = gru_run
+    canary = tmp_path / "bytecode-ran"
+    st = os.stat(plugin)
+    evil = plugin.read_text() + f"\nopen({str(canary)!r}, 'w').close()\n"
+    header = (importlib.util.MAGIC_NUMBER + (0).to_bytes(4, "little") + (int(st.st_mtime) & 0xFFFFFFFF).to_bytes(4, "little")
+              + (st.st_size & 0xFFFFFFFF).to_bytes(4, "little"))
+    cached = Path(importlib.util.cache_from_source(str(plugin)))
+    cached.parent.mkdir(exist_ok=True)
+    cached.write_bytes(header + marshal.dumps(compile(evil, str(plugin), "exec")))
+    done = fresh_pskd(["export", str(run), "--out", str(tmp_path / "m.onnx"), "--plugin", str(plugin)])
+    assert done.returncode == 0, done.stderr
+    assert not canary.exists()
+
+
+def test_export_never_imports_the_plugins_a_run_folder_records(gru_run, tmp_path):
+    """A run folder someone sent, whose config.yaml names a plugin of theirs: export, with the user's own --plugin,
+    imports the user's file only."""
+    import shutil
+
+    run, plugin = gru_run
+    sent = tmp_path / "sent"
+    shutil.copytree(run, sent)
+    canary = tmp_path / "their-code-ran"
+    theirs = sent / "helper.py"
+    theirs.write_text(f"open({str(canary)!r}, 'w').close()\n", encoding="utf-8")
+    saved = yaml.safe_load((sent / "config.yaml").read_text())
+    saved["plugins"].append({"path": str(theirs), "sha256": hashlib.sha256(theirs.read_bytes()).hexdigest()})
+    (sent / "config.yaml").write_text(yaml.safe_dump(saved), encoding="utf-8")
+    done = fresh_pskd(["export", str(sent), "--out", str(tmp_path / "m.onnx"), "--plugin", str(plugin)])
+    assert done.returncode == 0, done.stderr
+    assert not canary.exists()

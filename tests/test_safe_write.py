@@ -406,3 +406,27 @@ def test_remove_never_follows_a_link(tmp_path):
     (tmp_path / "tree" / "sub" / "file").write_text("x")
     fileio.remove(tmp_path / "tree")
     assert not (tmp_path / "tree").exists() and (tmp_path / "outside" / "keep.txt").read_text() == "keep"
+
+
+def test_overwrite_refuses_a_run_whose_subfolders_hold_a_file_pskd_did_not_write(tmp_path, capsys):
+    """A notes file kept in checkpoints/, teachers/ or export/ of a run is a refusal, not a loss."""
+    from conftest import run_cli
+    from test_distill_pipeline import TINY
+
+    from pskd.config import build_config
+    from pskd.pipeline import run
+
+    config = build_config({**TINY, "method": "ce"})
+    out, _ = run(config, tmp_path / "run", log=lambda *a, **k: None)
+    for sub, name in (("checkpoints", "thesis_notes.txt"), ("export", "my_model_v7.onnx.bak")):
+        (out / sub).mkdir(exist_ok=True)
+        kept = out / sub / name
+        kept.write_text("mine", encoding="utf-8")
+        import yaml
+
+        path = tmp_path / "config.yaml"
+        path.write_text(yaml.safe_dump({**TINY, "method": "ce"}), encoding="utf-8")
+        code, _, err = run_cli(["train", str(path), "--out", str(out), "--overwrite", "--quiet"], capsys)
+        assert code == 2 and f"{sub}/{name}" in err and err.count("\n") == 1
+        assert kept.read_text() == "mine"
+        kept.unlink()

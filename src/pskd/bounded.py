@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import yaml
@@ -111,6 +112,11 @@ class _BoundedLoader(yaml.SafeLoader):
         self._count(1)
         self.sizes[id(node)] = self.nodes - before
         return node
+
+
+# YAML 1.2 reads 1e-8 as a number; PyYAML's 1.1 rules would keep it a string (a float there needs a dot)
+_BoundedLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+$"), list("-+0123456789"))
 
 
 def load_yaml(text: str, nodes: int = YAML_NODES, depth: int = NESTING_DEPTH) -> object:

@@ -222,6 +222,15 @@ class TrainConfig(Section):
             raise ValueError("patience stops early on the validation metric; with select: last there is none")
         return self
 
+    @model_validator(mode="after")
+    def _schedule_over_the_epochs(self) -> "TrainConfig":
+        """A torch schedule stepped through every epoch once, so that one that fails late (OneCycleLR with fewer
+        total_steps than epochs) fails here."""
+        if not isinstance(self.schedule, str):
+            from pskd import optim
+
+            optim.check("schedule", self.schedule, self.epochs)
+        return self
 
 class TeacherConfig(ModelConfig):
     """A teacher: a model over any streams (skeleton, other sensors, both), trained before the student."""
@@ -510,9 +519,13 @@ def build_config(tree: dict, overrides: list[str] | tuple[str, ...] = (), source
         if "=" not in item:
             raise ConfigError(f"--set {item}: expected key=value")
         key, _, text = item.partition("=")
+        if key.count(".") >= limits.NESTING_DEPTH:
+            raise ConfigError(f"--set {key.strip()[:80]}...: a key of more than {limits.NESTING_DEPTH} levels")
         value = parse_value(text, f"--set {key.strip()}")
         check_tree(value, f"--set {key.strip()}")
         apply_override(tree, key.strip(), value)
+    if overrides:
+        check_tree(tree, f"{source} (with --set overrides)")  # a key's levels and its value's together
     try:
         return RunConfig.model_validate(tree)
     except ValidationError as err:

@@ -26,6 +26,7 @@ FILE_BYTES = {
     "recording": 2 * 1024 * MiB,  # one recording of a folder dataset (.npy data or .csv text)
     "cache": 4 * 1024 * MiB,  # one prepared-dataset entry (.npz) in the cache
     "records": 64 * MiB,  # a sweep's rows.jsonl or invocations.jsonl: about 1 kB a run
+    "checkpoint": 512 * MiB,  # a model checkpoint as its members unpack: pskd's models are 0.1-50 MB
 }
 
 # Files no legitimate input comes near (fixed).

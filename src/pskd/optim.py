@@ -114,6 +114,9 @@ def takes_weight_decay(spec) -> bool:
     return name in BUILT_IN_OPTIMIZERS or "weight_decay" in _parameters(torch_class("optimizer", name))
 
 
+MAX_CHECKED_STEPS = 10_000  # epochs a schedule is stepped through when the config is checked
+
+
 def _first_line(err: Exception) -> str:
     return (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
 
@@ -124,8 +127,10 @@ def _dummy_optimizer():
     return torch.optim.SGD([torch.zeros(2, 2, requires_grad=True)], lr=1e-3)
 
 
-def check(kind: str, spec) -> None:
-    """A config's optimizer or schedule, checked as fully as can be without the model: ValueError otherwise."""
+def check(kind: str, spec, epochs: int = 1) -> None:
+    """A config's optimizer or schedule, checked as fully as can be without the model: built on a dummy parameter
+    and stepped (an optimizer once with a gradient, a schedule once per epoch of `epochs`, at most
+    MAX_CHECKED_STEPS); ValueError with the first line of what torch said otherwise."""
     name, options = split(spec)
     built_in = BUILT_IN_OPTIMIZERS if kind == "optimizer" else BUILT_IN_SCHEDULES
     if name in built_in:
@@ -138,10 +143,18 @@ def check(kind: str, spec) -> None:
 
     try:
         if kind == "optimizer":
-            cls([torch.zeros(2, 2, requires_grad=True)], lr=1e-3, **kwargs)
+            weight = torch.zeros(2, 2, requires_grad=True)
+            optimizer = cls([weight], lr=1e-3, **kwargs)
+            weight.grad = torch.ones_like(weight)
+            optimizer.step()
         else:
-            cls(_dummy_optimizer(), **kwargs)
-    except (TypeError, ValueError, KeyError, RuntimeError, ZeroDivisionError, OverflowError) as err:
+            optimizer = _dummy_optimizer()
+            schedule = cls(optimizer, **kwargs)
+            for _ in range(min(int(epochs), MAX_CHECKED_STEPS)):
+                optimizer.step()
+                schedule.step()
+            _finite(float(optimizer.param_groups[0]["lr"]), "the learning rate it gives")
+    except Exception as err:  # whatever torch raises for options it cannot take, named in one line
         raise ValueError(f"{name}: {_first_line(err)}") from None
 
 

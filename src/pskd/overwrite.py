@@ -144,16 +144,52 @@ def refusal(path: Path, why: str, option: str = "--overwrite") -> UserError:
     return UserError(f"{option} would remove {path} ({_size(path)}); refusing: {why}")
 
 
+# what pskd writes inside the subfolders of a run: (name endings of its files, whether folders may nest there)
+RUN_SUBFOLDERS = {
+    "checkpoints": ((".pt",), False), "teachers": ((".pt",), False), "state": ((".pt",), False),
+    "history": ((".csv",), False), "export": ((".onnx", ".tflite", ".json", MARKER), False),
+    "tensorboard": (("",), True),  # event files, in folders of tensorboard's own
+}
+SUBFOLDERS = {"run": RUN_SUBFOLDERS, "evaluation": {"state": (("",), True)}}
+MAX_LISTED = 100_000  # entries of a subfolder looked at before it is judged foreign as a whole
+
+
+def _listing(folder: Path) -> list[str]:
+    try:
+        with os.scandir(folder) as entries:
+            names = []
+            for entry in entries:
+                names.append(entry.name)
+                if len(names) > MAX_LISTED:
+                    return ["..."]
+            return sorted(names)
+    except OSError:
+        return []
+
+
 def _foreign(folder: Path, kind: str) -> list[str]:
-    """Entries of `folder` that pskd does not write in a folder of `kind`."""
+    """Entries of `folder`, and of its subfolders, that pskd does not write in a folder of `kind` (a notes.txt
+    left in checkpoints/ is a refusal, not a loss)."""
     allowed = ENTRIES.get(kind)
     if allowed is None:
         return []
-    try:
-        names = sorted(os.listdir(folder))
-    except OSError:
-        return []
-    return [n for n in names if n not in allowed and not n.endswith((TEMP_SUFFIX, ".tmp"))]
+    own = lambda name: name.endswith((TEMP_SUFFIX, ".tmp"))  # noqa: E731
+    found = [n for n in _listing(folder) if n not in allowed and not own(n)]
+    for sub, (endings, nested) in SUBFOLDERS.get(kind, {}).items():
+        path = folder / sub
+        if path.is_symlink() or not path.is_dir():
+            continue
+        for name in _listing(path):
+            inner = path / name
+            if inner.is_symlink():
+                mine = False  # pskd writes no link
+            elif inner.is_dir():
+                mine = nested
+            else:
+                mine = own(name) or name.endswith(endings)
+            if not mine:
+                found.append(f"{sub}/{name}")
+    return found
 
 
 def check_replaceable(folder: Path, kind: str, inputs: Sequence[Read], option: str = "--overwrite") -> None:

@@ -11,11 +11,12 @@ the file (`--plugin FILE`), and it is imported only when its digest is one the r
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import re
 import sys
+import types
 from pathlib import Path
 
+from pskd.bounded import LimitError, read_bytes
 from pskd.errors import ConfigError, DataError
 
 _LOADED: dict[Path, str] = {}
@@ -28,14 +29,22 @@ def entry_path(entry) -> str:
     return entry if isinstance(entry, str) else entry.path
 
 
-def sha256_of(path: Path, where: str = "plugins", shown: str | None = None) -> str:
-    """The SHA-256 of a plugin file (named in messages as `shown`, by default its path)."""
+def read_plugin(path: Path, where: str = "plugins", shown: str | None = None) -> bytes:
+    """The bytes of a plugin file, read once: what is hashed is what is executed (no bytecode cache is used)."""
     shown = shown or str(path)
     if not path.is_file() or path.suffix != ".py":
         raise ConfigError(f"{where}: {shown}: not a Python file")
-    if path.stat().st_size > PLUGIN_BYTES:
-        raise ConfigError(f"{where}: {shown}: larger than the {PLUGIN_BYTES // 2**20} MiB a plugin may be")
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    try:
+        return read_bytes(path, PLUGIN_BYTES)
+    except LimitError as err:
+        raise ConfigError(f"{where}: {shown}: {err}") from None
+    except OSError as err:
+        raise ConfigError(f"{where}: {shown}: cannot be read ({err.strerror})") from None
+
+
+def sha256_of(path: Path, where: str = "plugins", shown: str | None = None) -> str:
+    """The SHA-256 of a plugin file (named in messages as `shown`, by default its path)."""
+    return hashlib.sha256(read_plugin(path, where, shown)).hexdigest()
 
 
 def record(entries: list) -> list[dict]:
@@ -51,21 +60,24 @@ def load_plugins(entries: list) -> None:
         path = Path(text).expanduser().resolve()
         if path in _LOADED:
             continue
-        digest = sha256_of(path, shown=text)
+        data = read_plugin(path, shown=text)
+        digest = hashlib.sha256(data).hexdigest()
         expected = None if isinstance(entry, str) else entry.sha256
         if expected is not None and digest != expected:
             raise ConfigError(f"plugins: {text}: its SHA-256 is {digest[:16]}..., not the {expected[:16]}... "
                               "recorded; the file changed since the run (restore it, or give the path alone)")
-        _import(path, text)
+        _execute(path, data, text)
 
 
-def _import(path: Path, text: str) -> None:
+def _execute(path: Path, data: bytes, text: str) -> None:
+    """Run the plugin's bytes as the module pskd_plugin_<n>_<name>: the very bytes that were read and hashed,
+    compiled here (a __pycache__ file beside the plugin is never read)."""
     name = f"pskd_plugin_{len(_LOADED)}_{''.join(c if c.isalnum() else '_' for c in path.stem)}"
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
+    module = types.ModuleType(name)
+    module.__file__ = str(path)
     sys.modules[name] = module
     try:
-        spec.loader.exec_module(module)
+        exec(compile(data, str(path), "exec", dont_inherit=True), module.__dict__)  # noqa: S102 (the user's plugin)
     except Exception as err:  # a plugin's own error, reported as the user's: one line naming the file
         del sys.modules[name]
         raise ConfigError(f"plugins: {text}: {type(err).__name__}: {err}") from None
@@ -88,13 +100,14 @@ def load_named_plugins(files: list[Path], recorded: list[dict], source: str) -> 
     digests = {e["sha256"]: e["path"] for e in recorded}
     for file in files:
         path = Path(file).expanduser().resolve()
-        digest = sha256_of(path, "--plugin", str(file))
+        data = read_plugin(path, "--plugin", str(file))
+        digest = hashlib.sha256(data).hexdigest()
         if digest not in digests:
             known = ", ".join(f"{Path(p).name} ({d[:12]}...)" for d, p in digests.items()) or "none"
             raise ConfigError(f"--plugin {file}: SHA-256 {digest[:12]}... is not that of a plugin {source} was "
                               f"trained with (recorded: {known})")
         if path not in _LOADED:
-            _import(path, str(file))
+            _execute(path, data, str(file))
 
 
 def source_of(cls: type) -> str:

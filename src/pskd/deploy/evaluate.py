@@ -36,8 +36,8 @@ def evaluation_config(model_path: Path, card: ModelCard, overrides: list[str]) -
     overrides, and the clip length the model reads."""
     saved = Path(model_path) / "config.yaml"
     fixed = [f"preprocess.sensor_length={card.seq_len}"]
-    if saved.is_file():
-        return load_config(saved, [*overrides, *fixed])
+    if saved.is_file():  # its recorded plugins are never imported here (see --plugin)
+        return load_config(saved, [*overrides, *fixed]).model_copy(update={"plugins": []})
     return build_config({}, [*overrides, *fixed], source="evaluation")
 
 

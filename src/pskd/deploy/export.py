@@ -140,7 +140,9 @@ def run_data(run_dir: Path, card: ModelCard, calibration_clips: int = 256, log=l
     from pskd.training.session import open_session
 
     config_path = Path(run_dir) / "config.yaml"
-    config = load_config(config_path, ["progress=false"])
+    # a run folder may come from anyone: its recorded plugins are never imported here (the user names them with
+    # --plugin, checked against the record, before this is reached)
+    config = load_config(config_path, ["progress=false"]).model_copy(update={"plugins": []})
     session = open_session(config, log)
     prepared, split = session.prepared, session.split
     arrays = np.concatenate([prepared.streams[s].reshape(len(prepared), card.seq_len, -1) for s in card.streams],
