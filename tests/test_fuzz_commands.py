@@ -157,7 +157,7 @@ def test_predict_with_a_hostile_run(base, examples, capsys, data, model, recordi
         finish(ws)
 
 
-@fuzz(8)
+@fuzz(6)
 @given(data=st.data(), into=st.sampled_from(["run", "none", "user", "pskd-export", "link"]), overwrite=st.booleans(),
        int8=st.integers(0, 3).map(lambda n: n == 0))
 def test_export_a_hostile_run(base, examples, capsys, data, into, overwrite, int8):
@@ -189,7 +189,7 @@ def test_export_a_hostile_run(base, examples, capsys, data, into, overwrite, int
         finish(ws)
 
 
-@fuzz(5)
+@fuzz(4)
 @given(data=st.data(), json_out=st.sampled_from(["none", "new", "link", "run"]))
 def test_bench_a_hostile_run(base, examples, capsys, data, json_out):
     ws, run = new_workspace(examples, base)

@@ -64,7 +64,7 @@ def set_path(tree: dict, key: str, value) -> None:
     tree[parts[-1]] = value
 
 
-@fuzz(40)
+@fuzz(30)
 @given(overrides=st.lists(st.tuples(dotted, values), min_size=1, max_size=3),
        split=st.sampled_from(["test", "val", "all"]))
 def test_evaluate_with_hostile_set_values(fuzz_base, examples, capsys, overrides, split):
@@ -77,7 +77,7 @@ def test_evaluate_with_hostile_set_values(fuzz_base, examples, capsys, overrides
         shutil.rmtree(ws, ignore_errors=True)
 
 
-@fuzz(30)
+@fuzz(25)
 @given(changes=st.lists(st.tuples(dotted, tree_values), max_size=4), raw=st.none() | st.text(max_size=200),
        command=st.sampled_from(["evaluate", "predict", "resume"]))
 def test_a_hostile_config_yaml_in_a_run(fuzz_base, examples, capsys, changes, raw, command):
