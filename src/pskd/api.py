@@ -166,17 +166,33 @@ def metrics(model, X=None, y=None, class_names: list[str] | None = None) -> dict
     if y is None:
         raise ConfigError("metrics: labels y are needed to score a model")
     y = np.asarray(y)
+    if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
+        raise DataError(f"metrics: y must be one integer label per clip, got {y.dtype} {y.shape}")
     if X is None:
-        scores = np.asarray(model, dtype=np.float64)
+        scores = _numbers(model, "scores")
     else:
         scores, names = _scores_of(model, X)
         class_names = class_names or names
-    if scores.ndim != 2 or len(scores) != len(y):
-        raise DataError(f"metrics: scores of shape {scores.shape} for {len(y)} labels")
+    if scores.ndim != 2 or len(scores) != len(y) or not 0 < scores.shape[1] <= MAX_CLASSES:
+        raise DataError(f"metrics: scores of shape {scores.shape} for {len(y)} labels (at most {MAX_CLASSES} "
+                        "classes)")
+    if not np.isfinite(scores).all():
+        raise DataError("metrics: the scores hold NaN or infinite values")
     names = class_names or [str(i) for i in range(scores.shape[1])]
     if len(y) and (y.min() < 0 or y.max() >= len(names)):
         raise DataError(f"metrics: labels must lie in 0..{len(names) - 1}")
     return summarize(y.astype(np.int64), scores, list(names))
+
+
+MAX_CLASSES = 10_000  # classes a model scores (UTD-MHAD has 27); bounds the confusion matrix
+
+
+def _numbers(values, what: str) -> np.ndarray:
+    try:
+        found = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise DataError(f"metrics: the {what} are not numbers") from None
+    return found
 
 
 def _scores_of(model, X) -> tuple[np.ndarray, list[str] | None]:
@@ -184,11 +200,15 @@ def _scores_of(model, X) -> tuple[np.ndarray, list[str] | None]:
         from pskd.deploy.predict import open_classifier
 
         card, classify = open_classifier(Path(model))
-        return np.asarray(classify(np.ascontiguousarray(X, dtype=np.float32))), list(card.class_names)
+        clips = _numbers(X, "clips").astype(np.float32)
+        if clips.ndim != 3 or clips.shape[1:] != (card.seq_len, card.channels) or not np.isfinite(clips).all():
+            raise DataError(f"metrics: the model reads finite clips [N, {card.seq_len}, {card.channels}], got "
+                            f"{clips.shape}")
+        return _numbers(classify(np.ascontiguousarray(clips)), "scores"), list(card.class_names)
     if hasattr(model, "predict_proba"):
-        return np.asarray(model.predict_proba(X)), getattr(model, "class_names_", None)
+        return _numbers(model.predict_proba(X), "scores"), getattr(model, "class_names_", None)
     if callable(model):
-        return np.asarray(model(X)), None
+        return _numbers(model(X), "scores"), None
     raise ConfigError(f"metrics: cannot score a {type(model).__name__} (give a run, a model file, an estimator or "
                       "a callable)")
 

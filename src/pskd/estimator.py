@@ -23,11 +23,14 @@ from pskd.errors import ConfigError, DataError
 from pskd.models.zoo import StreamModel
 
 UNLABELLED = -1
+MAX_CLASSES = 10_000  # as pskd.metrics bounds them
 
 
 def _as_streams(X, default: list[str]) -> dict[str, np.ndarray]:  # noqa: N803 (scikit-learn's name)
     if isinstance(X, dict):
         streams = {str(k): np.asarray(v) for k, v in X.items()}
+        if any(v.ndim == 0 for v in streams.values()):
+            raise DataError("X: every stream must be an array [clips, time, channels]")
     elif len(default) == 1:
         streams = {default[0]: np.asarray(X)}
     else:
@@ -37,7 +40,7 @@ def _as_streams(X, default: list[str]) -> dict[str, np.ndarray]:  # noqa: N803 (
         counts = {k: len(v) for k, v in streams.items()}
         raise DataError(f"X: every stream needs the same number of clips, at least one ({counts})")
     for name, values in streams.items():
-        if values.ndim < 3 or not np.issubdtype(values.dtype, np.number):
+        if values.ndim not in (3, 4) or not np.issubdtype(values.dtype, np.number):
             raise DataError(f"X[{name}]: expected a numeric array [clips, time, channels], got {values.dtype} "
                             f"{values.shape}")
         streams[name] = np.ascontiguousarray(values, dtype=np.float32)
@@ -53,6 +56,8 @@ def _labels(y, clips: int, num_classes: int | None) -> tuple[np.ndarray, int]:
     if (y < UNLABELLED).any():
         raise DataError("y: labels are 0..K-1, or -1 for an unlabelled clip")
     known = y[y >= 0]
+    if len(known) and known.max() >= MAX_CLASSES:
+        raise DataError(f"y: a label of {known.max()}; classes are numbered 0..K-1, at most {MAX_CLASSES}")
     classes = int(num_classes or (known.max() + 1 if len(known) else 0))
     if len(np.unique(known)) < 2 or known.max() >= classes:
         raise DataError(f"y: needs labelled clips of at least two classes, all below {classes}")

@@ -24,6 +24,7 @@ from __future__ import annotations
 import copy
 import itertools
 import json
+import math
 import multiprocessing
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -114,8 +115,20 @@ def parse_grid(items: list[str] | tuple[str, ...]) -> dict[str, list]:
     return grid
 
 
+MAX_SWEEP_RUNS = 100_000  # runs one sweep may plan (grid points x seeds x methods): the map is a few hundred
+NAME_BYTES = 255  # a folder name, as file systems allow
+
+
 def grid_points(grid: dict[str, list]) -> list[dict]:
     return [dict(zip(grid, values)) for values in itertools.product(*grid.values())] or [{}]
+
+
+def check_size(grid: dict[str, list], seeds: list[int], variants: dict) -> None:
+    """The number of runs a sweep would plan, counted before any is built: at most MAX_SWEEP_RUNS."""
+    runs = len(seeds) * len(variants) * math.prod(len(values) for values in grid.values())
+    if runs > MAX_SWEEP_RUNS:
+        raise ConfigError(f"--grid: {runs:,} runs (grid points x seeds x methods), more than the "
+                          f"{MAX_SWEEP_RUNS:,} a sweep may plan")
 
 
 def point_label(point: dict) -> str:
@@ -159,8 +172,9 @@ def _teacher_key(config: RunConfig) -> str | None:
 def plan(base: RunConfig, variants: dict[str, dict], seeds: list[int], grid: dict[str, list], out: Path) -> list[dict]:
     """Every run of the sweep: {point, seed, variant, config (a tree), folder}, one per distinct config, in groups
     that share teachers (a list of lists)."""
+    check_size(grid, seeds, variants)
     tree = base.model_dump(mode="json")
-    runs = []
+    runs, folders = [], {}
     for point in grid_points(grid):
         for seed in seeds:
             for name, changes in variants.items():
@@ -170,8 +184,19 @@ def plan(base: RunConfig, variants: dict[str, dict], seeds: list[int], grid: dic
                 source = f"sweep variant '{name}'" + (f" at {point_label(point)}" if point else "")
                 config = build_config(changed, source=source)
                 folder = out / f"seed{seed}" / (_folder_name(point_label(point)) if point else "") / _folder_name(name)
+                _check_folder(folder, out, folders, f"{name}" + (f" at {point_label(point)}" if point else ""))
                 runs.append({"point": point, "seed": seed, "variant": name, "config": config, "folder": folder})
     return runs
+
+
+def _check_folder(folder: Path, out: Path, taken: dict[Path, str], what: str) -> None:
+    """Each run of a sweep in a folder of its own, with names a file system takes: checked before any training."""
+    if any(len(part.encode()) > NAME_BYTES for part in folder.relative_to(out).parts):
+        raise ConfigError(f"--grid: the run {what[:120]} would need a folder name longer than {NAME_BYTES} bytes")
+    if folder in taken:
+        raise ConfigError(f"--grid: the runs {taken[folder][:80]} and {what[:80]} would share the folder "
+                          f"{folder.relative_to(out)} (their values differ only in characters a folder name drops)")
+    taken[folder] = what
 
 
 def _groups(runs: list[dict]) -> list[list[dict]]:
