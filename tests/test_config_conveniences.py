@@ -278,7 +278,10 @@ def _saved(state):
     "max_lr": 0.1, "total_steps": 8}), ("CyclicLR", {"base_lr": 0.01, "max_lr": 0.1, "step_size_up": 2}),
     ("PolynomialLR", {"total_iters": 4}), ("LinearLR", {})])
 def test_torch_schedulers_save_and_restore_within_weights_only(name, options):
-    config = build_config({"train": {"optimizer": "sgd", "schedule": {"name": name, "options": options}}}).train
+    # epochs 7: a schedule is stepped at the end of every epoch, after the step its constructor takes (OneCycleLR
+    # with total_steps 8 takes 7 epochs; more is refused when the config is read)
+    config = build_config({"train": {"optimizer": "sgd", "epochs": 7,
+                                     "schedule": {"name": name, "options": options}}}).train
     schedule = EpochSchedule(make_optimizer(params(), config), config, steps_per_epoch=1, warmup_steps=0)
     schedule.optimizer.step()
     schedule.step()
