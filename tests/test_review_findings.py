@@ -3,6 +3,8 @@ line), nothing trained or allocated first."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from conftest import run_cli
@@ -78,3 +80,80 @@ def test_the_estimator_bounds_the_label_values():
         pskd.StudentClassifier(config={"train": {"epochs": 1}}).fit(X, y)
     with pytest.raises(UserError, match="an array"):
         pskd.StudentClassifier(config={"train": {"epochs": 1}}).fit({"accelerometer": "abc"}, y % 4)
+
+
+# ---- the second review ----------------------------------------------------------------------------------------------
+
+def _interrupted(tmp_path, tree: dict) -> Path:
+    import yaml
+
+    staging = tmp_path / "run.incomplete"
+    (staging / "state").mkdir(parents=True)
+    (staging / "config.yaml").write_text(yaml.safe_dump(build_config(tree).model_dump(mode="json")), encoding="utf-8")
+    return staging
+
+
+def test_resume_never_runs_the_plugins_a_run_folder_names(tmp_path, capsys):
+    canary = tmp_path / "ran"
+    evil = tmp_path / "evil.py"
+    evil.write_text(f"open({str(canary)!r}, 'w').close()\n", encoding="utf-8")
+    staging = _interrupted(tmp_path, {**TINY, "method": "ce"})
+    text = (staging / "config.yaml").read_text().replace("plugins: []", f"plugins: [{evil}]")
+    (staging / "config.yaml").write_text(text, encoding="utf-8")
+    code, _, err = run_cli(["train", "--resume", str(tmp_path / "run"), "--quiet"], capsys)
+    assert code == 2 and "does not run code" in err and not canary.exists()
+
+
+@pytest.mark.parametrize("state", ["deflated", "no model", "garbage"])
+def test_a_hostile_state_file_is_one_error_line_and_the_run_is_kept(tmp_path, capsys, state):
+    import zipfile
+
+    import torch
+
+    staging = _interrupted(tmp_path, {**TINY, "method": "ce"})
+    path = staging / "state" / "student.pt"
+    if state == "deflated":
+        with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+            archive.writestr("archive/data.pkl", b"\0" * 1_000_000)
+    elif state == "no model":
+        torch.save({"epoch": 1}, path)
+    else:
+        path.write_bytes(b"garbage")
+    code, _, err = run_cli(["train", "--resume", str(tmp_path / "run"), "--quiet"], capsys)
+    errors = [line for line in err.splitlines() if line.startswith("pskd: error:")]
+    assert code == 2 and len(errors) == 1 and "student.pt" in errors[0] and "Traceback" not in err
+    assert path.is_file()  # the interrupted run is left as it was
+
+
+@pytest.mark.parametrize("sub, name", [("tensorboard", "notes.txt"), ("export", "labels-annotated.json"),
+                                       ("history", "notes.tmp"), (".", "draft.tmp")])
+def test_overwrite_refuses_names_pskd_does_not_write(tmp_path, capsys, sub, name):
+    import yaml
+
+    from pskd.pipeline import run
+
+    out, _ = run(build_config({**TINY, "method": "ce"}), tmp_path / "run", log=lambda *a, **k: None)
+    (out / sub).mkdir(exist_ok=True)
+    (out / sub / name).write_text("mine", encoding="utf-8")
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({**TINY, "method": "ce"}), encoding="utf-8")
+    code, _, err = run_cli(["train", str(config), "--out", str(out), "--overwrite", "--quiet"], capsys)
+    assert code == 2 and name in err and (out / sub / name).read_text() == "mine"
+
+
+def test_a_model_of_too_many_parameters_is_refused_without_allocating_it():
+    with pytest.raises(ConfigError, match="parameters, more than"):
+        pskd.build_model("compact_cnn", "accelerometer", num_classes=4, lengths=32, channels=3,
+                         widths=[100_000, 100_000])
+
+
+def test_the_estimator_checks_clip_shapes_on_fit_and_predict():
+    X = np.random.default_rng(0).normal(size=(16, 32, 3)).astype("f")
+    y = np.arange(16) % 4
+    with pytest.raises(UserError, match="at least 8"):
+        pskd.StudentClassifier(config={"train": {"epochs": 1}}).fit(X[:, :1], y)
+    with pytest.raises(UserError, match="not fitted"):
+        pskd.StudentClassifier().predict(X)
+    fitted = pskd.StudentClassifier(config={"train": {"epochs": 1, "batch_size": 8}}).fit(X, y)
+    with pytest.raises(UserError, match="fitted on"):
+        fitted.predict(X[:, :, :2])

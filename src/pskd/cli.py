@@ -264,6 +264,12 @@ def train(config_path: Path | None, overrides: tuple[str, ...], out: Path | None
             config_path = resume_dir.with_name(resume_dir.name + INCOMPLETE) / "config.yaml"
             if not config_path.is_file():
                 raise UserError(f"{resume_dir}: no interrupted run here (expected {config_path})")
+        config = load_config(config_path, overrides)
+        if config.plugins and config_path.parent == resume_dir.with_name(resume_dir.name + INCOMPLETE):
+            # a run folder may come from anyone: the code its config names runs only from a config the user gives
+            raise UserError(f"{config_path}: names plugins ({', '.join(str(p) for p in config.plugins)[:200]}); a "
+                            f"run folder's own config does not run code: give the config you trust, "
+                            f"pskd train CONFIG --resume {resume_dir}")
     elif config_path is None:
         raise UserError("train needs a CONFIG (or --resume RUN_DIR)")
     _train(load_config(config_path, overrides), resume_dir or out, quiet, resume=resume_dir is not None,

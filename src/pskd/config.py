@@ -5,6 +5,8 @@ Every section forbids unknown keys, so a misspelt option is an error rather than
 
 from __future__ import annotations
 
+import functools
+import json
 import math
 from pathlib import Path
 from typing import Any, Literal
@@ -175,6 +177,15 @@ def _named(value, kind: str):
     return value
 
 
+@functools.lru_cache(maxsize=256)
+def _check_schedule(spec: str, epochs: int) -> None:
+    """A torch schedule stepped through `epochs` epochs, once per distinct schedule (a sweep's grid points share
+    it); ValueError when torch refuses it."""
+    from pskd import optim
+
+    optim.check("schedule", NamedClass(**json.loads(spec)), epochs)
+
+
 class TrainConfig(Section):
     epochs: int = Field(120, ge=1, le=limits.MAX_EPOCHS)
     batch_size: int = Field(32, ge=1, le=limits.MAX_BATCH_SIZE)
@@ -227,9 +238,7 @@ class TrainConfig(Section):
         """A torch schedule stepped through every epoch once, so that one that fails late (OneCycleLR with fewer
         total_steps than epochs) fails here."""
         if not isinstance(self.schedule, str):
-            from pskd import optim
-
-            optim.check("schedule", self.schedule, self.epochs)
+            _check_schedule(json.dumps(self.schedule.model_dump(), sort_keys=True), self.epochs)
         return self
 
 class TeacherConfig(ModelConfig):

@@ -24,6 +24,7 @@ from pskd.models.zoo import StreamModel
 
 UNLABELLED = -1
 MAX_CLASSES = 10_000  # as pskd.metrics bounds them
+MIN_SAMPLES = 8  # samples per clip, as preprocess.sensor_length allows
 
 
 def _as_streams(X, default: list[str]) -> dict[str, np.ndarray]:  # noqa: N803 (scikit-learn's name)
@@ -43,6 +44,8 @@ def _as_streams(X, default: list[str]) -> dict[str, np.ndarray]:  # noqa: N803 (
         if values.ndim not in (3, 4) or not np.issubdtype(values.dtype, np.number):
             raise DataError(f"X[{name}]: expected a numeric array [clips, time, channels], got {values.dtype} "
                             f"{values.shape}")
+        if values.shape[1] < MIN_SAMPLES or any(d < 1 for d in values.shape[2:]):
+            raise DataError(f"X[{name}]: {values.shape[1]} samples per clip; at least {MIN_SAMPLES} are needed")
         streams[name] = np.ascontiguousarray(values, dtype=np.float32)
         if not np.isfinite(streams[name]).all():
             raise DataError(f"X[{name}]: holds NaN or infinite values (or values beyond float32)")
@@ -200,6 +203,7 @@ class StudentClassifier:
         self.model_, self.summary_, self.history_, self.config_ = student.model, student.summary, student.history, config
         self.classes_, self.class_names_ = np.arange(num_classes), names
         self.streams_ = list(config.student.streams)
+        self.shapes_ = {s: streams[s].shape[1:] for s in self.streams_}
         return self
 
     @staticmethod
@@ -217,19 +221,24 @@ class StudentClassifier:
         from pskd.training.inference import predict
 
         if not hasattr(self, "model_"):
-            raise ConfigError("StudentClassifier: fit it first")
+            raise ConfigError("StudentClassifier: not fitted yet; call fit first")
         given = _as_streams(X, self.streams_)
         missing = [s for s in self.streams_ if s not in given]
         if missing:
             raise ConfigError(f"X: the student reads {missing}; give X as a dict holding them")
         streams = {s: given[s] for s in self.streams_}
+        for name, values in streams.items():
+            if values.shape[1:] != self.shapes_[name]:
+                raise DataError(f"X[{name}]: clips of shape {values.shape[1:]}; the student was fitted on "
+                                f"{self.shapes_[name]}")
         clips = len(next(iter(streams.values())))
         data = PairedClips(streams, np.zeros(clips, dtype=np.int64), np.arange(clips))
         _, logits = predict(self.model_, data, next(self.model_.parameters()).device)
         return torch.softmax(torch.from_numpy(logits), dim=1).numpy()
 
     def predict(self, X) -> np.ndarray:  # noqa: N803
-        return self.classes_[self.predict_proba(X).argmax(axis=1)]
+        probabilities = self.predict_proba(X)
+        return self.classes_[probabilities.argmax(axis=1)]
 
     def score(self, X, y) -> float:  # noqa: N803
         """Accuracy on X, y (scikit-learn's score)."""

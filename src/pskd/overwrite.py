@@ -144,13 +144,18 @@ def refusal(path: Path, why: str, option: str = "--overwrite") -> UserError:
     return UserError(f"{option} would remove {path} ({_size(path)}); refusing: {why}")
 
 
-# what pskd writes inside the subfolders of a run: (name endings of its files, whether folders may nest there)
+# what pskd writes inside the subfolders of a run: (a test of its file names, whether folders may nest there)
 RUN_SUBFOLDERS = {
-    "checkpoints": ((".pt",), False), "teachers": ((".pt",), False), "state": ((".pt",), False),
-    "history": ((".csv",), False), "export": ((".onnx", ".tflite", ".json", MARKER), False),
-    "tensorboard": (("",), True),  # event files, in folders of tensorboard's own
+    "checkpoints": (lambda name: name.endswith(".pt"), False),
+    "teachers": (lambda name: name.endswith(".pt"), False),
+    "state": (lambda name: name.endswith(".pt"), False),
+    "history": (lambda name: name.endswith(".csv"), False),
+    "export": (lambda name: name == MARKER or name.startswith("student") and name.endswith((".onnx", ".tflite",
+                                                                                           ".onnx.json",
+                                                                                           ".tflite.json")), False),
+    "tensorboard": (lambda name: name.startswith("events.out.tfevents."), False),
 }
-SUBFOLDERS = {"run": RUN_SUBFOLDERS, "evaluation": {"state": (("",), True)}}
+SUBFOLDERS = {"run": RUN_SUBFOLDERS, "evaluation": {"state": (lambda name: False, False)}}
 MAX_LISTED = 100_000  # entries of a subfolder looked at before it is judged foreign as a whole
 
 
@@ -167,15 +172,19 @@ def _listing(folder: Path) -> list[str]:
         return []
 
 
+def _temporary(name: str) -> bool:
+    """A temporary file of pskd's: this version's `.<name>.<random>.pskd-tmp`, an earlier version's `.<name>.tmp`."""
+    return name.startswith(".") and name.endswith((TEMP_SUFFIX, ".tmp")) and len(name) > 5
+
+
 def _foreign(folder: Path, kind: str) -> list[str]:
     """Entries of `folder`, and of its subfolders, that pskd does not write in a folder of `kind` (a notes.txt
     left in checkpoints/ is a refusal, not a loss)."""
     allowed = ENTRIES.get(kind)
     if allowed is None:
         return []
-    own = lambda name: name.endswith((TEMP_SUFFIX, ".tmp"))  # noqa: E731
-    found = [n for n in _listing(folder) if n not in allowed and not own(n)]
-    for sub, (endings, nested) in SUBFOLDERS.get(kind, {}).items():
+    found = [n for n in _listing(folder) if n not in allowed and not _temporary(n)]
+    for sub, (named, nested) in SUBFOLDERS.get(kind, {}).items():
         path = folder / sub
         if path.is_symlink() or not path.is_dir():
             continue
@@ -186,7 +195,7 @@ def _foreign(folder: Path, kind: str) -> list[str]:
             elif inner.is_dir():
                 mine = nested
             else:
-                mine = own(name) or name.endswith(endings)
+                mine = _temporary(name) or named(name)
             if not mine:
                 found.append(f"{sub}/{name}")
     return found

@@ -16,6 +16,7 @@ from pskd.errors import ConfigError
 from pskd.suggest import did_you_mean
 
 KINDS = ("inertial", "skeleton", "paired")
+MAX_PARAMETERS = 50_000_000  # 200 MB of float32 weights, 800 MB with the optimizer's state: the 1 GB bound
 
 
 @dataclass(frozen=True)
@@ -178,6 +179,16 @@ def _stats(spec: InputSpec, streams: list[str]) -> tuple[np.ndarray, np.ndarray]
 def build_model(name: str, streams: list[str], options: dict, spec: InputSpec, where: str = "student") -> StreamModel:
     """A model by config name, reading `streams` from paired batches; it records its name and classes
     (model_name, num_classes) for whoever is handed it."""
+    try:
+        with torch.device("meta"):  # counted first, without memory: options cannot ask for a model of any size
+            parameters = sum(p.numel() for p in _build(name, streams, options, spec, where).parameters())
+    except ConfigError:
+        raise
+    except Exception:  # a plugin model that computes on its tensors while it is built: counted as it is built
+        parameters = 0
+    if parameters > MAX_PARAMETERS:
+        raise ConfigError(f"{where}.options: a {name} of {parameters:,} parameters, more than the {MAX_PARAMETERS:,} "
+                          "pskd builds (a watch model has 0.1-2 M)")
     model = _build(name, streams, options, spec, where)
     model.model_name, model.num_classes = name, spec.num_classes
     return model

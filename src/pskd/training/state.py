@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import copy
 import math
+import pickle
 import random
 import time
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,7 +21,9 @@ from torch import nn
 from pskd import optim
 from pskd.config import TrainConfig
 from pskd.data.batches import LABEL, PairedClips
+from pskd.errors import DataError
 from pskd.fileio import write_atomically
+from pskd.models.checkpoint import check_members
 from pskd.training import distributed
 from pskd.training.inference import evaluate_loss, to_device
 
@@ -189,7 +193,17 @@ class Training:
 
     def restore(self, path: Path) -> bool:
         """Continue from a checkpoint; True when that training had already finished."""
-        saved = torch.load(path, map_location="cpu", weights_only=True)
+        check_members(path)  # a state file is untrusted input too: its members bounded before unpacking
+        try:
+            saved = torch.load(path, map_location="cpu", weights_only=True)
+            return self._restore(saved)
+        except (KeyError, TypeError, ValueError, IndexError, RuntimeError, AttributeError, pickle.UnpicklingError,
+                EOFError, zipfile.BadZipFile) as err:
+            reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:120]
+            raise DataError(f"{path}: not a state this training can continue from ({reason}); move the run "
+                            "folder away to train again") from None
+
+    def _restore(self, saved: dict) -> bool:
         self.model.load_state_dict(saved["model"])
         if self.average is not None:
             self.average.model.load_state_dict(saved["average"])
