@@ -64,8 +64,11 @@ def test_grid_values_that_would_share_a_folder_are_refused_before_training(tmp_p
     (np.eye(3), [0.5, 1, 2], "integer label"),
     (np.eye(3), [[0], [1], [2]], "integer label"),
     (np.eye(3), ["a", "b", "c"], "integer label"),
-    (np.array([["a", "b"]] * 4, dtype=object), [0, 1, 0, 1], "not numbers"),
+    (np.array([["a", "b"]] * 4, dtype=object), [0, 1, 0, 1], "not real numbers"),
     (np.zeros((2, 200_000), "f"), [0, 199_999], "at most 10000 classes"),
+    (np.eye(4).astype(complex), np.arange(4), "not real numbers"),
+    (np.zeros((0, 4)), np.zeros(0, int), "at least one"),
+    (np.eye(2), np.array([1, 2], dtype="timedelta64[s]"), "integer label"),
 ])
 def test_metrics_refuse_hostile_arrays(scores, y, message):
     with pytest.raises(UserError, match=message):

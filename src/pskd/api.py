@@ -166,8 +166,8 @@ def metrics(model, X=None, y=None, class_names: list[str] | None = None) -> dict
     if y is None:
         raise ConfigError("metrics: labels y are needed to score a model")
     y = np.asarray(y)
-    if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
-        raise DataError(f"metrics: y must be one integer label per clip, got {y.dtype} {y.shape}")
+    if y.ndim != 1 or y.dtype.kind not in "iu" or not len(y):
+        raise DataError(f"metrics: y must be one integer label per clip, at least one, got {y.dtype} {y.shape}")
     if X is None:
         scores = _numbers(model, "scores")
     else:
@@ -188,11 +188,10 @@ MAX_CLASSES = 10_000  # classes a model scores (UTD-MHAD has 27); bounds the con
 
 
 def _numbers(values, what: str) -> np.ndarray:
-    try:
-        found = np.asarray(values, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise DataError(f"metrics: the {what} are not numbers") from None
-    return found
+    given = np.asarray(values) if not isinstance(values, np.ndarray) else values
+    if given.dtype.kind not in "biuf":  # complex, dates, durations, text, objects
+        raise DataError(f"metrics: the {what} are not real numbers ({given.dtype})")
+    return given.astype(np.float64)
 
 
 def _scores_of(model, X) -> tuple[np.ndarray, list[str] | None]:
