@@ -28,7 +28,7 @@ import pskd.cli  # noqa: F401  (imported before any memory is measured)
 import pskd.pipeline  # noqa: F401
 from pskd import limits, sweep
 from pskd.config import build_config, load_config
-from pskd.data import folder
+from pskd.data import folder_streams
 from pskd.deploy.card import ModelCard
 from pskd.deploy.predict import read_recording
 from pskd.deploy.timeline import read_truth
@@ -397,7 +397,7 @@ def test_fuzz_recordings(values, units):
             path = Path(tmp) / f"rec{suffix}"
             np.save(path, array) if suffix == ".npy" else np.savetxt(path, array, delimiter=",")
             try:
-                loaded = folder.read_array(path)  # a folder dataset's recording
+                loaded = folder_streams.read_array(path)  # a folder dataset's recording
                 assert np.isfinite(loaded).all() or not np.isfinite(array).all()
             except ValueError as err:
                 assert "\n" not in str(err)
