@@ -231,7 +231,7 @@ def _recorded_metrics(run: Path) -> dict:
 def load_teachers(run) -> dict[str, StreamModel]:
     """The teachers a finished run saved (teachers/<name>.pt), each rebuilt as its run built it and frozen in eval
     mode: {name: model}. They read the streams their run's dataset has (model.streams)."""
-    from pskd.models.checkpoint import check_fits, read_checkpoint
+    from pskd.models.checkpoint import load_fitting, read_checkpoint
 
     folder = Path(run) / "teachers"
     paths = sorted(folder.glob("*.pt")) if folder.is_dir() and not folder.is_symlink() else []
@@ -246,13 +246,9 @@ def load_teachers(run) -> dict[str, StreamModel]:
             layout = _saved_layout(meta.get("layout"))
             spec = _spec(list(meta["streams"]), meta["num_classes"], meta["lengths"], meta.get("channels") or None,
                          layout)
-            def build():
-                return build_from_spec(meta["model"], list(meta["streams"]), dict(meta.get("options") or {}), spec,
-                                       where=f"{path}")
-
-            check_fits(build, state, str(path))  # before any memory is given to what the meta describes
-            model = build()
-            model.load_state_dict(state)
+            model = load_fitting(lambda: build_from_spec(meta["model"], list(meta["streams"]),
+                                                         dict(meta.get("options") or {}), spec, where=str(path)),
+                                 state, str(path))
         except (KeyError, TypeError, ValueError, IndexError, AttributeError, RuntimeError) as err:
             raise DataError(f"{path}: not a loadable teacher ({str(err).splitlines()[0][:160]})") from None
         teachers[path.stem] = model.eval().requires_grad_(False)

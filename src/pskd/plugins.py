@@ -19,7 +19,8 @@ from pathlib import Path
 from pskd.bounded import LimitError, read_bytes
 from pskd.errors import ConfigError, DataError
 
-_LOADED: dict[Path, str] = {}
+_LOADED: dict[Path, str] = {}  # each plugin imported in this process: its module's name
+_DIGESTS: dict[Path, str] = {}  # and the SHA-256 of the very bytes that were run
 PLUGIN_BYTES = 8 * 1024 * 1024  # a plugin is a Python file of a few kB
 DIGEST = re.compile(r"^[0-9a-f]{64}$")
 
@@ -48,9 +49,10 @@ def sha256_of(path: Path, where: str = "plugins", shown: str | None = None) -> s
 
 
 def record(entries: list) -> list[dict]:
-    """Each plugin entry as a run records it: the absolute path it was read from and its SHA-256."""
-    return [{"path": str(Path(entry_path(e)).expanduser().resolve()),
-             "sha256": sha256_of(Path(entry_path(e)).expanduser().resolve())} for e in entries]
+    """Each plugin entry as a run records it: the absolute path it was read from and the SHA-256 of the bytes this
+    process ran (read again only for a plugin not imported here)."""
+    paths = [Path(entry_path(e)).expanduser().resolve() for e in entries]
+    return [{"path": str(path), "sha256": _DIGESTS.get(path) or sha256_of(path)} for path in paths]
 
 
 def load_plugins(entries: list) -> None:
@@ -66,10 +68,10 @@ def load_plugins(entries: list) -> None:
         if expected is not None and digest != expected:
             raise ConfigError(f"plugins: {text}: its SHA-256 is {digest[:16]}..., not the {expected[:16]}... "
                               "recorded; the file changed since the run (restore it, or give the path alone)")
-        _execute(path, data, text)
+        _execute(path, data, digest, text)
 
 
-def _execute(path: Path, data: bytes, text: str) -> None:
+def _execute(path: Path, data: bytes, digest: str, text: str) -> None:
     """Run the plugin's bytes as the module pskd_plugin_<n>_<name>: the very bytes that were read and hashed,
     compiled here (a __pycache__ file beside the plugin is never read)."""
     name = f"pskd_plugin_{len(_LOADED)}_{''.join(c if c.isalnum() else '_' for c in path.stem)}"
@@ -81,7 +83,7 @@ def _execute(path: Path, data: bytes, text: str) -> None:
     except Exception as err:  # a plugin's own error, reported as the user's: one line naming the file
         del sys.modules[name]
         raise ConfigError(f"plugins: {text}: {type(err).__name__}: {err}") from None
-    _LOADED[path] = name
+    _LOADED[path], _DIGESTS[path] = name, digest
 
 
 def recorded_plugins(meta: dict, source: str) -> list[dict]:
@@ -107,7 +109,7 @@ def load_named_plugins(files: list[Path], recorded: list[dict], source: str) -> 
             raise ConfigError(f"--plugin {file}: SHA-256 {digest[:12]}... is not that of a plugin {source} was "
                               f"trained with (recorded: {known})")
         if path not in _LOADED:
-            _execute(path, data, str(file))
+            _execute(path, data, digest, str(file))
 
 
 def source_of(cls: type) -> str:

@@ -13,7 +13,7 @@ from torch import nn
 
 from pskd.deploy.card import ModelCard
 from pskd.errors import ConfigError, DataError
-from pskd.models.checkpoint import check_fits, read_checkpoint
+from pskd.models.checkpoint import load_fitting, read_checkpoint
 from pskd.models.zoo import InputSpec, StreamModel, build_model, model_names
 from pskd.plugins import unknown_model
 
@@ -61,17 +61,12 @@ def load_student(path: Path) -> tuple[DeployedStudent, ModelCard]:
     )
     if card.model not in model_names():
         raise unknown_model(card.model, meta, str(path))
+
     def build() -> StreamModel:
         try:
             return build_model(card.model, card.streams, card.options, spec, where="student")
         except ConfigError as err:
             raise DataError(f"{path}: its {card.model} on {stream} cannot be built ({err})") from None
 
-    check_fits(build, state, str(path))  # before any memory is given to what the meta describes
-    student = build()
-    try:
-        student.load_state_dict(state)
-    except RuntimeError as err:
-        raise DataError(f"{path}: its weights do not fit a {card.model} on {stream} "
-                        f"({str(err).splitlines()[0][:160]})") from None
+    student = load_fitting(build, state, f"{path} ({card.model} on {stream})")
     return DeployedStudent(student).eval(), card

@@ -52,9 +52,21 @@ def read_checkpoint(path: Path) -> tuple[dict, dict]:
     return blob["state_dict"], blob["meta"]
 
 
+def load_fitting(build: Callable[[], torch.nn.Module], state: dict, source: str) -> torch.nn.Module:
+    """The model `build` makes, holding `state`: checked to have exactly the tensors of `state` on torch's meta
+    device first (no memory), so that options a checkpoint's meta gives cannot allocate a model of any size."""
+    check_fits(build, state, source)
+    model = build()
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        raise DataError(f"{source}: its weights do not fit ({str(err).splitlines()[0][:160]})") from None
+    return model
+
+
 def check_fits(build: Callable[[], torch.nn.Module], state: dict, source: str) -> None:
     """Whether the model `build` makes has exactly the tensors of `state`, found by building it on torch's meta
-    device first (no memory), so that options a checkpoint's meta gives cannot allocate a model of any size."""
+    device (no memory)."""
     try:
         with torch.device("meta"):
             expected = {k: tuple(v.shape) for k, v in build().state_dict().items()}
