@@ -1,7 +1,8 @@
 import pytest
 from conftest import REPO
 
-from pskd.config import RunConfig, build_config, dump_config, load_config, parse_value
+from pskd.config import RunConfig, build_config, dump_config, load_config
+from pskd.config_files import parse_value
 from pskd.errors import ConfigError
 
 

@@ -114,9 +114,11 @@ class _BoundedLoader(yaml.SafeLoader):
         return node
 
 
-# YAML 1.2 reads 1e-8 as a number; PyYAML's 1.1 rules would keep it a string (a float there needs a dot)
+# YAML 1.2 reads 1e-8, 1.0e3 and .5e3 as numbers; PyYAML's 1.1 rules keep them strings (a float there needs a dot
+# and an exponent a sign). Tried after 1.1's own resolvers, so integers and timestamps stay what they were.
 _BoundedLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+$"), list("-+0123456789"))
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"), list("-+.0123456789"))
 
 
 def load_yaml(text: str, nodes: int = YAML_NODES, depth: int = NESTING_DEPTH) -> object:

@@ -31,7 +31,8 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 from pskd.bounded import LimitError, loads_json, read_data_text, read_text
-from pskd.config import RunConfig, apply_override, build_config, load_config, parse_value
+from pskd.config import RunConfig, build_config, load_config
+from pskd.config_files import apply_override, parse_value
 from pskd.console import log_stderr
 from pskd.distill.methods import method_names, student_stages, teacher_chain_used, teachers_used
 from pskd.errors import ConfigError
